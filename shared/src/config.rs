@@ -1,0 +1,423 @@
+//! Configuration, read from the environment once at cold start and validated there.
+//!
+//! A missing or bad value fails the init with a message that names the variable, so a broken
+//! deployment is visible on its first invocation instead of misbehaving later. Every variable is
+//! documented in `docs/configuration.md`; the defaults are what an operator would pick for a
+//! small team.
+//!
+//! Readers take a lookup function rather than touching the process environment, so tests can
+//! pass a map.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::time::{format_duration, parse_duration};
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {var}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Where a setting comes from: a lookup by variable name.
+pub struct Env<'a> {
+    lookup: Box<dyn Fn(&str) -> Option<String> + 'a>,
+}
+
+impl<'a> Env<'a> {
+    /// The process environment.
+    pub fn process() -> Env<'static> {
+        Env {
+            lookup: Box::new(|name| std::env::var(name).ok()),
+        }
+    }
+
+    /// Any lookup, e.g. a map in a test.
+    pub fn from_fn(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
+        Self {
+            lookup: Box::new(lookup),
+        }
+    }
+
+    /// The trimmed value, treating empty as unset.
+    pub fn get(&self, var: &str) -> Option<String> {
+        (self.lookup)(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A value that must be set.
+    pub fn required(&self, var: &'static str) -> Result<String, ConfigError> {
+        self.get(var).ok_or_else(|| ConfigError {
+            var,
+            problem: "is required but not set".into(),
+        })
+    }
+
+    /// A boolean (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`), or the default when unset.
+    pub fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(other) => Err(ConfigError {
+                var,
+                problem: format!("{other:?} is not a boolean (use true or false)"),
+            }),
+        }
+    }
+
+    /// A duration such as `15m` or `2h`, or the default when unset.
+    pub fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).ok_or_else(|| ConfigError {
+                var,
+                problem: format!("{v:?} is not a duration (write e.g. 90s, 15m or 2h)"),
+            }),
+        }
+    }
+
+    /// A whole number within `range`, or the default when unset.
+    pub fn number(
+        &self,
+        var: &'static str,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
+        let Some(v) = self.get(var) else {
+            return Ok(default);
+        };
+        v.parse::<u32>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| ConfigError {
+                var,
+                problem: format!(
+                    "{v:?} is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            })
+    }
+
+    /// A comma-separated list of Slack ids (upper-case letters and digits); empty when unset.
+    pub fn slack_ids(&self, var: &'static str) -> Result<Vec<String>, ConfigError> {
+        let Some(v) = self.get(var) else {
+            return Ok(Vec::new());
+        };
+        v.split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(|id| {
+                let ok = id.len() <= 32
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                if ok {
+                    Ok(id.to_owned())
+                } else {
+                    Err(ConfigError {
+                        var,
+                        problem: format!(
+                            "{id:?} is not a Slack id (ids look like T0123ABCD; names are not accepted)"
+                        ),
+                    })
+                }
+            })
+            .collect()
+    }
+}
+
+/// The Slack signing secret. Its `Debug` is redacted so it cannot reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret(String);
+
+impl SigningSecret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret's bytes, for the HMAC key.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningSecret(<redacted>)")
+    }
+}
+
+/// Where the issuer gets the Slack signing secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Directly from `EC2PASS_SLACK_SIGNING_SECRET`.
+    Value(SigningSecret),
+    /// From the SSM SecureString parameter named in `EC2PASS_SLACK_SIGNING_SECRET_PARAM`, read once
+    /// at cold start.
+    SsmParameter(String),
+}
+
+/// Password lifetimes: the default and the bounds a requester may choose within.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Used when the command names none.
+    pub default: Duration,
+    /// Shortest a requester may ask for.
+    pub min: Duration,
+    /// Longest a requester may ask for.
+    pub max: Duration,
+}
+
+/// Optional allow-lists on Slack ids. An empty list allows everyone; a set list allows only the
+/// ids in it. All set lists must allow a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowLists {
+    /// `team_id`s (workspaces).
+    pub teams: Vec<String>,
+    /// `enterprise_id`s (Enterprise Grid organisations).
+    pub enterprises: Vec<String>,
+    /// `api_app_id`s (the Slack app sending the command).
+    pub apps: Vec<String>,
+    /// `user_id`s.
+    pub users: Vec<String>,
+    /// `channel_id`s.
+    pub channels: Vec<String>,
+}
+
+/// The issuer's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerConfig {
+    /// DynamoDB table (`EC2PASS_TABLE`).
+    pub table: String,
+    /// Slack signing secret source.
+    pub signing_secret: SecretSource,
+    /// Password lifetimes (`EC2PASS_LIFETIME_DEFAULT`, `_MIN`, `_MAX`).
+    pub lifetimes: Lifetimes,
+    /// Allow-lists (`EC2PASS_ALLOWED_TEAMS`, `_ENTERPRISES`, `_APPS`, `_USERS`, `_CHANNELS`).
+    pub allow: AllowLists,
+    /// Whether `/ec2pass` with no instance mints a password any instance may use
+    /// (`EC2PASS_ALLOW_UNSCOPED`, default false).
+    pub allow_unscoped: bool,
+    /// Mints per requester per hour (`EC2PASS_RATE_LIMIT_PER_HOUR`, default 10).
+    pub rate_limit_per_hour: u32,
+}
+
+impl IssuerConfig {
+    /// Reads and validates the issuer's configuration.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let signing_secret = match (
+            env.get("EC2PASS_SLACK_SIGNING_SECRET"),
+            env.get("EC2PASS_SLACK_SIGNING_SECRET_PARAM"),
+        ) {
+            (Some(v), None) => SecretSource::Value(SigningSecret::new(v)),
+            (None, Some(name)) => SecretSource::SsmParameter(name),
+            (None, None) => {
+                return Err(ConfigError {
+                    var: "EC2PASS_SLACK_SIGNING_SECRET",
+                    problem: "is required (or set EC2PASS_SLACK_SIGNING_SECRET_PARAM to an SSM \
+                              SecureString parameter holding it)"
+                        .into(),
+                });
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError {
+                    var: "EC2PASS_SLACK_SIGNING_SECRET_PARAM",
+                    problem: "set either it or EC2PASS_SLACK_SIGNING_SECRET, not both".into(),
+                });
+            }
+        };
+        Ok(Self {
+            table: table_name(env)?,
+            signing_secret,
+            lifetimes: lifetimes(env)?,
+            allow: AllowLists {
+                teams: env.slack_ids("EC2PASS_ALLOWED_TEAMS")?,
+                enterprises: env.slack_ids("EC2PASS_ALLOWED_ENTERPRISES")?,
+                apps: env.slack_ids("EC2PASS_ALLOWED_APPS")?,
+                users: env.slack_ids("EC2PASS_ALLOWED_USERS")?,
+                channels: env.slack_ids("EC2PASS_ALLOWED_CHANNELS")?,
+            },
+            allow_unscoped: env.flag("EC2PASS_ALLOW_UNSCOPED", false)?,
+            rate_limit_per_hour: env.number("EC2PASS_RATE_LIMIT_PER_HOUR", 10, 1..=1000)?,
+        })
+    }
+}
+
+/// `EC2PASS_TABLE`, checked against DynamoDB's naming rules.
+pub fn table_name(env: &Env<'_>) -> Result<String, ConfigError> {
+    let table = env.required("EC2PASS_TABLE")?;
+    let ok = (3..=255).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(table)
+    } else {
+        Err(ConfigError {
+            var: "EC2PASS_TABLE",
+            problem: format!("{table:?} is not a valid DynamoDB table name"),
+        })
+    }
+}
+
+fn lifetimes(env: &Env<'_>) -> Result<Lifetimes, ConfigError> {
+    let l = Lifetimes {
+        default: env.duration("EC2PASS_LIFETIME_DEFAULT", Duration::from_secs(15 * 60))?,
+        min: env.duration("EC2PASS_LIFETIME_MIN", Duration::from_secs(5 * 60))?,
+        max: env.duration("EC2PASS_LIFETIME_MAX", Duration::from_secs(4 * 3600))?,
+    };
+    if l.min < Duration::from_secs(60) {
+        return Err(ConfigError {
+            var: "EC2PASS_LIFETIME_MIN",
+            problem: "must be at least 1m: a password needs time to be pasted".into(),
+        });
+    }
+    if l.max > Duration::from_secs(24 * 3600) || l.max < l.min {
+        return Err(ConfigError {
+            var: "EC2PASS_LIFETIME_MAX",
+            problem: format!(
+                "must be between EC2PASS_LIFETIME_MIN ({}) and 24h",
+                format_duration(l.min)
+            ),
+        });
+    }
+    if !(l.min..=l.max).contains(&l.default) {
+        return Err(ConfigError {
+            var: "EC2PASS_LIFETIME_DEFAULT",
+            problem: format!(
+                "must be between {} and {}",
+                format_duration(l.min),
+                format_duration(l.max)
+            ),
+        });
+    }
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn read(pairs: &[(&str, &str)]) -> Result<IssuerConfig, ConfigError> {
+        let map = env(pairs);
+        IssuerConfig::from_env(&Env::from_fn(|k| map.get(k).cloned()))
+    }
+
+    const MINIMAL: &[(&str, &str)] = &[
+        ("EC2PASS_TABLE", "ec2pass"),
+        ("EC2PASS_SLACK_SIGNING_SECRET", "s3cr3t"),
+    ];
+
+    #[test]
+    fn defaults_fill_in_everything_optional() {
+        let c = read(MINIMAL).map_err(|e| e.to_string());
+        let c = c
+            .as_ref()
+            .map(|c| (c.lifetimes, c.rate_limit_per_hour, c.allow_unscoped));
+        assert_eq!(
+            c,
+            Ok((
+                Lifetimes {
+                    default: Duration::from_secs(900),
+                    min: Duration::from_secs(300),
+                    max: Duration::from_secs(14_400)
+                },
+                10,
+                false
+            ))
+        );
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        // (variable to set, or to unset with None; the variable the error must name)
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("EC2PASS_TABLE", None, "EC2PASS_TABLE"),
+            ("EC2PASS_TABLE", Some("t t t"), "EC2PASS_TABLE"),
+            (
+                "EC2PASS_SLACK_SIGNING_SECRET",
+                None,
+                "EC2PASS_SLACK_SIGNING_SECRET",
+            ),
+            (
+                "EC2PASS_SLACK_SIGNING_SECRET_PARAM",
+                Some("/p"),
+                "EC2PASS_SLACK_SIGNING_SECRET_PARAM",
+            ),
+            (
+                "EC2PASS_LIFETIME_DEFAULT",
+                Some("forever"),
+                "EC2PASS_LIFETIME_DEFAULT",
+            ),
+            (
+                "EC2PASS_LIFETIME_DEFAULT",
+                Some("5h"),
+                "EC2PASS_LIFETIME_DEFAULT",
+            ),
+            ("EC2PASS_LIFETIME_MIN", Some("30s"), "EC2PASS_LIFETIME_MIN"),
+            ("EC2PASS_LIFETIME_MAX", Some("2m"), "EC2PASS_LIFETIME_MAX"),
+            (
+                "EC2PASS_RATE_LIMIT_PER_HOUR",
+                Some("0"),
+                "EC2PASS_RATE_LIMIT_PER_HOUR",
+            ),
+            (
+                "EC2PASS_RATE_LIMIT_PER_HOUR",
+                Some("ten"),
+                "EC2PASS_RATE_LIMIT_PER_HOUR",
+            ),
+            (
+                "EC2PASS_ALLOW_UNSCOPED",
+                Some("maybe"),
+                "EC2PASS_ALLOW_UNSCOPED",
+            ),
+            (
+                "EC2PASS_ALLOWED_CHANNELS",
+                Some("#general"),
+                "EC2PASS_ALLOWED_CHANNELS",
+            ),
+        ];
+        for &(var, value, named) in cases {
+            let mut pairs: Vec<(&str, &str)> =
+                MINIMAL.iter().copied().filter(|(k, _)| *k != var).collect();
+            if let Some(value) = value {
+                pairs.push((var, value));
+            }
+            let err = read(&pairs).err().map(|e| e.var);
+            assert_eq!(err, Some(named), "{var}={value:?}");
+        }
+    }
+
+    #[test]
+    fn allow_lists_are_split_and_trimmed() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("EC2PASS_ALLOWED_USERS", " U1, U2 ,,"));
+        let users = read(&pairs).map(|c| c.allow.users);
+        assert_eq!(users, Ok(vec!["U1".to_owned(), "U2".to_owned()]));
+    }
+
+    #[test]
+    fn the_signing_secret_never_shows_in_debug_output() {
+        let c = read(MINIMAL).map(|c| format!("{c:?}"));
+        assert!(
+            c.as_ref()
+                .is_ok_and(|d| !d.contains("s3cr3t") && d.contains("redacted"))
+        );
+    }
+}

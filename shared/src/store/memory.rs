@@ -1,0 +1,125 @@
+//! An in-memory password store with the same semantics as the DynamoDB one, for unit tests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use super::{
+    Mint, MintOutcome, MintStore, Outstanding, OutstandingStore, PasswordLookup, PasswordRecord,
+    StoreError, TriggerClaim, TriggerStore,
+};
+use crate::digest::Digest;
+use crate::ids::{Owner, ShortId};
+use crate::time::UnixTime;
+
+/// The table's items, held in memory behind one lock so every operation is atomic.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    passwords: HashMap<String, PasswordRecord>,
+    triggers: HashSet<String>,
+    rates: HashMap<(String, i64), u32>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-written (each operation
+        // checks before it writes), so a poisoned lock is still safe to use.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every stored password record (for assertions in tests).
+    pub fn records(&self) -> Vec<PasswordRecord> {
+        self.lock().passwords.values().cloned().collect()
+    }
+
+    /// Stores a record directly, as if minted earlier (for arranging tests).
+    pub fn insert(&self, record: PasswordRecord) {
+        self.lock()
+            .passwords
+            .insert(record.digest.table_key(), record);
+    }
+}
+
+impl MintStore for MemoryStore {
+    async fn mint(&self, mint: &Mint) -> Result<MintOutcome, StoreError> {
+        let mut state = self.lock();
+        if state.triggers.contains(&mint.trigger.trigger_id) {
+            return Ok(MintOutcome::Replayed);
+        }
+        let window = (mint.rate.owner.key(), mint.rate.window);
+        let used = state.rates.get(&window).copied().unwrap_or(0);
+        if used >= mint.rate.limit {
+            return Ok(MintOutcome::RateLimited);
+        }
+        let key = mint.record.digest.table_key();
+        if state.passwords.contains_key(&key) {
+            return Err(StoreError::Malformed {
+                key,
+                problem: "a password with this digest already exists".into(),
+            });
+        }
+        state.triggers.insert(mint.trigger.trigger_id.clone());
+        state.rates.insert(window, used + 1);
+        state.passwords.insert(key, mint.record.clone());
+        Ok(MintOutcome::Minted)
+    }
+}
+
+impl TriggerStore for MemoryStore {
+    async fn claim_trigger(&self, claim: &TriggerClaim) -> Result<bool, StoreError> {
+        Ok(self.lock().triggers.insert(claim.trigger_id.clone()))
+    }
+}
+
+impl OutstandingStore for MemoryStore {
+    async fn outstanding(
+        &self,
+        owner: &Owner,
+        now: UnixTime,
+    ) -> Result<Vec<Outstanding>, StoreError> {
+        let mut list: Vec<Outstanding> = self
+            .lock()
+            .passwords
+            .values()
+            .filter(|r| &r.owner == owner && r.is_outstanding(now))
+            .map(Outstanding::from)
+            .collect();
+        list.sort_by(|a, b| (a.expires_at, &a.short_id).cmp(&(b.expires_at, &b.short_id)));
+        Ok(list)
+    }
+
+    async fn revoke(&self, owner: &Owner, id: &ShortId, now: UnixTime) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let before = state.passwords.len();
+        state
+            .passwords
+            .retain(|_, r| !(&r.owner == owner && &r.short_id == id && r.is_outstanding(now)));
+        Ok(state.passwords.len() < before)
+    }
+
+    async fn revoke_all(&self, owner: &Owner, now: UnixTime) -> Result<usize, StoreError> {
+        let mut state = self.lock();
+        let before = state.passwords.len();
+        state
+            .passwords
+            .retain(|_, r| !(&r.owner == owner && r.is_outstanding(now)));
+        Ok(before - state.passwords.len())
+    }
+}
+
+impl PasswordLookup for MemoryStore {
+    async fn find(&self, digest: &Digest) -> Result<Option<PasswordRecord>, StoreError> {
+        Ok(self.lock().passwords.get(&digest.table_key()).cloned())
+    }
+}

@@ -1,0 +1,185 @@
+//! The password table, behind one small trait per capability.
+//!
+//! Handlers take only the trait they use: the issuer's mint path needs [`MintStore`], its `list`
+//! and `revoke` commands need [`OutstandingStore`] and [`TriggerStore`]. [`dynamo::DynamoStore`]
+//! implements them all against DynamoDB; [`memory::MemoryStore`] implements them in memory with
+//! the same semantics, for unit tests.
+
+pub mod dynamo;
+pub mod memory;
+
+use std::future::Future;
+
+use crate::digest::Digest;
+use crate::ids::{InstanceId, Owner, ShortId};
+use crate::time::UnixTime;
+
+/// A password as stored: everything but the plaintext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswordRecord {
+    /// Public short id.
+    pub short_id: ShortId,
+    /// SHA-256 of the canonical password.
+    pub digest: Digest,
+    /// Who asked for it.
+    pub owner: Owner,
+    /// Slack channel the command was typed in.
+    pub channel_id: String,
+    /// The only instance that may use it, or `None` for an unscoped password.
+    pub scope: Option<InstanceId>,
+    /// When it was issued.
+    pub issued_at: UnixTime,
+    /// When it stops working.
+    pub expires_at: UnixTime,
+    /// The start cycle that consumed it, once the guard has.
+    pub consumed_by: Option<String>,
+}
+
+impl PasswordRecord {
+    /// Whether the password has expired at `now` (expiry is exclusive: at `expires_at` it is dead).
+    pub fn is_expired(&self, now: UnixTime) -> bool {
+        now >= self.expires_at
+    }
+
+    /// Whether the password can still be used at `now`: not expired and not consumed.
+    pub fn is_outstanding(&self, now: UnixTime) -> bool {
+        !self.is_expired(now) && self.consumed_by.is_none()
+    }
+}
+
+/// What `list` shows of a password: never the password or its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outstanding {
+    /// Public short id.
+    pub short_id: ShortId,
+    /// The instance it is for, if any.
+    pub scope: Option<InstanceId>,
+    /// When it expires.
+    pub expires_at: UnixTime,
+}
+
+impl From<&PasswordRecord> for Outstanding {
+    fn from(r: &PasswordRecord) -> Self {
+        Self {
+            short_id: r.short_id.clone(),
+            scope: r.scope.clone(),
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// A claim on a Slack `trigger_id`: the first request with it wins, later ones are replays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerClaim {
+    /// Slack's `trigger_id` of the request.
+    pub trigger_id: String,
+    /// When the record may be cleaned up (after Slack's signature window has passed).
+    pub forget_after: UnixTime,
+}
+
+/// One requester's rate-limit window: at most `limit` mints per window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Whose window.
+    pub owner: Owner,
+    /// Window number (e.g. hours since the epoch).
+    pub window: i64,
+    /// Mints allowed in the window.
+    pub limit: u32,
+    /// When the counter may be cleaned up.
+    pub forget_after: UnixTime,
+}
+
+/// Everything a mint writes, all or nothing.
+#[derive(Clone, Debug)]
+pub struct Mint {
+    /// The request's trigger claim.
+    pub trigger: TriggerClaim,
+    /// The requester's rate window.
+    pub rate: RateWindow,
+    /// The password to store.
+    pub record: PasswordRecord,
+}
+
+/// How a mint ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MintOutcome {
+    /// The password is stored; its plaintext may now be shown.
+    Minted,
+    /// The trigger id was already used: a replayed request. Nothing was written.
+    Replayed,
+    /// The requester reached the window's limit. Nothing was stored.
+    RateLimited,
+}
+
+/// A failure to reach or use the table (after the SDK's own retries).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The call to DynamoDB failed.
+    #[error("DynamoDB {operation} failed: {message}")]
+    Unavailable {
+        /// Which operation.
+        operation: &'static str,
+        /// The SDK's error, rendered (contains no secrets: only digests' keys reach the SDK).
+        message: String,
+    },
+    /// An item in the table does not have the shape this code writes.
+    #[error("malformed item {key}: {problem}")]
+    Malformed {
+        /// The item's key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Stores a new password, atomically with its trigger claim and rate counter.
+pub trait MintStore: Send + Sync {
+    /// Writes the trigger claim, bumps the rate counter and stores the password in one
+    /// all-or-nothing step.
+    fn mint(&self, mint: &Mint) -> impl Future<Output = Result<MintOutcome, StoreError>> + Send;
+}
+
+/// Refuses replayed Slack requests.
+pub trait TriggerStore: Send + Sync {
+    /// Records the trigger id; `Ok(false)` when it was already recorded (a replay).
+    fn claim_trigger(
+        &self,
+        claim: &TriggerClaim,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// A requester's outstanding passwords: `list` and `revoke`.
+pub trait OutstandingStore: Send + Sync {
+    /// The owner's passwords that are neither expired nor consumed at `now`, soonest expiry first.
+    fn outstanding(
+        &self,
+        owner: &Owner,
+        now: UnixTime,
+    ) -> impl Future<Output = Result<Vec<Outstanding>, StoreError>> + Send;
+
+    /// Withdraws one of the owner's outstanding passwords; `Ok(false)` when there is none with
+    /// that id (or it is not theirs, or already used).
+    fn revoke(
+        &self,
+        owner: &Owner,
+        id: &ShortId,
+        now: UnixTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Withdraws all of the owner's outstanding passwords; returns how many.
+    fn revoke_all(
+        &self,
+        owner: &Owner,
+        now: UnixTime,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
+
+/// Reads a password by digest (the guard's failure path and the tests use it).
+pub trait PasswordLookup: Send + Sync {
+    /// The stored record for this digest, whatever its state; `None` when unknown.
+    fn find(
+        &self,
+        digest: &Digest,
+    ) -> impl Future<Output = Result<Option<PasswordRecord>, StoreError>> + Send;
+}
