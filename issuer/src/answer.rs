@@ -1,0 +1,332 @@
+//! What the requester sees: ephemeral Block Kit messages with a plain-text fallback.
+//!
+//! Every answer is `"response_type": "ephemeral"` (only the requester sees it). Anything that
+//! came from outside (a `Name` tag, echoed input) is escaped for Slack's mrkdwn, so a tag such as
+//! `<!channel>` is shown, not acted on.
+
+use ec2pass_shared::config::IssuerConfig;
+use ec2pass_shared::ids::{InstanceId, ShortId};
+use ec2pass_shared::password::Password;
+use ec2pass_shared::store::Outstanding;
+use ec2pass_shared::time::{UnixTime, format_duration};
+use serde_json::{Value, json};
+
+use crate::command::Mistake;
+use crate::instances::InstanceInfo;
+
+/// The tag key the operator sets to the password.
+pub const AUTH_TAG: &str = "Auth";
+
+/// An ephemeral message from a fallback text and blocks.
+fn ephemeral(text: &str, blocks: Vec<Value>) -> Value {
+    json!({ "response_type": "ephemeral", "text": text, "blocks": blocks })
+}
+
+fn section(mrkdwn: &str) -> Value {
+    json!({ "type": "section", "text": { "type": "mrkdwn", "text": mrkdwn } })
+}
+
+fn context(mrkdwn: &str) -> Value {
+    json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": mrkdwn }] })
+}
+
+/// A one-section ephemeral message whose fallback is the same text.
+fn note(mrkdwn: &str) -> Value {
+    ephemeral(mrkdwn, vec![section(mrkdwn)])
+}
+
+/// Escapes text for Slack mrkdwn (`&`, `<`, `>`), and keeps it on one line.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace(['\n', '\r', '`'], " ")
+}
+
+/// A time in Slack's date formatting, shown in the reader's own time zone, with a UTC fallback.
+pub fn slack_date(t: UnixTime) -> String {
+    format!(
+        "<!date^{}^{{date_short_pretty}} at {{time}}|{}>",
+        t.0,
+        utc(t)
+    )
+}
+
+/// `YYYY-MM-DD HH:MM UTC`, for fallbacks and logs.
+pub fn utc(t: UnixTime) -> String {
+    let days = t.0.div_euclid(86_400);
+    let secs = t.0.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn describe_scope(scope: Option<(&InstanceId, &InstanceInfo)>) -> String {
+    match scope {
+        None => "*any* instance (unscoped)".to_owned(),
+        Some((id, info)) => {
+            let name = info
+                .name
+                .as_deref()
+                .map(|n| format!(" ({})", escape(n)))
+                .unwrap_or_default();
+            format!("`{id}`{name}, now {}", escape(&info.state))
+        }
+    }
+}
+
+/// The minted password, with what to do next. The only message that carries a plaintext.
+pub fn minted(
+    password: &Password,
+    short_id: &ShortId,
+    scope: Option<(&InstanceId, &InstanceInfo)>,
+    expires_at: UnixTime,
+) -> Value {
+    let shown = password.display();
+    let target = scope.map_or_else(|| "the instance".to_owned(), |(id, _)| format!("`{id}`"));
+    let text = format!(
+        "ec2pass password for {}: {shown} (set tag {AUTH_TAG}, then start; expires {})",
+        scope.map_or_else(|| "any instance".to_owned(), |(id, _)| id.to_string()),
+        utc(expires_at)
+    );
+    ephemeral(
+        &text,
+        vec![
+            section(&format!(
+                "*Your one-time password* for {}\n`{shown}`",
+                describe_scope(scope)
+            )),
+            section(&format!(
+                "1. Set the tag *`{AUTH_TAG}`* on {target} to the password above.\n\
+                 2. Start the instance.\n\
+                 3. Done: ec2pass checks the tag, removes it, and lets the start stand. \
+                 Without a valid password the instance is stopped again."
+            )),
+            context(&format!(
+                "Works once, until {}. Id `{short_id}` (for `/ec2pass revoke {short_id}`). Only you can see this.",
+                slack_date(expires_at)
+            )),
+        ],
+    )
+}
+
+/// The requester's outstanding passwords (never the passwords themselves).
+pub fn listing(items: &[Outstanding]) -> Value {
+    if items.is_empty() {
+        return note("You have no outstanding ec2pass passwords.");
+    }
+    let lines: Vec<String> = items
+        .iter()
+        .map(|o| {
+            let scope = o
+                .scope
+                .as_ref()
+                .map_or_else(|| "any instance".to_owned(), |id| format!("`{id}`"));
+            format!(
+                "• `{}` for {scope}, expires {}",
+                o.short_id,
+                slack_date(o.expires_at)
+            )
+        })
+        .collect();
+    let text = format!("Your outstanding ec2pass passwords:\n{}", lines.join("\n"));
+    note(&text)
+}
+
+/// The answer to `revoke ID`.
+pub fn revoked_one(id: &ShortId, revoked: bool) -> Value {
+    if revoked {
+        note(&format!("Revoked `{id}`: it can no longer start anything."))
+    } else {
+        note(&format!(
+            "You have no outstanding password `{id}` (it may be used, expired or already revoked). \
+             `/ec2pass list` shows what you have."
+        ))
+    }
+}
+
+/// The answer to `revoke all`.
+pub fn revoked_all(count: usize) -> Value {
+    match count {
+        0 => note("You had no outstanding passwords; nothing to revoke."),
+        1 => note("Revoked your 1 outstanding password."),
+        n => note(&format!("Revoked your {n} outstanding passwords.")),
+    }
+}
+
+/// Usage, optionally preceded by what was wrong with the input.
+pub fn usage(config: &IssuerConfig, mistake: Option<&Mistake>) -> Value {
+    let l = &config.lifetimes;
+    let problem = mistake.map(|m| match m {
+        Mistake::Unknown(text) => format!("I don't understand `{}`.", escape(text)),
+        Mistake::BadInstanceId(id) => format!(
+            "`{}` is not an instance id. Instance ids look like `i-0123456789abcdef0` \
+             (`i-` and 8 or 17 lowercase hex digits).",
+            escape(id)
+        ),
+        Mistake::BadLifetime(l) => format!(
+            "`{}` is not a lifetime. Write minutes or hours, like `30m` or `2h`.",
+            escape(l)
+        ),
+        Mistake::LifetimeOutOfBounds(d) => format!(
+            "A lifetime of {} is not allowed here: choose between {} and {}.",
+            format_duration(*d),
+            format_duration(l.min),
+            format_duration(l.max)
+        ),
+        Mistake::BadRevoke(what) if what.is_empty() => {
+            "`revoke` needs a password id (from `/ec2pass list`) or `all`.".to_owned()
+        }
+        Mistake::BadRevoke(what) => format!(
+            "`{}` is not a password id. Ids are 8 characters, as shown by `/ec2pass list`.",
+            escape(what)
+        ),
+        Mistake::UnscopedNotAllowed => {
+            "Passwords must name an instance here: `/ec2pass i-0123456789abcdef0`.".to_owned()
+        }
+    });
+    let unscoped = if config.allow_unscoped {
+        "\n• `/ec2pass` alone: a password any one instance may use"
+    } else {
+        ""
+    };
+    let help = format!(
+        "*ec2pass* hands out one-time passwords for starting EC2 instances.\n\
+         • `/ec2pass i-0123456789abcdef0`: a password for that instance, valid {}\n\
+         • `/ec2pass i-0123456789abcdef0 2h`: the same, valid 2h (from {} to {}){unscoped}\n\
+         • `/ec2pass list`: your outstanding passwords\n\
+         • `/ec2pass revoke ID` or `/ec2pass revoke all`: withdraw them\n\
+         • `/ec2pass help`: this message",
+        format_duration(l.default),
+        format_duration(l.min),
+        format_duration(l.max),
+    );
+    let text = match problem {
+        Some(p) => format!("{p}\n\n{help}"),
+        None => help,
+    };
+    note(&text)
+}
+
+/// The requester is not on an allow-list.
+pub fn not_allowed() -> Value {
+    note("Sorry, ec2pass is not enabled for you here. Ask your AWS administrators if you need it.")
+}
+
+/// The rate limit is reached.
+pub fn rate_limited(limit: u32) -> Value {
+    note(&format!(
+        "You have asked for {limit} passwords this hour, which is the limit. \
+         Try again next hour, or reuse one from `/ec2pass list` if it is still valid."
+    ))
+}
+
+/// The same Slack request arrived twice.
+pub fn replayed() -> Value {
+    note(
+        "This request was already answered; nothing more was issued. Run the command again if you need to.",
+    )
+}
+
+/// The scoped instance does not exist.
+pub fn unknown_instance(id: &InstanceId) -> Value {
+    note(&format!(
+        "I can't find instance `{id}` in this account and region, so no password was issued. \
+         Check the id (and that the instance is in the region ec2pass guards)."
+    ))
+}
+
+/// The scoped instance is terminated or terminating.
+pub fn instance_gone(id: &InstanceId, info: &InstanceInfo) -> Value {
+    note(&format!(
+        "Instance `{id}` is {}, so it can never start again; no password was issued.",
+        escape(&info.state)
+    ))
+}
+
+/// Slack posted something ec2pass cannot read.
+pub fn malformed() -> Value {
+    note("ec2pass could not read this request from Slack; nothing was issued. Please try again.")
+}
+
+/// AWS could not be reached; nothing happened.
+pub fn try_again() -> Value {
+    note(
+        "ec2pass could not reach AWS just now, so nothing was issued or changed. Please try again in a moment.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_formatted_in_utc_for_fallbacks() {
+        assert_eq!(utc(UnixTime(0)), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(UnixTime(1_795_255_200)), "2026-11-21 10:00 UTC");
+        assert_eq!(utc(UnixTime(951_782_400)), "2000-02-29 00:00 UTC");
+        assert_eq!(
+            slack_date(UnixTime(1_795_255_200)),
+            "<!date^1795255200^{date_short_pretty} at {time}|2026-11-21 10:00 UTC>"
+        );
+    }
+
+    #[test]
+    fn outside_text_cannot_inject_mentions_or_break_code_spans() {
+        assert_eq!(
+            escape("<!channel> & `x`\nhi"),
+            "&lt;!channel&gt; &amp;  x  hi"
+        );
+        let info = InstanceInfo {
+            name: Some("<!here>".into()),
+            state: "stopped".into(),
+        };
+        let id = InstanceId::parse("i-0123abcd").unwrap_or_else(|| unreachable!());
+        let shown = describe_scope(Some((&id, &info)));
+        assert!(!shown.contains("<!here>"), "{shown}");
+    }
+
+    #[test]
+    fn the_minted_answer_is_ephemeral_and_carries_password_tag_scope_and_expiry() {
+        let p = Password::generate();
+        let id = InstanceId::parse("i-0123abcd").unwrap_or_else(|| unreachable!());
+        let info = InstanceInfo {
+            name: Some("web-prod".into()),
+            state: "stopped".into(),
+        };
+        let short = ec2pass_shared::password::new_short_id();
+        let v = minted(&p, &short, Some((&id, &info)), UnixTime(1_795_255_200));
+        assert_eq!(v["response_type"], "ephemeral");
+        let all = v.to_string();
+        assert!(all.contains(&format!("`{}`", p.display())));
+        for needle in [
+            "Auth",
+            "i-0123abcd",
+            "web-prod",
+            "stopped",
+            "<!date^1795255200^",
+            short.as_str(),
+        ] {
+            assert!(all.contains(needle), "{needle} missing");
+        }
+        assert!(v["text"].as_str().is_some_and(|t| t.contains(&p.display())));
+        assert_eq!(v["blocks"].as_array().map(Vec::len), Some(3));
+    }
+}

@@ -1,0 +1,261 @@
+//! The command grammar: what may follow `/ec2pass`.
+//!
+//! | text | command |
+//! | --- | --- |
+//! | `i-0123456789abcdef0` | mint a password only that instance may use |
+//! | `i-… 30m`, `i-… 2h` | the same, with a lifetime |
+//! | *(empty)*, or a lifetime alone | mint an unscoped password (only where configuration allows) |
+//! | `help` | usage |
+//! | `list` | the requester's outstanding passwords |
+//! | `revoke ID`, `revoke all` | withdraw the requester's own outstanding passwords |
+//!
+//! Keywords are case-insensitive; instance ids must be written as EC2 writes them (lowercase).
+
+use std::time::Duration;
+
+use ec2pass_shared::config::Lifetimes;
+use ec2pass_shared::ids::{InstanceId, ShortId};
+use ec2pass_shared::time::parse_duration;
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Mint a password, for one instance or (`None`) any.
+    Mint {
+        /// The instance it is for.
+        scope: Option<InstanceId>,
+        /// The requested lifetime, if any.
+        lifetime: Option<Duration>,
+    },
+    /// Show usage.
+    Help,
+    /// List the requester's outstanding passwords.
+    List,
+    /// Withdraw outstanding passwords.
+    Revoke(RevokeTarget),
+}
+
+/// Which passwords `revoke` withdraws.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// The one with this short id.
+    One(ShortId),
+    /// All of the requester's.
+    All,
+}
+
+/// Something the requester typed that is not a command; answered with an explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mistake {
+    /// Not a command at all.
+    Unknown(String),
+    /// Looks like an instance id but is not a valid one.
+    BadInstanceId(String),
+    /// A lifetime that does not parse.
+    BadLifetime(String),
+    /// A lifetime outside the configured bounds.
+    LifetimeOutOfBounds(Duration),
+    /// `revoke` without a valid id or `all`.
+    BadRevoke(String),
+    /// An unscoped password was asked for but configuration does not allow them.
+    UnscopedNotAllowed,
+}
+
+/// Parses the text after `/ec2pass`.
+pub fn parse(text: &str) -> Result<Command, Mistake> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keyword = words.first().map(|w| w.to_ascii_lowercase());
+    match (keyword.as_deref(), words.as_slice()) {
+        (None, _) => Ok(Command::Mint {
+            scope: None,
+            lifetime: None,
+        }),
+        (Some("help"), [_]) => Ok(Command::Help),
+        (Some("list"), [_]) => Ok(Command::List),
+        (Some("revoke"), [_, target]) if target.eq_ignore_ascii_case("all") => {
+            Ok(Command::Revoke(RevokeTarget::All))
+        }
+        (Some("revoke"), [_, target]) => ShortId::parse(target)
+            .map(|id| Command::Revoke(RevokeTarget::One(id)))
+            .ok_or_else(|| Mistake::BadRevoke(shorten(target))),
+        (Some("revoke"), _) => Err(Mistake::BadRevoke(shorten(&words[1..].join(" ")))),
+        (Some(first), [id, rest @ ..]) if first.starts_with("i-") => {
+            let scope = InstanceId::parse(id).ok_or_else(|| Mistake::BadInstanceId(shorten(id)))?;
+            let lifetime = match rest {
+                [] => None,
+                [l] => Some(parse_duration(l).ok_or_else(|| Mistake::BadLifetime(shorten(l)))?),
+                _ => return Err(Mistake::Unknown(shorten(text.trim()))),
+            };
+            Ok(Command::Mint {
+                scope: Some(scope),
+                lifetime,
+            })
+        }
+        (Some(_), [l]) if parse_duration(l).is_some() => Ok(Command::Mint {
+            scope: None,
+            lifetime: parse_duration(l),
+        }),
+        (Some(_), _) => Err(Mistake::Unknown(shorten(text.trim()))),
+    }
+}
+
+/// The lifetime a mint gets: the requested one within bounds, or the default.
+pub fn choose_lifetime(
+    requested: Option<Duration>,
+    bounds: &Lifetimes,
+) -> Result<Duration, Mistake> {
+    match requested {
+        None => Ok(bounds.default),
+        Some(d) if (bounds.min..=bounds.max).contains(&d) => Ok(d),
+        Some(d) => Err(Mistake::LifetimeOutOfBounds(d)),
+    }
+}
+
+/// User text echoed back is cut to a readable length.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        let mut cut: String = s.chars().take(MAX).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> Option<InstanceId> {
+        InstanceId::parse(s)
+    }
+
+    #[test]
+    fn an_instance_id_mints_a_scoped_password() {
+        assert_eq!(
+            parse("i-0123456789abcdef0"),
+            Ok(Command::Mint {
+                scope: id("i-0123456789abcdef0"),
+                lifetime: None
+            })
+        );
+        assert_eq!(
+            parse("  i-0123abcd   2h "),
+            Ok(Command::Mint {
+                scope: id("i-0123abcd"),
+                lifetime: Some(Duration::from_secs(7200))
+            })
+        );
+    }
+
+    #[test]
+    fn empty_text_or_a_lone_lifetime_asks_for_an_unscoped_password() {
+        assert_eq!(
+            parse(""),
+            Ok(Command::Mint {
+                scope: None,
+                lifetime: None
+            })
+        );
+        assert_eq!(
+            parse("   "),
+            Ok(Command::Mint {
+                scope: None,
+                lifetime: None
+            })
+        );
+        assert_eq!(
+            parse("30m"),
+            Ok(Command::Mint {
+                scope: None,
+                lifetime: Some(Duration::from_secs(1800))
+            })
+        );
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive() {
+        assert_eq!(parse("HELP"), Ok(Command::Help));
+        assert_eq!(parse("List"), Ok(Command::List));
+        assert_eq!(parse("revoke ALL"), Ok(Command::Revoke(RevokeTarget::All)));
+        let short = ShortId::parse("ab12cd34")
+            .map(RevokeTarget::One)
+            .map(Command::Revoke);
+        assert_eq!(parse("revoke AB12CD34").ok(), short);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert_eq!(parse("i-XYZ"), Err(Mistake::BadInstanceId("i-XYZ".into())));
+        assert_eq!(
+            parse("i-0123abcd soon"),
+            Err(Mistake::BadLifetime("soon".into()))
+        );
+        assert_eq!(
+            parse("i-0123abcd 0m"),
+            Err(Mistake::BadLifetime("0m".into()))
+        );
+        assert_eq!(
+            parse("i-0123abcd 5m extra"),
+            Err(Mistake::Unknown("i-0123abcd 5m extra".into()))
+        );
+        assert_eq!(parse("revoke"), Err(Mistake::BadRevoke(String::new())));
+        assert_eq!(
+            parse("revoke nope!"),
+            Err(Mistake::BadRevoke("nope!".into()))
+        );
+        assert_eq!(parse("revoke a b"), Err(Mistake::BadRevoke("a b".into())));
+        assert_eq!(parse("help me"), Err(Mistake::Unknown("help me".into())));
+        assert_eq!(
+            parse("start my box"),
+            Err(Mistake::Unknown("start my box".into()))
+        );
+        let long = "x".repeat(100);
+        assert_eq!(
+            parse(&long),
+            Err(Mistake::Unknown(format!("{}…", "x".repeat(40))))
+        );
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_by_configuration() {
+        let bounds = Lifetimes {
+            default: Duration::from_secs(900),
+            min: Duration::from_secs(300),
+            max: Duration::from_secs(7200),
+        };
+        assert_eq!(choose_lifetime(None, &bounds), Ok(Duration::from_secs(900)));
+        assert_eq!(
+            choose_lifetime(Some(Duration::from_secs(300)), &bounds),
+            Ok(Duration::from_secs(300))
+        );
+        assert_eq!(
+            choose_lifetime(Some(Duration::from_secs(7200)), &bounds),
+            Ok(Duration::from_secs(7200))
+        );
+        for d in [299, 7201] {
+            let d = Duration::from_secs(d);
+            assert_eq!(
+                choose_lifetime(Some(d), &bounds),
+                Err(Mistake::LifetimeOutOfBounds(d))
+            );
+        }
+    }
+
+    #[test]
+    fn no_text_panics_the_parser() {
+        for text in [
+            "\u{0}",
+            "i-",
+            "i- 5m",
+            "revoke \u{fffd}",
+            "🚀 2h",
+            "i-0123abcd 🚀",
+            "\t\n",
+            "i-0123abcd 5é",
+        ] {
+            let _ = parse(text);
+        }
+    }
+}

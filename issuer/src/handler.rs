@@ -1,0 +1,302 @@
+//! The issuer's request path: request → verify → parse → mint → store → answer.
+//!
+//! [`Issuer::handle`] never fails: every outcome is an HTTP answer. Requests that are not from
+//! Slack get a bare 4xx; anything a person typed gets an ephemeral explanation with status 200;
+//! AWS trouble gets an ephemeral "try again" (Slack shows a 5xx as an opaque error, and nothing
+//! was issued, so there is nothing to hide).
+
+use ec2pass_shared::config::{IssuerConfig, SigningSecret};
+use ec2pass_shared::ids::InstanceId;
+use ec2pass_shared::store::{MintOutcome, MintStore, OutstandingStore, TriggerStore};
+use ec2pass_shared::time::{Clock, UnixTime};
+use lambda_http::http::{HeaderMap, Response, header};
+use lambda_http::{Body, Request};
+use serde_json::Value;
+use tracing::{error, info, warn};
+
+use crate::answer;
+use crate::authorize::authorize;
+use crate::command::{self, Command, Mistake, RevokeTarget};
+use crate::instances::InstanceDirectory;
+use crate::mint;
+use crate::request::{Form, Incoming, SlashCommand, check_shape, parse_form};
+use crate::verify::{HeaderValue, verify};
+
+/// An HTTP answer: a status and, for 200s, a JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+}
+
+impl Reply {
+    fn empty(status: u16) -> Self {
+        Self { status, body: None }
+    }
+
+    fn ok(body: Value) -> Self {
+        Self {
+            status: 200,
+            body: Some(body),
+        }
+    }
+}
+
+/// The issuer and what it depends on: configuration, the signing secret, the password store,
+/// the instance directory and a clock.
+pub struct Issuer<S, D, C> {
+    /// Validated configuration.
+    pub config: IssuerConfig,
+    /// The Slack signing secret, resolved at cold start.
+    pub secret: SigningSecret,
+    /// The password table.
+    pub store: S,
+    /// EC2, for scoped mints.
+    pub directory: D,
+    /// The time.
+    pub clock: C,
+}
+
+impl<S, D, C> Issuer<S, D, C>
+where
+    S: MintStore + TriggerStore + OutstandingStore,
+    D: InstanceDirectory,
+    C: Clock,
+{
+    /// Answers one HTTP request as Lambda delivered it.
+    pub async fn handle_http(&self, request: Request) -> Response<Body> {
+        let headers = request.headers();
+        let incoming = Incoming {
+            method: request.method().as_str(),
+            content_type: single(headers, header::CONTENT_TYPE.as_str()),
+            timestamp: single(headers, "x-slack-request-timestamp"),
+            signature: single(headers, "x-slack-signature"),
+            body: request.body().as_ref(),
+        };
+        into_response(self.handle(&incoming).await)
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: &Incoming<'_>) -> Reply {
+        if let Err(shape) = check_shape(req) {
+            warn!(
+                ?shape,
+                method = req.method,
+                bytes = req.body.len(),
+                "refused request"
+            );
+            return Reply::empty(shape.status());
+        }
+        let form = parse_form(req.body);
+        if form == Ok(Form::SslCheck) {
+            info!("answered Slack ssl_check");
+            return Reply::empty(200);
+        }
+        let now = self.clock.now();
+        if let Err(why) = verify(&self.secret, req.timestamp, req.signature, req.body, now) {
+            warn!(reason = %why, "refused request: Slack signature");
+            return Reply::empty(401);
+        }
+        let cmd = match form {
+            Ok(Form::Command(cmd)) => cmd,
+            Ok(Form::SslCheck) => return Reply::empty(200),
+            Err(problem) => {
+                warn!(%problem, "signed request with an unreadable form");
+                return Reply::ok(answer::malformed());
+            }
+        };
+        if let Err(refusal) = authorize(&self.config.allow, &cmd) {
+            info!(
+                ?refusal,
+                team_id = cmd.team_id,
+                user_id = cmd.user_id,
+                channel_id = cmd.channel_id,
+                "not on the allow-list"
+            );
+            return Reply::ok(answer::not_allowed());
+        }
+        // The text itself is never logged: someone may paste a password into it by mistake.
+        let answer = match command::parse(&cmd.text) {
+            Err(mistake) => {
+                info!(
+                    user_id = cmd.user_id,
+                    mistake = mistake_kind(&mistake),
+                    "usage answered"
+                );
+                answer::usage(&self.config, Some(&mistake))
+            }
+            Ok(Command::Help) => answer::usage(&self.config, None),
+            Ok(Command::Mint { scope, lifetime }) => self.mint(&cmd, scope, lifetime, now).await,
+            Ok(Command::List) => self.list(&cmd, now).await,
+            Ok(Command::Revoke(target)) => self.revoke(&cmd, target, now).await,
+        };
+        Reply::ok(answer)
+    }
+
+    async fn mint(
+        &self,
+        cmd: &SlashCommand,
+        scope: Option<InstanceId>,
+        lifetime: Option<std::time::Duration>,
+        now: UnixTime,
+    ) -> Value {
+        if scope.is_none() && !self.config.allow_unscoped {
+            return answer::usage(&self.config, Some(&Mistake::UnscopedNotAllowed));
+        }
+        let lifetime = match command::choose_lifetime(lifetime, &self.config.lifetimes) {
+            Ok(l) => l,
+            Err(mistake) => return answer::usage(&self.config, Some(&mistake)),
+        };
+        let info = match &scope {
+            None => None,
+            Some(id) => match self.directory.describe(id).await {
+                Ok(Some(info)) if info.is_gone() => return answer::instance_gone(id, &info),
+                Ok(Some(info)) => Some(info),
+                Ok(None) => {
+                    info!(user_id = cmd.user_id, instance_id = %id, "mint refused: unknown instance");
+                    return answer::unknown_instance(id);
+                }
+                Err(e) => {
+                    error!(error = %e, instance_id = %id, "mint failed: instance lookup");
+                    return answer::try_again();
+                }
+            },
+        };
+        let (password, plan) =
+            mint::plan(cmd, scope, lifetime, now, self.config.rate_limit_per_hour);
+        let record = &plan.record;
+        match self.store.mint(&plan).await {
+            Ok(MintOutcome::Minted) => {
+                info!(
+                    short_id = %record.short_id,
+                    team_id = cmd.team_id,
+                    user_id = cmd.user_id,
+                    channel_id = cmd.channel_id,
+                    scope = record.scope.as_ref().map(InstanceId::as_str),
+                    expires_at = record.expires_at.0,
+                    "minted"
+                );
+                let scope = record.scope.as_ref().zip(info.as_ref());
+                answer::minted(&password, &record.short_id, scope, record.expires_at)
+            }
+            Ok(MintOutcome::Replayed) => {
+                warn!(user_id = cmd.user_id, "refused replayed trigger_id");
+                answer::replayed()
+            }
+            Ok(MintOutcome::RateLimited) => {
+                info!(
+                    user_id = cmd.user_id,
+                    limit = self.config.rate_limit_per_hour,
+                    "rate limited"
+                );
+                answer::rate_limited(self.config.rate_limit_per_hour)
+            }
+            Err(e) => {
+                error!(error = %e, "mint failed: store");
+                answer::try_again()
+            }
+        }
+    }
+
+    async fn list(&self, cmd: &SlashCommand, now: UnixTime) -> Value {
+        if let Some(refused) = self.claim(cmd, now).await {
+            return refused;
+        }
+        match self.store.outstanding(&mint::owner(cmd), now).await {
+            Ok(items) => {
+                info!(user_id = cmd.user_id, count = items.len(), "listed");
+                answer::listing(&items)
+            }
+            Err(e) => {
+                error!(error = %e, "list failed");
+                answer::try_again()
+            }
+        }
+    }
+
+    async fn revoke(&self, cmd: &SlashCommand, target: RevokeTarget, now: UnixTime) -> Value {
+        if let Some(refused) = self.claim(cmd, now).await {
+            return refused;
+        }
+        let owner = mint::owner(cmd);
+        let result = match &target {
+            RevokeTarget::One(id) => self
+                .store
+                .revoke(&owner, id, now)
+                .await
+                .map(|done| answer::revoked_one(id, done)),
+            RevokeTarget::All => self
+                .store
+                .revoke_all(&owner, now)
+                .await
+                .map(answer::revoked_all),
+        };
+        result.unwrap_or_else(|e| {
+            error!(error = %e, "revoke failed");
+            answer::try_again()
+        })
+    }
+
+    /// Claims the request's trigger id; an answer to send instead when it is a replay or the
+    /// claim could not be made.
+    async fn claim(&self, cmd: &SlashCommand, now: UnixTime) -> Option<Value> {
+        match self
+            .store
+            .claim_trigger(&mint::trigger_claim(cmd, now))
+            .await
+        {
+            Ok(true) => None,
+            Ok(false) => {
+                warn!(user_id = cmd.user_id, "refused replayed trigger_id");
+                Some(answer::replayed())
+            }
+            Err(e) => {
+                error!(error = %e, "trigger claim failed");
+                Some(answer::try_again())
+            }
+        }
+    }
+}
+
+/// A header's value: absent, present once (as text), or repeated. A value that is not visible
+/// ASCII counts as present but unusable, so it fails the check it was for.
+pub fn single<'a>(headers: &'a HeaderMap, name: &str) -> HeaderValue<'a> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => HeaderValue::Absent,
+        (Some(v), None) => HeaderValue::Once(v.to_str().unwrap_or("\u{fffd}")),
+        (Some(_), Some(_)) => HeaderValue::Repeated,
+    }
+}
+
+fn into_response(reply: Reply) -> Response<Body> {
+    let builder = Response::builder().status(reply.status);
+    let built = match reply.body {
+        Some(json) => builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::Text(json.to_string())),
+        None => builder.body(Body::Empty),
+    };
+    built.unwrap_or_else(|_| {
+        let mut fallback = Response::new(Body::Empty);
+        *fallback.status_mut() = lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR;
+        fallback
+    })
+}
+
+fn mistake_kind(m: &Mistake) -> &'static str {
+    match m {
+        Mistake::Unknown(_) => "unknown-input",
+        Mistake::BadInstanceId(_) => "bad-instance-id",
+        Mistake::BadLifetime(_) => "bad-lifetime",
+        Mistake::LifetimeOutOfBounds(_) => "lifetime-out-of-bounds",
+        Mistake::BadRevoke(_) => "bad-revoke",
+        Mistake::UnscopedNotAllowed => "unscoped-not-allowed",
+    }
+}
+
+#[cfg(test)]
+#[path = "handler_tests.rs"]
+mod tests;

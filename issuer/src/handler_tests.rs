@@ -1,0 +1,514 @@
+//! The request path end to end, with the in-memory store, a fake EC2 and a fixed clock.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ec2pass_shared::config::{AllowLists, Lifetimes, SecretSource};
+use ec2pass_shared::ids::{Owner, ShortId};
+use ec2pass_shared::password::Password;
+use ec2pass_shared::store::memory::MemoryStore;
+use ec2pass_shared::store::{Mint, Outstanding, StoreError, TriggerClaim};
+use ec2pass_shared::time::FixedClock;
+
+use super::*;
+use crate::instances::{DirectoryError, InstanceInfo};
+use crate::verify::sign;
+
+const SECRET: &str = "unit-test-secret";
+const NOW: UnixTime = UnixTime(1_795_255_200);
+const INSTANCE: &str = "i-0123456789abcdef0";
+
+/// EC2 with a fixed set of instances; an id mapped to `None` fails like a throttled API.
+#[derive(Default)]
+struct FakeEc2(HashMap<String, Option<InstanceInfo>>);
+
+impl InstanceDirectory for FakeEc2 {
+    async fn describe(&self, id: &InstanceId) -> Result<Option<InstanceInfo>, DirectoryError> {
+        match self.0.get(id.as_str()) {
+            None => Ok(None),
+            Some(None) => Err(DirectoryError("RequestLimitExceeded".into())),
+            Some(Some(info)) => Ok(Some(info.clone())),
+        }
+    }
+}
+
+fn ec2() -> FakeEc2 {
+    let mut map = HashMap::new();
+    map.insert(
+        INSTANCE.to_owned(),
+        Some(InstanceInfo {
+            name: Some("web-prod".into()),
+            state: "stopped".into(),
+        }),
+    );
+    map.insert(
+        "i-0000000000000dead".to_owned(),
+        Some(InstanceInfo {
+            name: None,
+            state: "terminated".into(),
+        }),
+    );
+    map.insert("i-00000000000000bad".to_owned(), None);
+    FakeEc2(map)
+}
+
+fn config() -> IssuerConfig {
+    IssuerConfig {
+        table: "t".into(),
+        signing_secret: SecretSource::Value(SigningSecret::new(SECRET)),
+        lifetimes: Lifetimes {
+            default: std::time::Duration::from_secs(900),
+            min: std::time::Duration::from_secs(300),
+            max: std::time::Duration::from_secs(7200),
+        },
+        allow: AllowLists::default(),
+        allow_unscoped: false,
+        rate_limit_per_hour: 3,
+    }
+}
+
+fn issuer_with<S>(store: S, config: IssuerConfig) -> Issuer<S, FakeEc2, FixedClock> {
+    Issuer {
+        config,
+        secret: SigningSecret::new(SECRET),
+        store,
+        directory: ec2(),
+        clock: FixedClock(NOW),
+    }
+}
+
+fn issuer() -> Issuer<MemoryStore, FakeEc2, FixedClock> {
+    issuer_with(MemoryStore::new(), config())
+}
+
+static TRIGGERS: Mutex<u64> = Mutex::new(0);
+
+/// A form body as Slack posts it, with a fresh trigger id.
+fn form(user: &str, text: &str) -> String {
+    let mut n = TRIGGERS.lock().unwrap_or_else(|p| p.into_inner());
+    *n += 1;
+    let text: String = text
+        .bytes()
+        .map(|b| match b {
+            b' ' => "+".to_owned(),
+            b if b.is_ascii_alphanumeric() || b == b'-' => char::from(b).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    format!(
+        "token=legacy&team_id=T1&team_domain=acme&channel_id=C1&channel_name=ops&user_id={user}\
+         &user_name=someone&command=%2Fec2pass&text={text}&api_app_id=A1\
+         &response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2Fx&trigger_id=1.2.{n}"
+    )
+}
+
+async fn send<S, D>(issuer: &Issuer<S, D, FixedClock>, body: &str) -> Reply
+where
+    S: MintStore + TriggerStore + OutstandingStore,
+    D: InstanceDirectory,
+{
+    let ts = NOW.0.to_string();
+    let sig = sign(&SigningSecret::new(SECRET), &ts, body.as_bytes());
+    issuer.handle(&signed(&ts, &sig, body)).await
+}
+
+fn signed<'a>(ts: &'a str, sig: &'a str, body: &'a str) -> Incoming<'a> {
+    Incoming {
+        method: "POST",
+        content_type: HeaderValue::Once("application/x-www-form-urlencoded"),
+        timestamp: HeaderValue::Once(ts),
+        signature: HeaderValue::Once(sig),
+        body: body.as_bytes(),
+    }
+}
+
+fn text_of(reply: &Reply) -> String {
+    reply
+        .body
+        .as_ref()
+        .map(Value::to_string)
+        .unwrap_or_default()
+}
+
+fn ephemeral(reply: &Reply) -> bool {
+    reply.status == 200
+        && reply
+            .body
+            .as_ref()
+            .is_some_and(|b| b["response_type"] == "ephemeral" && b["text"].is_string())
+}
+
+/// The password in a minted answer, as shown.
+fn password_in(reply: &Reply) -> Option<Password> {
+    let text = reply.body.as_ref()?["text"].as_str()?.to_owned();
+    text.split_whitespace().find_map(Password::from_tag)
+}
+
+#[tokio::test]
+async fn a_scoped_mint_answers_with_a_password_and_stores_only_its_digest() {
+    // Given an issuer and a known instance
+    let issuer = issuer();
+    // When the requester asks for a password for it
+    let reply = send(&issuer, &form("U1", INSTANCE)).await;
+    // Then the answer is ephemeral, carries a password, the instance's name and state
+    assert!(ephemeral(&reply), "{reply:?}");
+    let text = text_of(&reply);
+    assert!(
+        text.contains("web-prod") && text.contains("stopped"),
+        "{text}"
+    );
+    let password = password_in(&reply);
+    assert!(password.is_some(), "{text}");
+    let password = password.unwrap_or_else(|| unreachable!());
+    // And the store holds one record: the digest, scoped, expiring after the default lifetime
+    let records = issuer.store.records();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert!(r.digest.ct_eq(&password.digest()));
+    assert_eq!(r.scope.as_ref().map(InstanceId::as_str), Some(INSTANCE));
+    assert_eq!(r.expires_at, UnixTime(NOW.0 + 900));
+    assert_eq!(r.owner.key(), "T1#U1");
+    assert!(!format!("{r:?}").contains(password.canonical()));
+}
+
+#[tokio::test]
+async fn a_requested_lifetime_is_used_within_bounds_and_explained_outside() {
+    let issuer = issuer();
+    let reply = send(&issuer, &form("U1", &format!("{INSTANCE} 2h"))).await;
+    assert!(password_in(&reply).is_some());
+    assert_eq!(issuer.store.records()[0].expires_at, UnixTime(NOW.0 + 7200));
+
+    for text in [
+        format!("{INSTANCE} 3h"),
+        format!("{INSTANCE} 1m"),
+        format!("{INSTANCE} soon"),
+    ] {
+        let reply = send(&issuer, &form("U1", &text)).await;
+        assert!(
+            ephemeral(&reply) && password_in(&reply).is_none(),
+            "{text}: {reply:?}"
+        );
+    }
+    assert_eq!(
+        issuer.store.records().len(),
+        1,
+        "no password for a bad lifetime"
+    );
+}
+
+#[tokio::test]
+async fn unknown_terminated_or_unreachable_instances_get_no_password() {
+    let issuer = issuer();
+    for (id, says) in [
+        ("i-0aaaaaaaaaaaaaaa0", "can't find"),
+        ("i-0000000000000dead", "terminated"),
+        ("i-00000000000000bad", "try again"),
+    ] {
+        let reply = send(&issuer, &form("U1", id)).await;
+        assert!(ephemeral(&reply), "{id}");
+        assert!(password_in(&reply).is_none(), "{id}");
+        assert!(text_of(&reply).contains(says), "{id}: {}", text_of(&reply));
+    }
+    assert!(issuer.store.records().is_empty());
+}
+
+#[tokio::test]
+async fn unscoped_passwords_only_where_configuration_allows() {
+    let issuer = issuer();
+    let reply = send(&issuer, &form("U1", "")).await;
+    assert!(ephemeral(&reply) && password_in(&reply).is_none());
+    assert!(text_of(&reply).contains("must name an instance"));
+
+    let issuer = issuer_with(
+        MemoryStore::new(),
+        IssuerConfig {
+            allow_unscoped: true,
+            ..config()
+        },
+    );
+    let reply = send(&issuer, &form("U1", "")).await;
+    assert!(password_in(&reply).is_some(), "{reply:?}");
+    assert_eq!(issuer.store.records()[0].scope, None);
+}
+
+#[tokio::test]
+async fn the_same_trigger_id_is_refused_the_second_time() {
+    // Given a request that minted a password
+    let issuer = issuer();
+    let body = form("U1", INSTANCE);
+    assert!(password_in(&send(&issuer, &body).await).is_some());
+    // When the very same signed request arrives again
+    let again = send(&issuer, &body).await;
+    // Then it is refused, and nothing more is stored
+    assert!(ephemeral(&again) && password_in(&again).is_none());
+    assert!(text_of(&again).contains("already answered"));
+    assert_eq!(issuer.store.records().len(), 1);
+}
+
+#[tokio::test]
+async fn the_rate_limit_allows_exactly_its_number_per_hour() {
+    let issuer = issuer(); // limit 3
+    for _ in 0..3 {
+        assert!(password_in(&send(&issuer, &form("U1", INSTANCE)).await).is_some());
+    }
+    let refused = send(&issuer, &form("U1", INSTANCE)).await;
+    assert!(password_in(&refused).is_none());
+    assert!(text_of(&refused).contains("limit"));
+    // Another user is counted separately.
+    assert!(password_in(&send(&issuer, &form("U2", INSTANCE)).await).is_some());
+}
+
+#[tokio::test]
+async fn list_shows_short_ids_never_passwords_and_revoke_withdraws() {
+    let issuer = issuer();
+    let first = password_in(&send(&issuer, &form("U1", INSTANCE)).await);
+    let _second = password_in(&send(&issuer, &form("U1", INSTANCE)).await);
+    let _other = password_in(&send(&issuer, &form("U2", INSTANCE)).await);
+    let owner = Owner {
+        team_id: "T1".into(),
+        user_id: "U1".into(),
+    };
+    let mine = issuer
+        .store
+        .outstanding(&owner, NOW)
+        .await
+        .unwrap_or_default();
+    assert_eq!(mine.len(), 2);
+
+    let listing = text_of(&send(&issuer, &form("U1", "list")).await);
+    for o in &mine {
+        assert!(listing.contains(o.short_id.as_str()));
+    }
+    if let Some(first) = &first {
+        assert!(!listing.contains(first.canonical()) && !listing.contains(&first.display()));
+    }
+
+    let id = mine[0].short_id.clone();
+    let reply = text_of(&send(&issuer, &form("U1", &format!("revoke {id}"))).await);
+    assert!(reply.contains("Revoked"), "{reply}");
+    let reply = text_of(
+        &send(
+            &issuer,
+            &form("U2", &format!("revoke {}", mine[1].short_id)),
+        )
+        .await,
+    );
+    assert!(
+        reply.contains("no outstanding password"),
+        "U2 cannot revoke U1's: {reply}"
+    );
+    let reply = text_of(&send(&issuer, &form("U1", "revoke all")).await);
+    assert!(reply.contains("Revoked your 1"), "{reply}");
+    assert!(
+        issuer
+            .store
+            .outstanding(&owner, NOW)
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let u2 = Owner {
+        team_id: "T1".into(),
+        user_id: "U2".into(),
+    };
+    assert_eq!(
+        issuer
+            .store
+            .outstanding(&u2, NOW)
+            .await
+            .map(|v| v.len())
+            .ok(),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn help_and_mistakes_get_ephemeral_explanations() {
+    let issuer = issuer();
+    for (text, says) in [
+        ("help", "one-time passwords"),
+        ("frobnicate", "don't understand"),
+        ("i-XYZ", "not an instance id"),
+        ("i-0123456789ABCDEF0", "not an instance id"),
+        ("revoke", "needs a password id"),
+        ("revoke !!", "not a password id"),
+        ("<!channel>", "&lt;!channel&gt;"),
+    ] {
+        let reply = send(&issuer, &form("U1", text)).await;
+        assert!(ephemeral(&reply), "{text}");
+        assert!(
+            text_of(&reply).contains(says),
+            "{text}: {}",
+            text_of(&reply)
+        );
+    }
+    assert!(issuer.store.records().is_empty());
+}
+
+#[tokio::test]
+async fn requests_not_from_slack_get_a_bare_401() {
+    let issuer = issuer();
+    let body = form("U1", INSTANCE);
+    let ts = NOW.0.to_string();
+    let good = sign(&SigningSecret::new(SECRET), &ts, body.as_bytes());
+    let stale_ts = (NOW.0 - 301).to_string();
+    let stale = sign(&SigningSecret::new(SECRET), &stale_ts, body.as_bytes());
+    let forged = sign(&SigningSecret::new("guess"), &ts, body.as_bytes());
+    let tampered = body.replace("U1", "U9");
+    let cases: Vec<Incoming<'_>> = vec![
+        signed(&ts, &forged, &body),
+        signed(&ts, &good, &tampered),
+        signed(&stale_ts, &stale, &body),
+        Incoming {
+            timestamp: HeaderValue::Absent,
+            ..signed(&ts, &good, &body)
+        },
+        Incoming {
+            signature: HeaderValue::Absent,
+            ..signed(&ts, &good, &body)
+        },
+        Incoming {
+            signature: HeaderValue::Repeated,
+            ..signed(&ts, &good, &body)
+        },
+        Incoming {
+            timestamp: HeaderValue::Repeated,
+            ..signed(&ts, &good, &body)
+        },
+        Incoming {
+            signature: HeaderValue::Once("v0=nothex"),
+            ..signed(&ts, &good, &body)
+        },
+    ];
+    for req in &cases {
+        assert_eq!(
+            issuer.handle(req).await,
+            Reply {
+                status: 401,
+                body: None
+            },
+            "{req:?}"
+        );
+    }
+    assert!(issuer.store.records().is_empty());
+}
+
+#[tokio::test]
+async fn wrong_method_type_or_size_are_refused_before_anything_else() {
+    let issuer = issuer();
+    let body = form("U1", INSTANCE);
+    let ts = NOW.0.to_string();
+    let sig = sign(&SigningSecret::new(SECRET), &ts, body.as_bytes());
+    let big = "a".repeat(9000);
+    let cases = [
+        (
+            Incoming {
+                method: "GET",
+                ..signed(&ts, &sig, &body)
+            },
+            405,
+        ),
+        (
+            Incoming {
+                content_type: HeaderValue::Once("application/json"),
+                ..signed(&ts, &sig, &body)
+            },
+            415,
+        ),
+        (signed(&ts, &sig, &big), 413),
+    ];
+    for (req, status) in &cases {
+        assert_eq!(issuer.handle(req).await.status, *status);
+    }
+}
+
+#[tokio::test]
+async fn ssl_checks_get_an_empty_200_and_mint_nothing() {
+    let issuer = issuer();
+    let reply = issuer
+        .handle(&signed("", "", "ssl_check=1&token=legacy"))
+        .await;
+    assert_eq!(
+        reply,
+        Reply {
+            status: 200,
+            body: None
+        }
+    );
+    assert!(issuer.store.records().is_empty());
+}
+
+#[tokio::test]
+async fn a_signed_but_unreadable_form_gets_an_explanation() {
+    let issuer = issuer();
+    let reply = send(&issuer, "team_id=T1&text=hello").await;
+    assert!(ephemeral(&reply));
+    assert!(text_of(&reply).contains("could not read"));
+}
+
+#[tokio::test]
+async fn allow_lists_refuse_politely() {
+    let allow = AllowLists {
+        channels: vec!["C9".into()],
+        ..AllowLists::default()
+    };
+    let issuer = issuer_with(MemoryStore::new(), IssuerConfig { allow, ..config() });
+    let reply = send(&issuer, &form("U1", INSTANCE)).await;
+    assert!(ephemeral(&reply) && password_in(&reply).is_none());
+    assert!(text_of(&reply).contains("not enabled for you"));
+}
+
+/// A store that is down.
+struct DownStore;
+
+impl MintStore for DownStore {
+    async fn mint(&self, _: &Mint) -> Result<MintOutcome, StoreError> {
+        Err(StoreError::Unavailable {
+            operation: "TransactWriteItems",
+            message: "throttled".into(),
+        })
+    }
+}
+impl TriggerStore for DownStore {
+    async fn claim_trigger(&self, _: &TriggerClaim) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable {
+            operation: "PutItem",
+            message: "500".into(),
+        })
+    }
+}
+impl OutstandingStore for DownStore {
+    async fn outstanding(&self, _: &Owner, _: UnixTime) -> Result<Vec<Outstanding>, StoreError> {
+        Err(StoreError::Unavailable {
+            operation: "Query",
+            message: "timeout".into(),
+        })
+    }
+    async fn revoke(&self, _: &Owner, _: &ShortId, _: UnixTime) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable {
+            operation: "DeleteItem",
+            message: "timeout".into(),
+        })
+    }
+    async fn revoke_all(&self, _: &Owner, _: UnixTime) -> Result<usize, StoreError> {
+        Err(StoreError::Unavailable {
+            operation: "Query",
+            message: "timeout".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_says_try_again_and_shows_no_password() {
+    let issuer = issuer_with(DownStore, config());
+    for text in [INSTANCE, "list", "revoke all", "revoke ab12cd34"] {
+        let reply = send(&issuer, &form("U1", text)).await;
+        assert!(ephemeral(&reply), "{text}");
+        assert!(password_in(&reply).is_none(), "{text}");
+        assert!(
+            text_of(&reply).contains("try again"),
+            "{text}: {}",
+            text_of(&reply)
+        );
+    }
+}

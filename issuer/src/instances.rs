@@ -1,0 +1,187 @@
+//! Looking up the instance a scoped password is for.
+//!
+//! The issuer only reads: it shows the requester the instance's `Name` tag and state so a typo
+//! in the id is caught before a password is handed out, and it refuses to mint for an instance
+//! that does not exist or can never start again.
+
+use std::future::Future;
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
+use ec2pass_shared::ids::InstanceId;
+
+/// What the requester is shown about an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// The `Name` tag, if any.
+    pub name: Option<String>,
+    /// The state name (`running`, `stopped`, …).
+    pub state: String,
+}
+
+impl InstanceInfo {
+    /// Whether the instance can never be started again.
+    pub fn is_gone(&self) -> bool {
+        matches!(self.state.as_str(), "terminated" | "shutting-down")
+    }
+}
+
+/// A failure to look an instance up (after the SDK's own retries).
+#[derive(Debug, thiserror::Error)]
+#[error("DescribeInstances failed: {0}")]
+pub struct DirectoryError(pub String);
+
+/// Looks instances up.
+pub trait InstanceDirectory: Send + Sync {
+    /// The instance, or `None` when EC2 does not know it.
+    fn describe(
+        &self,
+        id: &InstanceId,
+    ) -> impl Future<Output = Result<Option<InstanceInfo>, DirectoryError>> + Send;
+}
+
+/// The EC2 API.
+#[derive(Clone, Debug)]
+pub struct Ec2Directory {
+    client: Client,
+}
+
+impl Ec2Directory {
+    /// Uses a client built once at cold start.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl InstanceDirectory for Ec2Directory {
+    async fn describe(&self, id: &InstanceId) -> Result<Option<InstanceInfo>, DirectoryError> {
+        let result = self
+            .client
+            .describe_instances()
+            .instance_ids(id.as_str())
+            .send()
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e)
+                if e.code()
+                    .is_some_and(|c| c.starts_with("InvalidInstanceID.")) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(DirectoryError(DisplayErrorContext(&e).to_string())),
+        };
+        let instance = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(id.as_str()));
+        Ok(instance.map(|i| InstanceInfo {
+            name: i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("Name"))
+                .and_then(|t| t.value())
+                .map(str::to_owned),
+            state: i
+                .state()
+                .and_then(|s| s.name())
+                .map_or_else(|| "unknown".to_owned(), |s| s.as_str().to_owned()),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+    use aws_sdk_ec2::types::{Instance, InstanceState, InstanceStateName, Reservation, Tag};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn id() -> InstanceId {
+        InstanceId::parse("i-0123456789abcdef0").unwrap_or_else(|| unreachable!())
+    }
+
+    fn ec2_error(code: &str, status: u16) -> aws_smithy_mocks::Rule {
+        let body = format!(
+            "<Response><Errors><Error><Code>{code}</Code><Message>m</Message></Error></Errors><RequestID>r</RequestID></Response>"
+        );
+        // Repeated, so the SDK's own retries of throttling and 5xx see the same answer.
+        mock!(Client::describe_instances)
+            .sequence()
+            .http_response(move || {
+                aws_smithy_runtime_api::http::Response::new(
+                    aws_smithy_runtime_api::http::StatusCode::try_from(status)
+                        .unwrap_or_else(|_| unreachable!()),
+                    aws_smithy_types::body::SdkBody::from(body.clone()),
+                )
+            })
+            .repeatedly()
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_known_instance_shows_its_name_and_state() {
+        let found = mock!(Client::describe_instances).then_output(|| {
+            DescribeInstancesOutput::builder()
+                .reservations(
+                    Reservation::builder()
+                        .instances(
+                            Instance::builder()
+                                .instance_id("i-0123456789abcdef0")
+                                .state(
+                                    InstanceState::builder()
+                                        .name(InstanceStateName::Stopped)
+                                        .build(),
+                                )
+                                .tags(Tag::builder().key("Name").value("web-prod").build())
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+        let dir = Ec2Directory::new(mock_client!(aws_sdk_ec2, [&found]));
+        let info = dir.describe(&id()).await.ok().flatten();
+        assert_eq!(
+            info,
+            Some(InstanceInfo {
+                name: Some("web-prod".into()),
+                state: "stopped".into()
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_instance_is_none_not_an_error() {
+        let rule = ec2_error("InvalidInstanceID.NotFound", 400);
+        let dir = Ec2Directory::new(mock_client!(aws_sdk_ec2, [&rule]));
+        assert!(matches!(dir.describe(&id()).await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn throttling_and_server_errors_are_errors() {
+        for (code, status) in [("RequestLimitExceeded", 503), ("InternalError", 500)] {
+            let rule = ec2_error(code, status);
+            let dir = Ec2Directory::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&rule]));
+            let result = dir.describe(&id()).await;
+            assert!(
+                matches!(&result, Err(DirectoryError(m)) if m.contains(code)),
+                "{code}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn terminated_instances_are_gone() {
+        let gone = |state: &str| {
+            InstanceInfo {
+                name: None,
+                state: state.into(),
+            }
+            .is_gone()
+        };
+        assert!(gone("terminated") && gone("shutting-down"));
+        assert!(!gone("stopped") && !gone("running") && !gone("pending"));
+    }
+}

@@ -1,0 +1,120 @@
+//! Planning a mint: the password, and everything the store writes with it. Pure apart from the
+//! CSPRNG draw; the handler does the I/O.
+
+use std::time::Duration;
+
+use ec2pass_shared::ids::{InstanceId, Owner};
+use ec2pass_shared::password::{Password, new_short_id};
+use ec2pass_shared::store::{Mint, PasswordRecord, RateWindow, TriggerClaim};
+use ec2pass_shared::time::UnixTime;
+
+use crate::request::SlashCommand;
+use crate::verify::MAX_SKEW_SECS;
+
+/// Length of a rate-limit window.
+pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The requester of a slash command.
+pub fn owner(cmd: &SlashCommand) -> Owner {
+    Owner {
+        team_id: cmd.team_id.clone(),
+        user_id: cmd.user_id.clone(),
+    }
+}
+
+/// The claim on a request's trigger id, kept until its signature could no longer verify.
+pub fn trigger_claim(cmd: &SlashCommand, now: UnixTime) -> TriggerClaim {
+    TriggerClaim {
+        trigger_id: cmd.trigger_id.clone(),
+        forget_after: now.plus(Duration::from_secs(2 * MAX_SKEW_SECS + 60)),
+    }
+}
+
+/// The rate window `now` falls in (fixed hourly windows).
+pub fn rate_window(owner: Owner, now: UnixTime, limit: u32) -> RateWindow {
+    let len = RATE_WINDOW.as_secs().cast_signed();
+    let window = now.0.div_euclid(len);
+    RateWindow {
+        owner,
+        window,
+        limit,
+        forget_after: UnixTime((window + 2) * len),
+    }
+}
+
+/// A fresh password and the all-or-nothing write that stores it.
+pub fn plan(
+    cmd: &SlashCommand,
+    scope: Option<InstanceId>,
+    lifetime: Duration,
+    now: UnixTime,
+    rate_limit: u32,
+) -> (Password, Mint) {
+    let password = Password::generate();
+    let record = PasswordRecord {
+        short_id: new_short_id(),
+        digest: password.digest(),
+        owner: owner(cmd),
+        channel_id: cmd.channel_id.clone(),
+        scope,
+        issued_at: now,
+        expires_at: now.plus(lifetime),
+        consumed_by: None,
+    };
+    let mint = Mint {
+        trigger: trigger_claim(cmd, now),
+        rate: rate_window(owner(cmd), now, rate_limit),
+        record,
+    };
+    (password, mint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd() -> SlashCommand {
+        SlashCommand {
+            team_id: "T1".into(),
+            enterprise_id: None,
+            api_app_id: None,
+            user_id: "U1".into(),
+            channel_id: "C1".into(),
+            command: "/ec2pass".into(),
+            text: String::new(),
+            trigger_id: "trig".into(),
+        }
+    }
+
+    #[test]
+    fn the_plan_stores_only_the_digest_with_expiry_and_scope() {
+        let scope = InstanceId::parse("i-0123abcd");
+        let (password, mint) = plan(
+            &cmd(),
+            scope.clone(),
+            Duration::from_secs(900),
+            UnixTime(7_200),
+            10,
+        );
+        assert!(mint.record.digest.ct_eq(&password.digest()));
+        assert_eq!(mint.record.scope, scope);
+        assert_eq!(mint.record.issued_at, UnixTime(7_200));
+        assert_eq!(mint.record.expires_at, UnixTime(8_100));
+        assert_eq!(mint.record.owner.key(), "T1#U1");
+        assert_eq!(mint.trigger.trigger_id, "trig");
+        assert_eq!(mint.trigger.forget_after, UnixTime(7_200 + 660));
+        assert!(!format!("{mint:?}").contains(password.canonical()));
+    }
+
+    #[test]
+    fn rate_windows_are_whole_hours() {
+        let w = |t| rate_window(owner(&cmd()), UnixTime(t), 10).window;
+        assert_eq!(w(0), 0);
+        assert_eq!(w(3_599), 0);
+        assert_eq!(w(3_600), 1);
+        assert_eq!(
+            rate_window(owner(&cmd()), UnixTime(3_600), 10).forget_after,
+            UnixTime(10_800)
+        );
+    }
+}
