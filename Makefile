@@ -1,0 +1,49 @@
+# ec2pass: the two commands are `make demo` and `make test`. See README.md.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+STACK := VENV=$(VENV) dev/stack.sh
+
+.DEFAULT_GOAL := help
+.PHONY: help venv dev up down demo test unit lint fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+$(VENV)/.installed: dev/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r dev/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed ## install the local tools (moto, cargo-lambda) into .venv/, once
+
+dev: venv ## run moto and the functions (reloading on change) in the foreground; Ctrl-C stops all
+	$(STACK) dev
+
+up: venv ## start moto and the functions in the background
+	$(STACK) up
+
+down: ## stop what `make up` started
+	$(STACK) down
+
+demo: venv ## the narrated story against the local emulator; fails if any step does not happen
+	cargo build --workspace --bins
+	$(STACK) run -- cargo run --quiet -p ec2pass-tests --bin demo
+
+test: venv ## every test: unit, against moto, and end to end under cargo lambda watch
+	cargo build --workspace --all-targets
+	$(STACK) run -- cargo test --workspace --no-fail-fast
+
+unit: ## only the tests that need nothing running
+	cargo test --workspace --lib --bins
+
+lint: ## rustfmt and clippy, warnings are errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+clean: down ## stop everything, remove build output and .venv/
+	rm -rf target $(VENV) .dev

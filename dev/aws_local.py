@@ -1,0 +1,114 @@
+"""Local AWS set-up for ec2pass, against the moto server.
+
+    python dev/aws_local.py wait            wait until moto answers
+    python dev/aws_local.py create-table    create the table from infra/template.yaml
+
+The table is created from the `AWS::DynamoDB::Table` resource in infra/template.yaml (key schema,
+attribute definitions, indexes, TTL), so the local table and the deployed one have one definition.
+Settings (endpoint, region, table name) come from the environment, i.e. dev/local.env.
+"""
+
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "infra" / "template.yaml"
+
+
+class CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation YAML: short-form intrinsics (!Ref, !GetAtt, ...) become their
+    long form ({"Ref": ...}, {"Fn::GetAtt": ...})."""
+
+
+def _intrinsic(loader, suffix, node):
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path=TEMPLATE):
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)
+
+
+def table_resource(template):
+    tables = [r for r in template["Resources"].values() if r["Type"] == "AWS::DynamoDB::Table"]
+    if len(tables) != 1:
+        sys.exit(f"expected one AWS::DynamoDB::Table in {TEMPLATE}, found {len(tables)}")
+    return tables[0]["Properties"]
+
+
+def create_table_args(props, name):
+    """boto3 create_table arguments from the template's table properties."""
+    args = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    return args
+
+
+def endpoint():
+    url = os.environ.get("AWS_ENDPOINT_URL")
+    if not url:
+        sys.exit("AWS_ENDPOINT_URL is not set: source dev/local.env first (make does)")
+    return url
+
+
+def wait(timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(endpoint() + "/moto-api/", timeout=1)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                sys.exit(f"moto did not answer at {endpoint()} within {timeout:.0f}s")
+            time.sleep(0.2)
+
+
+def create_table(name=None):
+    name = name or os.environ["EC2PASS_TABLE"]
+    props = table_resource(load_template())
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint())
+    if name in ddb.list_tables()["TableNames"]:
+        print(f"table {name} already exists")
+        return
+    ddb.create_table(**create_table_args(props, name))
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl and ttl.get("Enabled"):
+        ddb.update_time_to_live(
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+        )
+    print(f"created table {name} from {TEMPLATE.relative_to(ROOT)}")
+
+
+def main(argv):
+    commands = {"wait": wait, "create-table": create_table}
+    if len(argv) < 2 or argv[1] not in commands:
+        sys.exit(__doc__)
+    commands[argv[1]](*argv[2:])
+
+
+if __name__ == "__main__":
+    main(sys.argv)
