@@ -512,3 +512,72 @@ async fn a_store_outage_says_try_again_and_shows_no_password() {
         );
     }
 }
+
+#[tokio::test]
+async fn random_signed_input_never_panics_and_never_gets_a_5xx() {
+    use rand::{Rng, RngExt};
+    // Given an issuer that even allows unscoped passwords (the widest grammar)
+    let issuer = issuer_with(
+        MemoryStore::new(),
+        IssuerConfig {
+            allow_unscoped: true,
+            ..config()
+        },
+    );
+    let mut rng = rand::rng();
+    let words = [
+        "i-0123456789abcdef0",
+        "i-0123abcd",
+        "revoke",
+        "all",
+        "list",
+        "help",
+        "30m",
+        "2h",
+        "0m",
+        "i-",
+        "+",
+        "%",
+        "&",
+        "=",
+        "é",
+        "\u{0}",
+    ];
+    for round in 0..3_000 {
+        // When the body is random bytes, or a form whose text is random words and bytes
+        let body: Vec<u8> = if round % 2 == 0 {
+            let len = rng.random_range(0..300);
+            let mut bytes = vec![0u8; len];
+            rng.fill_bytes(&mut bytes);
+            bytes
+        } else {
+            let mut text = String::new();
+            for _ in 0..rng.random_range(0..4) {
+                text.push_str(words[rng.random_range(0..words.len())]);
+                text.push(if rng.random_bool(0.8) {
+                    ' '
+                } else {
+                    char::from(rng.random_range(0u8..128))
+                });
+            }
+            form("U1", &text).into_bytes()
+        };
+        let ts = NOW.0.to_string();
+        let body_text = String::from_utf8_lossy(&body).into_owned();
+        let sig = sign(&SigningSecret::new(SECRET), &ts, &body);
+        let req = Incoming {
+            method: "POST",
+            content_type: HeaderValue::Once("application/x-www-form-urlencoded"),
+            timestamp: HeaderValue::Once(&ts),
+            signature: HeaderValue::Once(&sig),
+            body: &body,
+        };
+        let reply = issuer.handle(&req).await;
+        // Then the answer is a 200 (ephemeral, or the empty ssl_check answer), never an error
+        assert!(reply.status == 200, "{body_text:?} -> {reply:?}");
+        assert!(
+            reply.body.is_none() || ephemeral(&reply),
+            "{body_text:?} -> {reply:?}"
+        );
+    }
+}

@@ -23,9 +23,12 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// A lookup of a variable's value by name.
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
 /// Where a setting comes from: a lookup by variable name.
 pub struct Env<'a> {
-    lookup: Box<dyn Fn(&str) -> Option<String> + 'a>,
+    lookup: Lookup<'a>,
 }
 
 impl<'a> Env<'a> {

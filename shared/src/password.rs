@@ -26,6 +26,9 @@ pub const LEN: usize = 20;
 /// Bits of entropy in a password.
 pub const BITS: usize = LEN * 5;
 
+// SPEC §3.3: at least 100 bits. Checked when compiling, so no edit can quietly weaken it.
+const _: () = assert!(BITS >= 100);
+
 /// A one-time password in canonical form (20 alphabet characters, no separators).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
@@ -125,7 +128,6 @@ mod tests {
             assert_eq!(groups.len(), 5);
             assert!(groups.iter().all(|g| g.len() == 4));
         }
-        assert!(BITS >= 100);
     }
 
     #[test]

@@ -107,9 +107,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Writes a duration the way [`parse_duration`] reads it, in the largest whole unit.
 pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs % 3600 == 0 {
+    if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
