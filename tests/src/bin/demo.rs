@@ -1,0 +1,152 @@
+//! `make demo`: the product's main job, narrated, against the local emulator.
+//!
+//! Plays Slack (signed slash commands to the issuer under `cargo lambda watch`) and checks every
+//! step; the first step that does not happen as it should ends the demo with exit code 1.
+
+use std::process::ExitCode;
+
+use ec2pass_tests::{Local, Slack, SlashCommand, launch_instance, unique};
+
+/// A step that did not happen.
+struct Failed(String);
+
+fn step(n: u32, what: &str) {
+    println!("\n{n}. {what}");
+}
+
+fn show(line: &str) {
+    println!("   {line}");
+}
+
+fn check(ok: bool, what: &str) -> Result<(), Failed> {
+    if ok {
+        println!("   ✔ {what}");
+        Ok(())
+    } else {
+        Err(Failed(what.to_owned()))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    println!(
+        "ec2pass demo — against the local AWS emulator (moto) and both Lambdas under cargo lambda watch"
+    );
+    match story().await {
+        Ok(()) => {
+            println!("\nAll steps happened as they should.");
+            ExitCode::SUCCESS
+        }
+        Err(Failed(what)) => {
+            eprintln!("\n✘ DEMO FAILED: expected that {what}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn story() -> Result<(), Failed> {
+    let local = Local::load();
+    let aws = local.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let slack = Slack::local(&local);
+    let alice = unique("U0ALICE");
+
+    step(1, "An operator has an instance called demo-web.");
+    let id = launch_instance(&ec2, "demo-web").await;
+    show(&format!("instance {id}"));
+
+    step(2, &format!("Alice types `/ec2pass {id}` in Slack."));
+    let mint = SlashCommand::new("T0DEMO", &alice, id.as_str());
+    let answer = slack.send(&mint).await;
+    check(
+        answer.is_ephemeral(),
+        "the issuer answers 200 with an ephemeral message",
+    )?;
+    let password = answer.password();
+    check(password.is_some(), "the answer carries a one-time password")?;
+    show(&format!("Slack shows only Alice: {}", answer.text()));
+    check(
+        answer.raw.contains("demo-web"),
+        "the answer names the instance (Name tag and state)",
+    )?;
+
+    step(3, "Alice types `/ec2pass list`.");
+    let list = slack
+        .send(&SlashCommand::new("T0DEMO", &alice, "list"))
+        .await;
+    show(list.text());
+    let short_id = list
+        .text()
+        .split('`')
+        .find(|w| ec2pass_shared::ids::ShortId::parse(w).is_some())
+        .map(str::to_owned);
+    check(
+        list.raw.contains(id.as_str()),
+        "the list shows the outstanding password for the instance",
+    )?;
+    check(
+        password
+            .as_ref()
+            .is_some_and(|p| !list.raw.contains(p.as_str())),
+        "the list never shows the password itself",
+    )?;
+
+    step(4, "Mallory captured Alice's signed request and replays it.");
+    let replay = slack.send(&mint).await;
+    show(replay.text());
+    check(replay.password().is_none(), "the replay gets no password")?;
+
+    step(5, "Mallory forges a request without the signing secret.");
+    let forged = slack
+        .post(
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                (
+                    "x-slack-request-timestamp",
+                    &ec2pass_tests::now().to_string(),
+                ),
+                (
+                    "x-slack-signature",
+                    "v0=0000000000000000000000000000000000000000000000000000000000000000",
+                ),
+            ],
+            SlashCommand::new("T0DEMO", "U0MALLORY", id.as_str())
+                .body()
+                .into_bytes(),
+        )
+        .await;
+    show(&format!("HTTP {}", forged.status));
+    check(
+        forged.status == 401,
+        "a forged request gets 401 and nothing else",
+    )?;
+
+    step(6, "Alice changes her mind: `/ec2pass revoke <id>`.");
+    let short_id = short_id.ok_or_else(|| Failed("the list shows a short id".into()))?;
+    let revoke = slack
+        .send(&SlashCommand::new(
+            "T0DEMO",
+            &alice,
+            &format!("revoke {short_id}"),
+        ))
+        .await;
+    show(revoke.text());
+    check(revoke.text().contains("Revoked"), "the password is revoked")?;
+    let list = slack
+        .send(&SlashCommand::new("T0DEMO", &alice, "list"))
+        .await;
+    check(
+        list.text().contains("no outstanding"),
+        "nothing is outstanding any more",
+    )?;
+
+    step(7, "Alice types `/ec2pass start my box` (a typo).");
+    let typo = slack
+        .send(&SlashCommand::new("T0DEMO", &alice, "start my box"))
+        .await;
+    check(
+        typo.is_ephemeral() && typo.text().contains("don't understand"),
+        "she gets a usage message, not an error",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! Support for ec2pass's integration and end-to-end tests, and for the demo.
+//!
+//! Everything here talks to the local stack that `make test` / `make up` start: the moto
+//! emulator and the functions under `cargo lambda watch`, configured by `dev/local.env`. A test
+//! that needs them and cannot reach them fails with a message saying how to start them; none
+//! skips.
+
+use std::collections::HashMap;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use ec2pass_shared::config::SigningSecret;
+use ec2pass_shared::ids::InstanceId;
+use issuer::verify::sign;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The local settings from `dev/local.env`.
+#[derive(Debug, Clone)]
+pub struct Local {
+    vars: HashMap<String, String>,
+}
+
+impl Local {
+    /// Reads `dev/local.env`.
+    pub fn load() -> Self {
+        let path = root().join("dev/local.env");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let vars = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        Self { vars }
+    }
+
+    /// One setting; panics naming it when it is missing.
+    pub fn get(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("dev/local.env does not set {key}"))
+    }
+
+    /// The settings as a lookup, for `Env::from_fn`.
+    pub fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
+        |k| self.vars.get(k).cloned()
+    }
+
+    /// The emulator's endpoint.
+    pub fn endpoint(&self) -> &str {
+        self.get("AWS_ENDPOINT_URL")
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> String {
+        self.get("EC2PASS_TABLE").to_owned()
+    }
+
+    /// The development signing secret.
+    pub fn signing_secret(&self) -> SigningSecret {
+        SigningSecret::new(self.get("EC2PASS_SLACK_SIGNING_SECRET"))
+    }
+
+    /// The issuer's function URL under `cargo lambda watch`.
+    pub fn issuer_url(&self) -> String {
+        format!(
+            "http://{}:{}/lambda-url/issuer/",
+            self.get("EC2PASS_LAMBDA_ADDRESS"),
+            self.get("EC2PASS_LAMBDA_PORT")
+        )
+    }
+
+    /// Fails loudly unless moto answers.
+    pub fn require_emulator(&self) {
+        let hostport = self.endpoint().trim_start_matches("http://");
+        require(hostport, "the moto emulator", "AWS_ENDPOINT_URL");
+    }
+
+    /// Fails loudly unless `cargo lambda watch` answers.
+    pub fn require_lambda(&self) {
+        let hostport = format!(
+            "{}:{}",
+            self.get("EC2PASS_LAMBDA_ADDRESS"),
+            self.get("EC2PASS_LAMBDA_PORT")
+        );
+        require(&hostport, "cargo lambda watch", "EC2PASS_LAMBDA_PORT");
+    }
+
+    /// SDK configuration for the emulator, built explicitly (no process environment needed).
+    pub async fn aws(&self) -> SdkConfig {
+        self.require_emulator();
+        let credentials = aws_sdk_dynamodb::config::Credentials::new(
+            self.get("AWS_ACCESS_KEY_ID"),
+            self.get("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "dev/local.env",
+        );
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(Region::new(self.get("AWS_REGION").to_owned()))
+            .credentials_provider(credentials)
+            .load()
+            .await
+    }
+}
+
+fn require(hostport: &str, what: &str, var: &str) {
+    let reachable = hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+    assert!(
+        reachable,
+        "{what} is not reachable at {hostport} ({var} in dev/local.env). \
+         This test needs the local stack: run `make test` (which starts and stops it), \
+         or `make up` before `cargo test` and `make down` after."
+    );
+}
+
+/// A name no other test run uses, for users, teams and triggers.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seq = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{:X}{seq:X}", nanos % 0xFFFF_FFFF_FFFF)
+}
+
+/// Now, in seconds since the epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Launches an instance in the emulator with a `Name` tag.
+pub async fn launch_instance(ec2: &aws_sdk_ec2::Client, name: &str) -> InstanceId {
+    let out = ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(Tag::builder().key("Name").value(name).build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("RunInstances against moto");
+    let id = out
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .expect("RunInstances returned no instance");
+    InstanceId::parse(id).expect("moto returned a malformed instance id")
+}
+
+/// Every item of a table, every page.
+pub async fn scan_all(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("Scan against moto");
+        items.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return items,
+        }
+    }
+}
+
+/// Every string and byte string in an item, for searching.
+pub fn item_text(item: &HashMap<String, AttributeValue>) -> String {
+    fn walk(v: &AttributeValue, out: &mut String) {
+        match v {
+            AttributeValue::S(s) | AttributeValue::N(s) => out.push_str(s),
+            AttributeValue::B(b) => out.push_str(&String::from_utf8_lossy(b.as_ref())),
+            AttributeValue::Ss(v) | AttributeValue::Ns(v) => v.iter().for_each(|s| out.push_str(s)),
+            AttributeValue::L(l) => l.iter().for_each(|v| walk(v, out)),
+            AttributeValue::M(m) => m.iter().for_each(|(k, v)| {
+                out.push_str(k);
+                walk(v, out);
+            }),
+            _ => {}
+        }
+        out.push('\n');
+    }
+    let mut out = String::new();
+    for (k, v) in item {
+        out.push_str(k);
+        out.push('=');
+        walk(v, &mut out);
+    }
+    out
+}
+
+/// A slash command as Slack would post it.
+#[derive(Debug, Clone)]
+pub struct SlashCommand {
+    /// Workspace.
+    pub team_id: String,
+    /// User.
+    pub user_id: String,
+    /// Channel.
+    pub channel_id: String,
+    /// The text after `/ec2pass`.
+    pub text: String,
+    /// Slack's unique id of the invocation.
+    pub trigger_id: String,
+}
+
+impl SlashCommand {
+    /// A command from `user` with a fresh trigger id.
+    pub fn new(team_id: &str, user_id: &str, text: &str) -> Self {
+        Self {
+            team_id: team_id.to_owned(),
+            user_id: user_id.to_owned(),
+            channel_id: "C0DEMO".to_owned(),
+            text: text.to_owned(),
+            trigger_id: unique("trigger."),
+        }
+    }
+
+    /// The form body, encoded as Slack encodes it (spaces as `+`).
+    pub fn body(&self) -> String {
+        serde_urlencoded::to_string([
+            ("token", "legacy-verification-token"),
+            ("team_id", &self.team_id),
+            ("team_domain", "demo"),
+            ("channel_id", &self.channel_id),
+            ("channel_name", "ops"),
+            ("user_id", &self.user_id),
+            ("user_name", "someone"),
+            ("command", "/ec2pass"),
+            ("text", &self.text),
+            ("api_app_id", "A0DEMO"),
+            ("response_url", "https://hooks.slack.com/commands/T0/1/x"),
+            ("trigger_id", &self.trigger_id),
+        ])
+        .unwrap_or_default()
+    }
+}
+
+/// What the issuer answered over HTTP.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// The body, raw.
+    pub raw: String,
+    /// The body as JSON, when it is.
+    pub json: Option<serde_json::Value>,
+}
+
+impl Answer {
+    /// The fallback text of an ephemeral answer.
+    pub fn text(&self) -> &str {
+        self.json
+            .as_ref()
+            .and_then(|j| j["text"].as_str())
+            .unwrap_or_default()
+    }
+
+    /// Whether this is a 200 ephemeral JSON answer.
+    pub fn is_ephemeral(&self) -> bool {
+        self.status == 200
+            && self
+                .content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/json"))
+            && self
+                .json
+                .as_ref()
+                .is_some_and(|j| j["response_type"] == "ephemeral")
+    }
+
+    /// The password in the answer, as shown (`xxxx-xxxx-xxxx-xxxx-xxxx`), if there is one.
+    pub fn password(&self) -> Option<String> {
+        self.text()
+            .split(|c: char| c.is_whitespace() || c == '`')
+            .find(|w| ec2pass_shared::password::Password::from_tag(w).is_some() && w.len() == 24)
+            .map(str::to_owned)
+    }
+}
+
+/// Plays Slack: signs and posts slash commands to the issuer's URL.
+#[derive(Debug, Clone)]
+pub struct Slack {
+    http: reqwest::Client,
+    url: String,
+    secret: SigningSecret,
+}
+
+impl Slack {
+    /// A client for the local issuer.
+    pub fn local(local: &Local) -> Self {
+        local.require_lambda();
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("HTTP client"),
+            url: local.issuer_url(),
+            secret: local.signing_secret(),
+        }
+    }
+
+    /// Sends a command, signed now.
+    pub async fn send(&self, cmd: &SlashCommand) -> Answer {
+        self.send_body(&cmd.body()).await
+    }
+
+    /// Sends a body, signed now.
+    pub async fn send_body(&self, body: &str) -> Answer {
+        let ts = now().to_string();
+        let sig = sign(&self.secret, &ts, body.as_bytes());
+        self.post(
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-slack-request-timestamp", &ts),
+                ("x-slack-signature", &sig),
+            ],
+            body.as_bytes().to_vec(),
+        )
+        .await
+    }
+
+    /// Posts anything, with exactly these headers.
+    pub async fn post(&self, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+        self.request(reqwest::Method::POST, headers, body).await
+    }
+
+    /// Any method, with exactly these headers.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut req = self.http.request(method, &self.url).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request to cargo lambda watch");
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let raw = resp.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&raw).ok();
+        Answer {
+            status,
+            content_type,
+            raw,
+            json,
+        }
+    }
+}
