@@ -41,8 +41,8 @@ start_moto() {
   alive moto && return 1
   listening "$MOTO_PORT" && die "127.0.0.1:$MOTO_PORT is taken by something this script did not start"
   [ -x "$VENV/bin/moto_server" ] || die "moto is not installed: run 'make venv'"
-  say "starting moto on 127.0.0.1:$MOTO_PORT"
-  setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
+  say "starting moto on 127.0.0.1:$MOTO_PORT (requests serialized: see dev/moto_serial.py)"
+  MOTO_PORT=$MOTO_PORT setsid "$VENV/bin/python" dev/moto_serial.py -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
   echo $! >"$RUN/moto.pid"
   wait_port moto "$MOTO_PORT" 30
   "$VENV/bin/python" dev/aws_local.py create-table >&2

@@ -52,30 +52,9 @@ pub fn slack_date(t: UnixTime) -> String {
     )
 }
 
-/// `YYYY-MM-DD HH:MM UTC`, for fallbacks and logs.
+/// `YYYY-MM-DD HH:MM UTC`, for fallbacks.
 pub fn utc(t: UnixTime) -> String {
-    let days = t.0.div_euclid(86_400);
-    let secs = t.0.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    t.utc_minutes()
 }
 
 fn describe_scope(scope: Option<(&InstanceId, &InstanceInfo)>) -> String {

@@ -254,6 +254,166 @@ impl IssuerConfig {
     }
 }
 
+/// Which instances the guard guards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuardMode {
+    /// Every instance except those tagged `<exempt tag>=true`.
+    OptOut {
+        /// The exemption tag key (`EC2PASS_EXEMPT_TAG`, default `ec2pass:exempt`).
+        exempt_tag: String,
+    },
+    /// Only instances tagged `<guard tag>=true`.
+    OptIn {
+        /// The opt-in tag key (`EC2PASS_GUARD_TAG`, default `ec2pass:guard`).
+        guard_tag: String,
+    },
+}
+
+/// What to do with an instance that cannot be stopped (instance-store root, one-time Spot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unstoppable {
+    /// Alert loudly, leave it running (default: terminating loses its data).
+    AlertOnly,
+    /// Terminate it.
+    Terminate,
+}
+
+/// What to do when AWS cannot be reached after the SDK's retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailMode {
+    /// Try to stop the instance anyway (default).
+    Closed,
+    /// Let the start stand; alert only.
+    Open,
+}
+
+/// The guard's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// DynamoDB table (`EC2PASS_TABLE`).
+    pub table: String,
+    /// SNS topic for alerts (`EC2PASS_ALERT_TOPIC_ARN`).
+    pub topic_arn: String,
+    /// The tag that carries the password (`EC2PASS_AUTH_TAG`, default `Auth`).
+    pub auth_tag: String,
+    /// Opt-out or opt-in (`EC2PASS_GUARD_MODE`, default `opt-out`).
+    pub mode: GuardMode,
+    /// Whether Auto Scaling members are exempt (`EC2PASS_EXEMPT_AUTOSCALING`, default true).
+    pub exempt_autoscaling: bool,
+    /// Unstoppable instances (`EC2PASS_UNSTOPPABLE_ACTION`: `alert-only` (default) or `terminate`).
+    pub unstoppable: Unstoppable,
+    /// Whether to clear stop protection to stop a denied instance
+    /// (`EC2PASS_CLEAR_STOP_PROTECTION`, default false).
+    pub clear_stop_protection: bool,
+    /// `EC2PASS_FAIL_MODE`: `closed` (default) or `open`.
+    pub fail_mode: FailMode,
+    /// Alerts for allows and exemptions too (`EC2PASS_AUDIT_ALERTS`, default false).
+    pub audit_alerts: bool,
+    /// How long verdicts are kept (`EC2PASS_VERDICT_RETENTION`, default `90d`).
+    pub verdict_retention: Duration,
+    /// Pause before describing a tagless pending instance again (`EC2PASS_TAG_RETRY_DELAY`,
+    /// default 1s; tags can lag behind a launch).
+    pub tag_retry_delay: Duration,
+    /// Instances launched before this (epoch seconds) are never touched by the sweep
+    /// (`EC2PASS_ACTIVATION_TIME`; default: the first sweep's time, remembered in the table).
+    pub activation_time: Option<i64>,
+}
+
+impl GuardConfig {
+    /// Reads and validates the guard's configuration.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let topic_arn = env.required("EC2PASS_ALERT_TOPIC_ARN")?;
+        if !topic_arn.starts_with("arn:") || topic_arn.split(':').count() != 6 {
+            return Err(ConfigError {
+                var: "EC2PASS_ALERT_TOPIC_ARN",
+                problem: format!("{topic_arn:?} is not an SNS topic ARN"),
+            });
+        }
+        let tag = |var: &'static str, default: &str| -> Result<String, ConfigError> {
+            let key = env.get(var).unwrap_or_else(|| default.to_owned());
+            if key.len() > 128 || key.to_ascii_lowercase().starts_with("aws:") {
+                return Err(ConfigError {
+                    var,
+                    problem: format!("{key:?} is not a usable tag key"),
+                });
+            }
+            Ok(key)
+        };
+        let mode = match env.get("EC2PASS_GUARD_MODE").as_deref() {
+            None | Some("opt-out") => GuardMode::OptOut {
+                exempt_tag: tag("EC2PASS_EXEMPT_TAG", "ec2pass:exempt")?,
+            },
+            Some("opt-in") => GuardMode::OptIn {
+                guard_tag: tag("EC2PASS_GUARD_TAG", "ec2pass:guard")?,
+            },
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "EC2PASS_GUARD_MODE",
+                    problem: format!("{other:?} is neither opt-out nor opt-in"),
+                });
+            }
+        };
+        let unstoppable = match env.get("EC2PASS_UNSTOPPABLE_ACTION").as_deref() {
+            None | Some("alert-only") => Unstoppable::AlertOnly,
+            Some("terminate") => Unstoppable::Terminate,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "EC2PASS_UNSTOPPABLE_ACTION",
+                    problem: format!("{other:?} is neither alert-only nor terminate"),
+                });
+            }
+        };
+        let fail_mode = match env.get("EC2PASS_FAIL_MODE").as_deref() {
+            None | Some("closed") => FailMode::Closed,
+            Some("open") => FailMode::Open,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "EC2PASS_FAIL_MODE",
+                    problem: format!("{other:?} is neither closed nor open"),
+                });
+            }
+        };
+        let activation_time = match env.get("EC2PASS_ACTIVATION_TIME") {
+            None => None,
+            Some(v) => {
+                Some(
+                    v.parse::<i64>()
+                        .ok()
+                        .filter(|t| *t > 0)
+                        .ok_or_else(|| ConfigError {
+                            var: "EC2PASS_ACTIVATION_TIME",
+                            problem: format!("{v:?} is not a time in seconds since the epoch"),
+                        })?,
+                )
+            }
+        };
+        let tag_retry_delay = env.duration("EC2PASS_TAG_RETRY_DELAY", Duration::from_secs(1))?;
+        if tag_retry_delay > Duration::from_secs(10) {
+            return Err(ConfigError {
+                var: "EC2PASS_TAG_RETRY_DELAY",
+                problem: "at most 10s: an unauthorized instance runs meanwhile".into(),
+            });
+        }
+        Ok(Self {
+            table: table_name(env)?,
+            topic_arn,
+            auth_tag: tag("EC2PASS_AUTH_TAG", "Auth")?,
+            mode,
+            exempt_autoscaling: env.flag("EC2PASS_EXEMPT_AUTOSCALING", true)?,
+            unstoppable,
+            clear_stop_protection: env.flag("EC2PASS_CLEAR_STOP_PROTECTION", false)?,
+            fail_mode,
+            audit_alerts: env.flag("EC2PASS_AUDIT_ALERTS", false)?,
+            verdict_retention: env.duration(
+                "EC2PASS_VERDICT_RETENTION",
+                Duration::from_secs(90 * 86_400),
+            )?,
+            tag_retry_delay,
+            activation_time,
+        })
+    }
+}
+
 /// `EC2PASS_TABLE`, checked against DynamoDB's naming rules.
 pub fn table_name(env: &Env<'_>) -> Result<String, ConfigError> {
     let table = env.required("EC2PASS_TABLE")?;
@@ -405,6 +565,78 @@ mod tests {
             let err = read(&pairs).err().map(|e| e.var);
             assert_eq!(err, Some(named), "{var}={value:?}");
         }
+    }
+
+    fn read_guard(pairs: &[(&str, &str)]) -> Result<GuardConfig, ConfigError> {
+        let map = env(pairs);
+        GuardConfig::from_env(&Env::from_fn(|k| map.get(k).cloned()))
+    }
+
+    const GUARD: &[(&str, &str)] = &[
+        ("EC2PASS_TABLE", "ec2pass"),
+        (
+            "EC2PASS_ALERT_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:123456789012:ec2pass-alerts",
+        ),
+    ];
+
+    #[test]
+    fn the_guard_defaults_to_opt_out_fail_closed_alert_only() {
+        let c = read_guard(GUARD).map_err(|e| e.to_string());
+        let c = c.as_ref().map(|c| {
+            (
+                c.mode.clone(),
+                c.fail_mode,
+                c.unstoppable,
+                c.exempt_autoscaling,
+                c.audit_alerts,
+                c.auth_tag.as_str(),
+            )
+        });
+        assert_eq!(
+            c,
+            Ok((
+                GuardMode::OptOut {
+                    exempt_tag: "ec2pass:exempt".into()
+                },
+                FailMode::Closed,
+                Unstoppable::AlertOnly,
+                true,
+                false,
+                "Auth"
+            ))
+        );
+    }
+
+    #[test]
+    fn bad_guard_settings_name_their_variable() {
+        for (var, value) in [
+            ("EC2PASS_ALERT_TOPIC_ARN", "my-topic"),
+            ("EC2PASS_GUARD_MODE", "sometimes"),
+            ("EC2PASS_UNSTOPPABLE_ACTION", "explode"),
+            ("EC2PASS_FAIL_MODE", "ajar"),
+            ("EC2PASS_AUDIT_ALERTS", "loud"),
+            ("EC2PASS_AUTH_TAG", "aws:auth"),
+            ("EC2PASS_ACTIVATION_TIME", "yesterday"),
+            ("EC2PASS_TAG_RETRY_DELAY", "1h"),
+            ("EC2PASS_VERDICT_RETENTION", "forever"),
+        ] {
+            let mut pairs: Vec<(&str, &str)> =
+                GUARD.iter().copied().filter(|(k, _)| *k != var).collect();
+            pairs.push((var, value));
+            assert_eq!(
+                read_guard(&pairs).err().map(|e| e.var),
+                Some(var),
+                "{var}={value}"
+            );
+        }
+        let opt_in = [GUARD, &[("EC2PASS_GUARD_MODE", "opt-in")]].concat();
+        assert_eq!(
+            read_guard(&opt_in).map(|c| c.mode).ok(),
+            Some(GuardMode::OptIn {
+                guard_tag: "ec2pass:guard".into()
+            })
+        );
     }
 
     #[test]

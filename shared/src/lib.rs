@@ -11,7 +11,10 @@
 //!   implementation ([`store::dynamo`]) and an in-memory one for tests ([`store::memory`]).
 //! - [`config`]: configuration read from the environment once, at cold start, and validated.
 //! - [`table`]: the attribute names and key layout of the table, in one place.
+//! - [`verdict`]: start cycles and the verdict the guard records for each.
+//! - [`alert`]: the alert model published on SNS.
 
+pub mod alert;
 pub mod config;
 pub mod digest;
 pub mod ids;
@@ -19,3 +22,4 @@ pub mod password;
 pub mod store;
 pub mod table;
 pub mod time;
+pub mod verdict;

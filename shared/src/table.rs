@@ -9,6 +9,8 @@
 //! | password | `pw#<first 16 digest bytes, hex>` | `digest` (B, full), `short_id`, `owner` (`team#user`), `team_id`, `user_id`, `channel_id`, `scope` (absent when unscoped), `issued_at`, `expires_at`, `ttl`, later `consumed_by` |
 //! | Slack trigger | `trigger#<trigger_id>` | `ttl` |
 //! | rate counter | `rate#<team>#<user>#<hour>` | `n`, `ttl` |
+//! | verdict | `verdict#<instance>@<launch time>` | `verdict`, `reason`, `instance_id`, `launch_time`, `short_id`, `team_id`, `user_id`, `password_key`, `decided_at`, `event_id`, `alert_owner`, `ttl` |
+//! | activation | `meta#activation` | `at` |
 //!
 //! Passwords are indexed by owner in the sparse global secondary index [`OWNER_INDEX`]
 //! (hash `owner`, range `expires_at`), which `list` and `revoke` query.
@@ -26,6 +28,31 @@ pub const PASSWORD_PREFIX: &str = "pw#";
 pub const TRIGGER_PREFIX: &str = "trigger#";
 /// Key prefix of per-user rate counters.
 pub const RATE_PREFIX: &str = "rate#";
+/// Key prefix of verdicts (one per start cycle).
+pub const VERDICT_PREFIX: &str = "verdict#";
+/// Key of the guard's activation marker (for the sweep).
+pub const ACTIVATION_KEY: &str = "meta#activation";
+
+/// Verdict: `allow`, `deny` or `exempt`.
+pub const VERDICT: &str = "verdict";
+/// Deny reason.
+pub const REASON: &str = "reason";
+/// Instance id of a verdict.
+pub const INSTANCE_ID: &str = "instance_id";
+/// LaunchTime of a verdict's cycle (epoch seconds).
+pub const LAUNCH_TIME: &str = "launch_time";
+/// Key of the password a verdict involved.
+pub const PASSWORD_KEY: &str = "password_key";
+/// When a verdict was decided (epoch seconds).
+pub const DECIDED_AT: &str = "decided_at";
+/// EventBridge event id that decided a verdict.
+pub const EVENT_ID: &str = "event_id";
+/// The invocation publishing a verdict's alert.
+pub const ALERT_OWNER: &str = "alert_owner";
+/// When a password was consumed (epoch seconds).
+pub const CONSUMED_AT: &str = "consumed_at";
+/// Activation time of the guard (epoch seconds).
+pub const AT: &str = "at";
 
 /// Full SHA-256 digest of the password (binary).
 pub const DIGEST: &str = "digest";

@@ -20,6 +20,34 @@ impl UnixTime {
         Self(self.0.saturating_sub(secs))
     }
 
+    /// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC).
+    pub fn rfc3339(self) -> String {
+        let (y, m, d, hh, mm, ss) = self.civil();
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+    }
+
+    /// `YYYY-MM-DD HH:MM UTC`, for people.
+    pub fn utc_minutes(self) -> String {
+        let (y, m, d, hh, mm, _) = self.civil();
+        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+    }
+
+    /// Year, month, day, hour, minute, second (proleptic Gregorian, UTC), by Howard Hinnant's
+    /// days-to-civil algorithm.
+    fn civil(self) -> (i64, i64, i64, i64, i64, i64) {
+        let secs = self.0.rem_euclid(86_400);
+        let z = self.0.div_euclid(86_400) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
+    }
+
     /// Whole seconds between two instants, ignoring order.
     pub fn abs_diff(self, other: Self) -> u64 {
         self.0.abs_diff(other.0)
@@ -80,13 +108,21 @@ mod tests {
     }
 
     #[test]
+    fn times_format_as_rfc3339_and_for_people() {
+        assert_eq!(UnixTime(0).rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(UnixTime(1_795_255_201).rfc3339(), "2026-11-21T10:00:01Z");
+        assert_eq!(UnixTime(951_782_400).utc_minutes(), "2000-02-29 00:00 UTC");
+        assert_eq!(UnixTime(-1).rfc3339(), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
     fn the_system_clock_is_after_2020() {
         assert!(SystemClock.now() > UnixTime(1_577_836_800));
     }
 }
 
-/// Parses a lifetime as people write it: a whole number and a unit, `s`, `m` or `h`
-/// (`90s`, `30m`, `2h`). Returns `None` for anything else, including zero and overflow.
+/// Parses a lifetime as people write it: a whole number and a unit, `s`, `m`, `h` or `d`
+/// (`90s`, `30m`, `2h`, `90d`). Returns `None` for anything else, including zero and overflow.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let unit = s.chars().last()?;
@@ -99,6 +135,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         's' => value,
         'm' => value.checked_mul(60)?,
         'h' => value.checked_mul(3600)?,
+        'd' => value.checked_mul(86_400)?,
         _ => return None,
     };
     (secs > 0).then(|| Duration::from_secs(secs))
@@ -107,7 +144,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Writes a duration the way [`parse_duration`] reads it, in the largest whole unit.
 pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs.is_multiple_of(3600) {
+    if secs.is_multiple_of(86_400) {
+        format!("{}d", secs / 86_400)
+    } else if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
     } else if secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
@@ -128,12 +167,17 @@ mod duration_tests {
         assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
         assert_eq!(format_duration(Duration::from_secs(1800)), "30m");
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(
+            parse_duration("90d"),
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(format_duration(Duration::from_secs(2 * 86_400)), "2d");
     }
 
     #[test]
     fn nonsense_durations_are_refused() {
         for bad in [
-            "", "m", "0m", "-5m", "5", "5d", "1.5h", "5 m", "9999999h", "5mm", "５m", "é",
+            "", "m", "0m", "-5m", "5", "5w", "1.5h", "5 m", "9999999h", "5mm", "５m", "é",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }

@@ -9,16 +9,21 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
 
 use super::{
-    Mint, MintOutcome, MintStore, Outstanding, OutstandingStore, PasswordLookup, PasswordRecord,
-    StoreError, TriggerClaim, TriggerStore,
+    Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
+    OutstandingStore, PasswordLookup, PasswordRecord, Recorded, StoreError, TriggerClaim,
+    TriggerStore, VerdictStore,
 };
 use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
 use crate::table as t;
 use crate::time::UnixTime;
+use crate::verdict::{Cycle, DenyReason, Verdict, VerdictRecord};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -41,6 +46,46 @@ impl DynamoStore {
     /// The table's name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// Runs a transaction; `Ok(None)` when it committed, `Ok(Some(reasons))` when a condition
+    /// cancelled it. Cancellations caused by a concurrent transaction on the same items
+    /// (`TransactionConflict`), which the SDK does not retry, are retried here a few times.
+    async fn transact(
+        &self,
+        items: &[TransactWriteItem],
+    ) -> Result<Option<Vec<CancellationReason>>, StoreError> {
+        const ATTEMPTS: u32 = 6;
+        for attempt in 1..=ATTEMPTS {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.to_vec()))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(None),
+                Err(err) => err,
+            };
+            let reasons = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                    c.cancellation_reasons().to_vec()
+                }
+                _ => return Err(unavailable("TransactWriteItems", err)),
+            };
+            let conflict = reasons
+                .iter()
+                .any(|r| r.code() == Some("TransactionConflict"));
+            if !conflict || attempt == ATTEMPTS {
+                return Ok(Some(reasons));
+            }
+            let jitter = u64::from(rand::random::<u8>() % 20);
+            tokio::time::sleep(std::time::Duration::from_millis(
+                10 * (1 << attempt) + jitter,
+            ))
+            .await;
+        }
+        Ok(None)
     }
 
     /// The owner's passwords that have not expired at `now` and are not consumed, as full items.
@@ -128,32 +173,16 @@ impl MintStore for DynamoStore {
             .build()
             .map_err(|e| build_error("password put", e))?;
 
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(trigger).build())
-            .transact_items(TransactWriteItem::builder().update(rate).build())
-            .transact_items(TransactWriteItem::builder().put(password).build())
-            .send()
-            .await;
-        let err = match result {
-            Ok(_) => return Ok(MintOutcome::Minted),
-            Err(err) => err,
+        let items = [
+            TransactWriteItem::builder().put(trigger).build(),
+            TransactWriteItem::builder().update(rate).build(),
+            TransactWriteItem::builder().put(password).build(),
+        ];
+        let Some(reasons) = self.transact(&items).await? else {
+            return Ok(MintOutcome::Minted);
         };
         // Which of the three conditions failed decides the answer (in this order of precedence).
-        let failed: Vec<bool> = err
-            .as_service_error()
-            .and_then(|e| match e {
-                TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
-                _ => None,
-            })
-            .map(|c| {
-                c.cancellation_reasons()
-                    .iter()
-                    .map(|r| r.code() == Some("ConditionalCheckFailed"))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let failed: Vec<bool> = reasons.iter().map(condition_failed).collect();
         match failed.as_slice() {
             [true, ..] => Ok(MintOutcome::Replayed),
             [false, true, ..] => {
@@ -166,7 +195,16 @@ impl MintStore for DynamoStore {
                 key: mint.record.digest.table_key(),
                 problem: "a password with this digest already exists".into(),
             }),
-            _ => Err(unavailable("TransactWriteItems", err)),
+            _ => Err(StoreError::Unavailable {
+                operation: "TransactWriteItems",
+                message: format!(
+                    "cancelled: {:?}",
+                    reasons
+                        .iter()
+                        .map(CancellationReason::code)
+                        .collect::<Vec<_>>()
+                ),
+            }),
         }
     }
 }
@@ -248,6 +286,314 @@ impl PasswordLookup for DynamoStore {
             .map_err(|e| unavailable("GetItem", e))?;
         out.item.as_ref().map(record_from_item).transpose()
     }
+}
+
+impl ConsumeStore for DynamoStore {
+    async fn consume(&self, c: &Consume) -> Result<ConsumeOutcome, StoreError> {
+        let password = Update::builder()
+            .table_name(&self.table)
+            .key(t::PK, s(c.digest.table_key()))
+            .update_expression(
+                "SET #consumed = :cycle, #consumed_at = if_not_exists(#consumed_at, :now)",
+            )
+            .condition_expression(
+                "attribute_exists(#pk) AND #digest = :digest AND (#consumed = :cycle OR \
+                 (attribute_not_exists(#consumed) AND #exp > :now AND \
+                 (attribute_not_exists(#scope) OR #scope = :instance)))",
+            )
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#digest", t::DIGEST)
+            .expression_attribute_names("#consumed", t::CONSUMED_BY)
+            .expression_attribute_names("#consumed_at", t::CONSUMED_AT)
+            .expression_attribute_names("#exp", t::EXPIRES_AT)
+            .expression_attribute_names("#scope", t::SCOPE)
+            .expression_attribute_values(":cycle", s(c.cycle.id()))
+            .expression_attribute_values(":now", n(c.now.0))
+            .expression_attribute_values(
+                ":digest",
+                AttributeValue::B(c.digest.as_bytes().to_vec().into()),
+            )
+            .expression_attribute_values(":instance", s(c.cycle.instance.as_str()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| build_error("consume update", e))?;
+        let verdict = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(verdict_item(&c.allow)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", t::PK)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| build_error("verdict put", e))?;
+        let items = [
+            TransactWriteItem::builder().update(password).build(),
+            TransactWriteItem::builder().put(verdict).build(),
+        ];
+        let Some(reasons) = self.transact(&items).await? else {
+            return Ok(ConsumeOutcome::Allowed);
+        };
+        // An existing verdict wins over anything else: the cycle is decided.
+        if let Some(existing) = reasons.get(1).filter(|r| condition_failed(r)) {
+            let item = existing.item().ok_or_else(|| StoreError::Malformed {
+                key: c.cycle.verdict_key(),
+                problem: "cancelled on the verdict but no item returned".into(),
+            })?;
+            return verdict_from_item(item).map(ConsumeOutcome::Decided);
+        }
+        if let Some(refused) = reasons.first().filter(|r| condition_failed(r)) {
+            // No item returned: the password does not exist.
+            let record = refused
+                .item()
+                .filter(|i| !i.is_empty())
+                .map(record_from_item)
+                .transpose()?;
+            return Ok(ConsumeOutcome::Refused(record));
+        }
+        Err(StoreError::Unavailable {
+            operation: "TransactWriteItems",
+            message: format!(
+                "cancelled: {:?}",
+                reasons
+                    .iter()
+                    .map(CancellationReason::code)
+                    .collect::<Vec<_>>()
+            ),
+        })
+    }
+
+    async fn burn(&self, digest: &Digest, cycle: &Cycle) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(digest.table_key()))
+            .update_expression("SET #consumed = :burned")
+            .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#consumed)")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#consumed", t::CONSUMED_BY)
+            .expression_attribute_values(":burned", s(super::memory::burned(cycle)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+}
+
+impl VerdictStore for DynamoStore {
+    async fn record(&self, v: &VerdictRecord) -> Result<Recorded, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(verdict_item(v)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", t::PK)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Recorded::Ours),
+            Err(e) => {
+                let existing = e
+                    .as_service_error()
+                    .and_then(|se| match se {
+                        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => c.item(),
+                        _ => None,
+                    })
+                    .cloned();
+                match existing {
+                    Some(item) => verdict_from_item(&item).map(Recorded::Theirs),
+                    None if is_condition_failure(&e) => {
+                        // The emulator or an old API version may not return the item: read it.
+                        match self.verdict(&v.cycle).await? {
+                            Some(theirs) => Ok(Recorded::Theirs(theirs)),
+                            None => Err(StoreError::Malformed {
+                                key: v.cycle.verdict_key(),
+                                problem: "condition failed but no verdict found".into(),
+                            }),
+                        }
+                    }
+                    None => Err(unavailable("PutItem", e)),
+                }
+            }
+        }
+    }
+
+    async fn verdict(&self, cycle: &Cycle) -> Result<Option<VerdictRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(t::PK, s(cycle.verdict_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        out.item.as_ref().map(verdict_from_item).transpose()
+    }
+
+    async fn claim_alert(&self, cycle: &Cycle, owner: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(cycle.verdict_key()))
+            .update_expression("SET #owner = :me")
+            .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#owner)")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#owner", t::ALERT_OWNER)
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+
+    async fn release_alert(&self, cycle: &Cycle, owner: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(cycle.verdict_key()))
+            .update_expression("REMOVE #owner")
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#owner", t::ALERT_OWNER)
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+
+    async fn activation(&self, now: UnixTime) -> Result<UnixTime, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(t::PK, s(t::ACTIVATION_KEY))
+            .item(t::KIND, s("meta"))
+            .item(t::AT, n(now.0))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", t::PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(now),
+            Err(e) if is_condition_failure(&e) => {
+                let out = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key(t::PK, s(t::ACTIVATION_KEY))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("GetItem", e))?;
+                out.item
+                    .as_ref()
+                    .and_then(|i| i.get(t::AT))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok())
+                    .map(UnixTime)
+                    .ok_or_else(|| StoreError::Malformed {
+                        key: t::ACTIVATION_KEY.into(),
+                        problem: "no activation time".into(),
+                    })
+            }
+            Err(e) => Err(unavailable("PutItem", e)),
+        }
+    }
+}
+
+/// The item for a verdict record.
+pub fn verdict_item(v: &VerdictRecord) -> Item {
+    let mut item = HashMap::from([
+        (t::PK.into(), s(v.cycle.verdict_key())),
+        (t::KIND.into(), s("verdict")),
+        (t::VERDICT.into(), s(v.verdict.kind())),
+        (t::INSTANCE_ID.into(), s(v.cycle.instance.as_str())),
+        (t::LAUNCH_TIME.into(), n(v.cycle.launch_time.0)),
+        (t::DECIDED_AT.into(), n(v.decided_at.0)),
+        (t::EVENT_ID.into(), s(&v.event_id)),
+        (t::TTL.into(), n(v.retain_until.0)),
+    ]);
+    let optional = [
+        (t::REASON, v.verdict.reason().map(|r| r.as_str().to_owned())),
+        (
+            t::SHORT_ID,
+            v.short_id.as_ref().map(|id| id.as_str().to_owned()),
+        ),
+        (t::TEAM_ID, v.issuer.as_ref().map(|o| o.team_id.clone())),
+        (t::USER_ID, v.issuer.as_ref().map(|o| o.user_id.clone())),
+        (t::PASSWORD_KEY, v.password_key.clone()),
+        (t::ALERT_OWNER, v.alert_owner.clone()),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            item.insert(name.into(), s(value));
+        }
+    }
+    item
+}
+
+/// Reads a verdict record back from its item.
+pub fn verdict_from_item(item: &Item) -> Result<VerdictRecord, StoreError> {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .map(UnixTime)
+    };
+    let key = text(t::PK).unwrap_or_default();
+    let bad = |problem: &str| StoreError::Malformed {
+        key: key.clone(),
+        problem: problem.to_owned(),
+    };
+    let verdict = match (
+        text(t::VERDICT).as_deref(),
+        text(t::REASON).as_deref().and_then(DenyReason::parse),
+    ) {
+        (Some("allow"), _) => Verdict::Allow,
+        (Some("exempt"), _) => Verdict::Exempt,
+        (Some("deny"), Some(reason)) => Verdict::Deny(reason),
+        _ => return Err(bad("bad verdict or reason")),
+    };
+    let instance = text(t::INSTANCE_ID)
+        .as_deref()
+        .and_then(InstanceId::parse)
+        .ok_or_else(|| bad("bad instance_id"))?;
+    let issuer = match (text(t::TEAM_ID), text(t::USER_ID)) {
+        (Some(team_id), Some(user_id)) => Some(Owner { team_id, user_id }),
+        _ => None,
+    };
+    Ok(VerdictRecord {
+        cycle: Cycle {
+            instance,
+            launch_time: number(t::LAUNCH_TIME).ok_or_else(|| bad("bad launch_time"))?,
+        },
+        verdict,
+        short_id: text(t::SHORT_ID).as_deref().and_then(ShortId::parse),
+        issuer,
+        password_key: text(t::PASSWORD_KEY),
+        decided_at: number(t::DECIDED_AT).ok_or_else(|| bad("bad decided_at"))?,
+        event_id: text(t::EVENT_ID).unwrap_or_default(),
+        retain_until: number(t::TTL).unwrap_or(UnixTime(0)),
+        alert_owner: text(t::ALERT_OWNER),
+    })
+}
+
+fn condition_failed(r: &CancellationReason) -> bool {
+    r.code() == Some("ConditionalCheckFailed")
 }
 
 /// The table key of an owner's rate counter for one window.

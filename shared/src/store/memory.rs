@@ -4,12 +4,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    Mint, MintOutcome, MintStore, Outstanding, OutstandingStore, PasswordLookup, PasswordRecord,
-    StoreError, TriggerClaim, TriggerStore,
+    Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
+    OutstandingStore, PasswordLookup, PasswordRecord, Recorded, StoreError, TriggerClaim,
+    TriggerStore, VerdictStore,
 };
 use crate::digest::Digest;
 use crate::ids::{Owner, ShortId};
 use crate::time::UnixTime;
+use crate::verdict::{Cycle, VerdictRecord};
 
 /// The table's items, held in memory behind one lock so every operation is atomic.
 #[derive(Debug, Default)]
@@ -22,6 +24,8 @@ struct State {
     passwords: HashMap<String, PasswordRecord>,
     triggers: HashSet<String>,
     rates: HashMap<(String, i64), u32>,
+    verdicts: HashMap<String, VerdictRecord>,
+    activation: Option<UnixTime>,
 }
 
 impl MemoryStore {
@@ -41,6 +45,11 @@ impl MemoryStore {
     /// Every stored password record (for assertions in tests).
     pub fn records(&self) -> Vec<PasswordRecord> {
         self.lock().passwords.values().cloned().collect()
+    }
+
+    /// Every recorded verdict (for assertions in tests).
+    pub fn verdicts(&self) -> Vec<VerdictRecord> {
+        self.lock().verdicts.values().cloned().collect()
     }
 
     /// Stores a record directly, as if minted earlier (for arranging tests).
@@ -121,5 +130,85 @@ impl OutstandingStore for MemoryStore {
 impl PasswordLookup for MemoryStore {
     async fn find(&self, digest: &Digest) -> Result<Option<PasswordRecord>, StoreError> {
         Ok(self.lock().passwords.get(&digest.table_key()).cloned())
+    }
+}
+
+impl ConsumeStore for MemoryStore {
+    async fn consume(&self, c: &Consume) -> Result<ConsumeOutcome, StoreError> {
+        let mut state = self.lock();
+        if let Some(existing) = state.verdicts.get(&c.cycle.verdict_key()) {
+            return Ok(ConsumeOutcome::Decided(existing.clone()));
+        }
+        let key = c.digest.table_key();
+        let cycle = c.cycle.id();
+        let Some(record) = state.passwords.get_mut(&key) else {
+            return Ok(ConsumeOutcome::Refused(None));
+        };
+        let usable = record.digest == c.digest
+            && (record.consumed_by.as_deref() == Some(cycle.as_str())
+                || (record.consumed_by.is_none()
+                    && !record.is_expired(c.now)
+                    && record.scope.as_ref().is_none_or(|s| *s == c.cycle.instance)));
+        if !usable {
+            return Ok(ConsumeOutcome::Refused(Some(record.clone())));
+        }
+        record.consumed_by = Some(cycle);
+        state
+            .verdicts
+            .insert(c.cycle.verdict_key(), c.allow.clone());
+        Ok(ConsumeOutcome::Allowed)
+    }
+
+    async fn burn(&self, digest: &Digest, cycle: &Cycle) -> Result<(), StoreError> {
+        if let Some(record) = self.lock().passwords.get_mut(&digest.table_key()) {
+            record.consumed_by.get_or_insert_with(|| burned(cycle));
+        }
+        Ok(())
+    }
+}
+
+/// What a burned password's `consumed_by` says.
+pub(crate) fn burned(cycle: &Cycle) -> String {
+    format!("burned:{}", cycle.id())
+}
+
+impl VerdictStore for MemoryStore {
+    async fn record(&self, v: &VerdictRecord) -> Result<Recorded, StoreError> {
+        let mut state = self.lock();
+        match state.verdicts.get(&v.cycle.verdict_key()) {
+            Some(existing) => Ok(Recorded::Theirs(existing.clone())),
+            None => {
+                state.verdicts.insert(v.cycle.verdict_key(), v.clone());
+                Ok(Recorded::Ours)
+            }
+        }
+    }
+
+    async fn verdict(&self, cycle: &Cycle) -> Result<Option<VerdictRecord>, StoreError> {
+        Ok(self.lock().verdicts.get(&cycle.verdict_key()).cloned())
+    }
+
+    async fn claim_alert(&self, cycle: &Cycle, owner: &str) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.verdicts.get_mut(&cycle.verdict_key()) {
+            Some(v) if v.alert_owner.is_none() => {
+                v.alert_owner = Some(owner.to_owned());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_alert(&self, cycle: &Cycle, owner: &str) -> Result<(), StoreError> {
+        if let Some(v) = self.lock().verdicts.get_mut(&cycle.verdict_key())
+            && v.alert_owner.as_deref() == Some(owner)
+        {
+            v.alert_owner = None;
+        }
+        Ok(())
+    }
+
+    async fn activation(&self, now: UnixTime) -> Result<UnixTime, StoreError> {
+        Ok(*self.lock().activation.get_or_insert(now))
     }
 }

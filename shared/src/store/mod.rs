@@ -1,7 +1,8 @@
 //! The password table, behind one small trait per capability.
 //!
 //! Handlers take only the trait they use: the issuer's mint path needs [`MintStore`], its `list`
-//! and `revoke` commands need [`OutstandingStore`] and [`TriggerStore`]. [`dynamo::DynamoStore`]
+//! and `revoke` commands need [`OutstandingStore`] and [`TriggerStore`]; the guard needs
+//! [`ConsumeStore`] and [`VerdictStore`]. [`dynamo::DynamoStore`]
 //! implements them all against DynamoDB; [`memory::MemoryStore`] implements them in memory with
 //! the same semantics, for unit tests.
 
@@ -13,6 +14,7 @@ use std::future::Future;
 use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
 use crate::time::UnixTime;
+use crate::verdict::{Cycle, VerdictRecord};
 
 /// A password as stored: everything but the plaintext.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,4 +184,90 @@ pub trait PasswordLookup: Send + Sync {
         &self,
         digest: &Digest,
     ) -> impl Future<Output = Result<Option<PasswordRecord>, StoreError>> + Send;
+}
+
+/// A consumption attempt: the password with `digest`, for `cycle`, recording `allow` with it.
+#[derive(Clone, Debug)]
+pub struct Consume {
+    /// Digest of the presented password.
+    pub digest: Digest,
+    /// The start cycle presenting it.
+    pub cycle: Cycle,
+    /// Now, for the expiry check.
+    pub now: UnixTime,
+    /// The allow verdict to record if the password is good.
+    pub allow: VerdictRecord,
+}
+
+/// How a consumption attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsumeOutcome {
+    /// The password is consumed by this cycle and the allow verdict is recorded (by us).
+    Allowed,
+    /// A verdict for this cycle already existed: enforce it.
+    Decided(VerdictRecord),
+    /// The password cannot serve this cycle; the item as it was (`None`: no such password).
+    Refused(Option<PasswordRecord>),
+}
+
+/// Whether a create-once verdict write was ours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// We recorded it.
+    Ours,
+    /// Another invocation recorded this one first: enforce theirs.
+    Theirs(VerdictRecord),
+}
+
+/// The guard's one-time consumption of passwords.
+pub trait ConsumeStore: Send + Sync {
+    /// In one conditional transaction: mark the password consumed by the cycle (allowed when it
+    /// is unconsumed, unexpired and in scope, or already consumed by this very cycle) and create
+    /// the allow verdict.
+    fn consume(
+        &self,
+        consume: &Consume,
+    ) -> impl Future<Output = Result<ConsumeOutcome, StoreError>> + Send;
+
+    /// Burns a password so it can never be used (it leaked onto another instance).
+    fn burn(
+        &self,
+        digest: &Digest,
+        cycle: &Cycle,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The guard's verdicts, one per start cycle.
+pub trait VerdictStore: Send + Sync {
+    /// Creates the verdict unless the cycle has one.
+    fn record(
+        &self,
+        verdict: &VerdictRecord,
+    ) -> impl Future<Output = Result<Recorded, StoreError>> + Send;
+
+    /// The cycle's verdict, if any.
+    fn verdict(
+        &self,
+        cycle: &Cycle,
+    ) -> impl Future<Output = Result<Option<VerdictRecord>, StoreError>> + Send;
+
+    /// Takes on publishing the verdict's alert; `Ok(false)` when another invocation has.
+    fn claim_alert(
+        &self,
+        cycle: &Cycle,
+        owner: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives the alert back after a failed publish, so a retry publishes it.
+    fn release_alert(
+        &self,
+        cycle: &Cycle,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The guard's activation time: the first call's `now`, remembered.
+    fn activation(
+        &self,
+        now: UnixTime,
+    ) -> impl Future<Output = Result<UnixTime, StoreError>> + Send;
 }

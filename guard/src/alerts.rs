@@ -1,0 +1,114 @@
+//! Publishing alerts on SNS, and building them from what the guard knows.
+
+use std::future::Future;
+
+use aws_sdk_sns::Client;
+use aws_sdk_sns::error::DisplayErrorContext;
+use aws_sdk_sns::types::MessageAttributeValue;
+use ec2pass_shared::alert::{Action, Alert, SCHEMA_VERSION};
+use ec2pass_shared::ids::InstanceId;
+use ec2pass_shared::verdict::VerdictRecord;
+
+use crate::ec2::{AwsError, InstanceFacts};
+use crate::event::Origin;
+
+/// Where alerts go.
+pub trait Alerts: Send + Sync {
+    /// Publishes one alert.
+    fn publish(&self, alert: &Alert) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// An SNS topic.
+#[derive(Clone, Debug)]
+pub struct SnsAlerts {
+    client: Client,
+    topic_arn: String,
+}
+
+impl SnsAlerts {
+    /// Publishes to `topic_arn` with a client built once at cold start.
+    pub fn new(client: Client, topic_arn: impl Into<String>) -> Self {
+        Self {
+            client,
+            topic_arn: topic_arn.into(),
+        }
+    }
+}
+
+impl Alerts for SnsAlerts {
+    async fn publish(&self, alert: &Alert) -> Result<(), AwsError> {
+        let mut request = self
+            .client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(alert.subject())
+            .message(alert.message());
+        for (name, value) in alert.attributes() {
+            let attribute = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| AwsError {
+                    operation: "Publish",
+                    message: e.to_string(),
+                })?;
+            request = request.message_attributes(name, attribute);
+        }
+        request.send().await.map(|_| ()).map_err(|e| AwsError {
+            operation: "Publish",
+            message: DisplayErrorContext(&e).to_string(),
+        })
+    }
+}
+
+/// The alert for a recorded verdict.
+pub fn for_verdict(
+    v: &VerdictRecord,
+    facts: &InstanceFacts,
+    origin: &Origin,
+    action: Action,
+) -> Alert {
+    Alert {
+        schema_version: SCHEMA_VERSION,
+        verdict: v.verdict.kind().to_owned(),
+        reason: v.verdict.reason().map_or("none", |r| r.as_str()).to_owned(),
+        instance_id: facts.id.to_string(),
+        instance_name: facts.name().map(str::to_owned),
+        account: origin.account.clone(),
+        region: origin.region.clone(),
+        event_id: origin.event_id.clone(),
+        event_time: origin.event_time.clone(),
+        launch_time: Some(v.cycle.launch_time.rfc3339()),
+        action,
+        password_short_id: v.short_id.as_ref().map(|id| id.to_string()),
+        issuer_user_id: v.issuer.as_ref().map(|o| o.user_id.clone()),
+        detail: None,
+    }
+}
+
+/// The alert for a guard error: what failed, and what was done about it.
+pub fn for_error(
+    instance: &InstanceId,
+    facts: Option<&InstanceFacts>,
+    origin: &Origin,
+    failed: &str,
+    detail: String,
+    action: Action,
+) -> Alert {
+    Alert {
+        schema_version: SCHEMA_VERSION,
+        verdict: "guard-error".to_owned(),
+        reason: failed.to_owned(),
+        instance_id: instance.to_string(),
+        instance_name: facts.and_then(|f| f.name()).map(str::to_owned),
+        account: origin.account.clone(),
+        region: origin.region.clone(),
+        event_id: origin.event_id.clone(),
+        event_time: origin.event_time.clone(),
+        launch_time: facts.and_then(|f| f.launch_time).map(|t| t.rfc3339()),
+        action,
+        password_short_id: None,
+        issuer_user_id: None,
+        detail: Some(detail),
+    }
+}

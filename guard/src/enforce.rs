@@ -1,0 +1,80 @@
+//! Enforcing a deny: stopping the instance (SPEC §4.4).
+//!
+//! A freshly launched instance still in `pending` answers StopInstances with
+//! `IncorrectInstanceState`; the stop is retried with backoff until the invocation's time runs
+//! out (the `running` event enforces again). Instances that can never be stopped are terminated
+//! or only alerted on, as configured; stop protection is alerted on, or cleared first if so
+//! configured.
+
+use std::time::Duration;
+
+use ec2pass_shared::alert::Action;
+use ec2pass_shared::config::{GuardConfig, Unstoppable};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::ec2::{AwsError, Ec2, InstanceFacts, StopError};
+
+/// First pause between stop attempts; doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest pause between stop attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Stops a denied instance, within `deadline`. Returns what was done, or the EC2 failure.
+pub async fn stop<E: Ec2>(
+    ec2: &E,
+    config: &GuardConfig,
+    facts: &InstanceFacts,
+    deadline: Instant,
+) -> Result<Action, AwsError> {
+    if facts.is_down() {
+        return Ok(Action::Stopped);
+    }
+    if facts.has_instance_store_root() {
+        return unstoppable(ec2, config, facts).await;
+    }
+    let mut backoff = FIRST_BACKOFF;
+    let mut cleared_protection = false;
+    loop {
+        match ec2.stop(&facts.id).await {
+            Ok(()) | Err(StopError::Gone) => return Ok(Action::Stopped),
+            Err(StopError::NotYet) => {
+                if Instant::now() + backoff >= deadline {
+                    warn!(instance_id = %facts.id, "still pending at the deadline; the running event will stop it");
+                    return Ok(Action::StopPending);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(StopError::Unstoppable) => return unstoppable(ec2, config, facts).await,
+            Err(StopError::Protected) if config.clear_stop_protection && !cleared_protection => {
+                info!(instance_id = %facts.id, "clearing stop protection to stop a denied instance");
+                ec2.clear_stop_protection(&facts.id).await?;
+                cleared_protection = true;
+            }
+            Err(StopError::Protected) => {
+                warn!(instance_id = %facts.id, "stop protection is on: alert only");
+                return Ok(Action::AlertOnly);
+            }
+            Err(StopError::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+async fn unstoppable<E: Ec2>(
+    ec2: &E,
+    config: &GuardConfig,
+    facts: &InstanceFacts,
+) -> Result<Action, AwsError> {
+    match config.unstoppable {
+        Unstoppable::Terminate => {
+            warn!(instance_id = %facts.id, "cannot be stopped: terminating as configured");
+            ec2.terminate(&facts.id).await?;
+            Ok(Action::Terminated)
+        }
+        Unstoppable::AlertOnly => {
+            warn!(instance_id = %facts.id, spot = facts.spot, "cannot be stopped: alert only");
+            Ok(Action::AlertOnly)
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! What invoked the guard: an EC2 state change, the scheduled sweep, or something to ignore.
+//!
+//! The payload arrives as raw JSON and is parsed here, so an event of an unexpected shape is
+//! logged and acknowledged instead of failing the invocation (which Lambda would retry).
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use ec2pass_shared::ids::InstanceId;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Where a decision came from, for the verdict record and the alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// EventBridge event id (`sweep:<id>` for the sweep).
+    pub event_id: String,
+    /// When the event happened (RFC 3339, as EventBridge wrote it).
+    pub event_time: String,
+    /// AWS account.
+    pub account: String,
+    /// AWS region.
+    pub region: String,
+}
+
+/// What the guard was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// An instance entered `pending` or `running`.
+    StateChange {
+        /// The instance.
+        instance: InstanceId,
+        /// `pending` or `running`.
+        state: String,
+        /// The event.
+        origin: Origin,
+    },
+    /// The scheduled sweep.
+    Sweep {
+        /// The schedule's event.
+        origin: Origin,
+    },
+    /// Anything else: logged and acknowledged, never retried.
+    Ignore(String),
+}
+
+#[derive(Deserialize)]
+struct StateChangeDetail {
+    #[serde(rename = "instance-id")]
+    instance_id: String,
+    state: String,
+}
+
+/// Reads an invocation payload.
+pub fn parse(payload: &Value) -> Trigger {
+    let event: EventBridgeEvent<Value> = match serde_json::from_value(payload.clone()) {
+        Ok(e) => e,
+        Err(e) => return Trigger::Ignore(format!("not an EventBridge event: {e}")),
+    };
+    let origin = Origin {
+        event_id: event.id.clone().unwrap_or_default(),
+        event_time: payload
+            .get("time")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        account: event.account.clone().unwrap_or_default(),
+        region: event.region.clone().unwrap_or_default(),
+    };
+    match (event.source.as_str(), event.detail_type.as_str()) {
+        ("aws.ec2", "EC2 Instance State-change Notification") => {
+            let detail: StateChangeDetail = match serde_json::from_value(event.detail) {
+                Ok(d) => d,
+                Err(e) => {
+                    return Trigger::Ignore(format!("state change without instance-id/state: {e}"));
+                }
+            };
+            let Some(instance) = InstanceId::parse(&detail.instance_id) else {
+                return Trigger::Ignore(format!("malformed instance id {:?}", detail.instance_id));
+            };
+            if detail.state != "pending" && detail.state != "running" {
+                return Trigger::Ignore(format!("state {:?} is not guarded", detail.state));
+            }
+            Trigger::StateChange {
+                instance,
+                state: detail.state,
+                origin,
+            }
+        }
+        ("aws.events", "Scheduled Event") => Trigger::Sweep {
+            origin: Origin {
+                event_id: format!("sweep:{}", origin.event_id),
+                ..origin
+            },
+        },
+        (source, detail_type) => {
+            Trigger::Ignore(format!("unexpected event {source:?} / {detail_type:?}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state_change(state: &str) -> Value {
+        json!({"version":"0","id":"7bf73129-1428-4cd3-a780-95db273d1602","detail-type":"EC2 Instance State-change Notification",
+         "source":"aws.ec2","account":"123456789012","time":"2026-11-21T10:00:00Z","region":"us-east-1",
+         "resources":["arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"],
+         "detail":{"instance-id":"i-0123456789abcdef0","state":state}})
+    }
+
+    #[test]
+    fn the_documented_state_change_is_read() {
+        let Trigger::StateChange {
+            instance,
+            state,
+            origin,
+        } = parse(&state_change("pending"))
+        else {
+            panic!("not a state change");
+        };
+        assert_eq!(instance.as_str(), "i-0123456789abcdef0");
+        assert_eq!(state, "pending");
+        assert_eq!(origin.event_id, "7bf73129-1428-4cd3-a780-95db273d1602");
+        assert_eq!(origin.event_time, "2026-11-21T10:00:00Z");
+        assert_eq!(
+            (origin.account.as_str(), origin.region.as_str()),
+            ("123456789012", "us-east-1")
+        );
+        assert!(matches!(
+            parse(&state_change("running")),
+            Trigger::StateChange { .. }
+        ));
+    }
+
+    #[test]
+    fn other_states_and_shapes_are_ignored_not_failed() {
+        for state in ["stopping", "stopped", "terminated", "shutting-down", ""] {
+            assert!(
+                matches!(parse(&state_change(state)), Trigger::Ignore(_)),
+                "{state}"
+            );
+        }
+        let mut bad_id = state_change("pending");
+        bad_id["detail"]["instance-id"] = json!("i-NOPE");
+        assert!(matches!(parse(&bad_id), Trigger::Ignore(_)));
+        let mut no_detail = state_change("pending");
+        no_detail["detail"] = json!({});
+        assert!(matches!(parse(&no_detail), Trigger::Ignore(_)));
+        for junk in [
+            json!(null),
+            json!(42),
+            json!("x"),
+            json!({}),
+            json!({"detail-type": 5}),
+            json!([1, 2]),
+        ] {
+            assert!(matches!(parse(&junk), Trigger::Ignore(_)), "{junk}");
+        }
+        let mut other = state_change("pending");
+        other["source"] = json!("aws.s3");
+        assert!(matches!(parse(&other), Trigger::Ignore(_)));
+    }
+
+    #[test]
+    fn a_scheduled_event_is_the_sweep() {
+        let sweep = json!({"version":"0","id":"s-1","detail-type":"Scheduled Event","source":"aws.events",
+            "account":"123456789012","time":"2026-11-21T10:05:00Z","region":"us-east-1","resources":[],"detail":{}});
+        let Trigger::Sweep { origin } = parse(&sweep) else {
+            panic!("not a sweep")
+        };
+        assert_eq!(origin.event_id, "sweep:s-1");
+    }
+}

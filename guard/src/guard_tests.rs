@@ -1,0 +1,936 @@
+//! Every decision outcome and enforcement branch, with scripted fakes for EC2 and SNS, the
+//! in-memory store, and a fixed clock.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ec2pass_shared::alert::Alert;
+use ec2pass_shared::config::{Env, GuardConfig};
+use ec2pass_shared::ids::{Owner, ShortId};
+use ec2pass_shared::password::{Password, new_short_id};
+use ec2pass_shared::store::memory::MemoryStore;
+use ec2pass_shared::store::{
+    MintStore, Outstanding, OutstandingStore, StoreError, TriggerClaim, TriggerStore,
+};
+use ec2pass_shared::time::FixedClock;
+use serde_json::json;
+
+use super::*;
+use crate::ec2::{AwsError, StopError};
+
+const A: &str = "i-0aaaaaaaaaaaaaaa0";
+const B: &str = "i-0bbbbbbbbbbbbbbb0";
+const NOW: UnixTime = UnixTime(1_795_255_200);
+const LAUNCH: UnixTime = UnixTime(1_795_255_190);
+
+fn id(s: &str) -> InstanceId {
+    InstanceId::parse(s).unwrap_or_else(|| panic!("bad id {s}"))
+}
+
+/// EC2 with scripted answers; records every call.
+#[derive(Default)]
+struct FakeEc2 {
+    instances: Mutex<HashMap<String, InstanceFacts>>,
+    describe_failures: Mutex<VecDeque<AwsError>>,
+    second_looks: Mutex<VecDeque<InstanceFacts>>,
+    stop_script: Mutex<VecDeque<Result<(), StopError>>>,
+    untag_fails: bool,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeEc2 {
+    fn with(instances: Vec<InstanceFacts>) -> Self {
+        let fake = Self::default();
+        for f in instances {
+            fake.put(f);
+        }
+        fake
+    }
+    fn put(&self, f: InstanceFacts) {
+        lock(&self.instances).insert(f.id.to_string(), f);
+    }
+    fn calls(&self, what: &str) -> usize {
+        lock(&self.calls)
+            .iter()
+            .filter(|c| c.starts_with(what))
+            .count()
+    }
+    fn state(&self, instance: &str) -> Option<String> {
+        lock(&self.instances).get(instance).map(|f| f.state.clone())
+    }
+    fn tags(&self, instance: &str) -> BTreeMap<String, String> {
+        lock(&self.instances)
+            .get(instance)
+            .map(|f| f.tags.clone())
+            .unwrap_or_default()
+    }
+    fn log(&self, call: String) {
+        lock(&self.calls).push(call);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn aws_error(operation: &'static str) -> AwsError {
+    AwsError {
+        operation,
+        message: "ThrottlingException: Rate exceeded (after 3 attempts)".into(),
+    }
+}
+
+impl Ec2 for FakeEc2 {
+    async fn describe(&self, instance: &InstanceId) -> Result<Option<InstanceFacts>, AwsError> {
+        self.log(format!("describe {instance}"));
+        if let Some(e) = lock(&self.describe_failures).pop_front() {
+            return Err(e);
+        }
+        let seen = lock(&self.calls)
+            .iter()
+            .filter(|c| c.starts_with("describe"))
+            .count();
+        if seen > 1
+            && let Some(later) = lock(&self.second_looks).pop_front()
+        {
+            self.put(later.clone());
+            return Ok(Some(later));
+        }
+        Ok(lock(&self.instances).get(instance.as_str()).cloned())
+    }
+    async fn stop(&self, instance: &InstanceId) -> Result<(), StopError> {
+        self.log(format!("stop {instance}"));
+        let next = lock(&self.stop_script).pop_front().unwrap_or(Ok(()));
+        if next.is_ok()
+            && let Some(f) = lock(&self.instances).get_mut(instance.as_str())
+        {
+            f.state = "stopping".into();
+        }
+        next
+    }
+    async fn terminate(&self, instance: &InstanceId) -> Result<(), AwsError> {
+        self.log(format!("terminate {instance}"));
+        if let Some(f) = lock(&self.instances).get_mut(instance.as_str()) {
+            f.state = "shutting-down".into();
+        }
+        Ok(())
+    }
+    async fn clear_stop_protection(&self, instance: &InstanceId) -> Result<(), AwsError> {
+        self.log(format!("clear-protection {instance}"));
+        Ok(())
+    }
+    async fn delete_tag(&self, instance: &InstanceId, key: &str) -> Result<(), AwsError> {
+        self.log(format!("untag {instance} {key}"));
+        if self.untag_fails {
+            return Err(aws_error("DeleteTags"));
+        }
+        if let Some(f) = lock(&self.instances).get_mut(instance.as_str()) {
+            f.tags.remove(key);
+        }
+        Ok(())
+    }
+    async fn active_instances(&self) -> Result<Vec<InstanceFacts>, AwsError> {
+        self.log("list".into());
+        Ok(lock(&self.instances)
+            .values()
+            .filter(|f| !f.is_down())
+            .cloned()
+            .collect())
+    }
+}
+
+/// SNS that records what it is given; can fail the next N publishes.
+#[derive(Default)]
+struct FakeSns {
+    published: Mutex<Vec<Alert>>,
+    failures: Mutex<u32>,
+}
+
+impl FakeSns {
+    fn alerts(&self) -> Vec<Alert> {
+        lock(&self.published).clone()
+    }
+}
+
+impl Alerts for FakeSns {
+    async fn publish(&self, alert: &Alert) -> Result<(), AwsError> {
+        let mut failures = lock(&self.failures);
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(aws_error("Publish"));
+        }
+        lock(&self.published).push(alert.clone());
+        Ok(())
+    }
+}
+
+fn config(extra: &[(&str, &str)]) -> GuardConfig {
+    let mut vars = vec![
+        ("EC2PASS_TABLE", "ec2pass"),
+        (
+            "EC2PASS_ALERT_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:123456789012:alerts",
+        ),
+        ("EC2PASS_TAG_RETRY_DELAY", "1s"),
+    ];
+    vars.extend_from_slice(extra);
+    GuardConfig::from_env(&Env::from_fn(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
+    }))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn instance(iid: &str, state: &str, tags: &[(&str, &str)]) -> InstanceFacts {
+    InstanceFacts {
+        id: id(iid),
+        state: state.into(),
+        launch_time: Some(LAUNCH),
+        tags: tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        root_device_type: Some("ebs".into()),
+        spot: false,
+    }
+}
+
+type TestGuard<S = MemoryStore> = Guard<S, FakeEc2, FakeSns, FixedClock>;
+
+fn guard_with<S>(store: S, ec2: FakeEc2, config: GuardConfig) -> TestGuard<S> {
+    Guard {
+        config,
+        store,
+        ec2,
+        alerts: FakeSns::default(),
+        clock: FixedClock(NOW),
+    }
+}
+
+fn guard(ec2: FakeEc2) -> TestGuard {
+    guard_with(MemoryStore::new(), ec2, config(&[]))
+}
+
+/// Stores a password minted at NOW-60 for 15 minutes (or as given), scoped to `scope`.
+fn mint(store: &MemoryStore, scope: Option<&str>, expires_at: UnixTime) -> (Password, ShortId) {
+    let password = Password::generate();
+    let short_id = new_short_id();
+    store.insert(PasswordRecord {
+        short_id: short_id.clone(),
+        digest: password.digest(),
+        owner: Owner {
+            team_id: "T1".into(),
+            user_id: "U1".into(),
+        },
+        channel_id: "C1".into(),
+        scope: scope.map(id),
+        issued_at: UnixTime(NOW.0 - 60),
+        expires_at,
+        consumed_by: None,
+    });
+    (password, short_id)
+}
+
+fn event(iid: &str, state: &str) -> Value {
+    json!({"version":"0","id":format!("evt-{iid}-{state}"),"detail-type":"EC2 Instance State-change Notification",
+        "source":"aws.ec2","account":"123456789012","time":"2026-11-21T10:00:00Z","region":"us-east-1",
+        "resources":[format!("arn:aws:ec2:us-east-1:123456789012:instance/{iid}")],
+        "detail":{"instance-id":iid,"state":state}})
+}
+
+fn inv(name: &str) -> Invocation {
+    Invocation {
+        request_id: name.into(),
+        deadline: Instant::now() + Duration::from_secs(30),
+    }
+}
+
+async fn run<S>(g: &TestGuard<S>, iid: &str, state: &str) -> Result<Report, GuardError>
+where
+    S: ConsumeStore + VerdictStore + PasswordLookup,
+{
+    g.handle(&event(iid, state), &inv(&format!("req-{state}")))
+        .await
+        .map(|mut r| r.remove(0))
+}
+
+fn verdict_of(r: &Result<Report, GuardError>) -> Option<(&str, Option<&str>, Action)> {
+    r.as_ref()
+        .ok()
+        .map(|r| (r.verdict.as_str(), r.reason.as_deref(), r.action))
+}
+
+// ---- decisions -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_valid_password_allows_the_start_consumes_it_and_removes_the_tag() {
+    // Given a password for A, set as A's Auth tag
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let g = guard_with(
+        store,
+        FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )]),
+        config(&[]),
+    );
+    // When A enters pending
+    let report = run(&g, A, "pending").await;
+    // Then the start is allowed: not stopped, tag gone, password consumed by this cycle, no alert
+    assert_eq!(verdict_of(&report), Some(("allow", None, Action::None)));
+    assert_eq!(g.ec2.calls("stop"), 0);
+    assert!(!g.ec2.tags(A).contains_key("Auth"));
+    let cycle = Cycle {
+        instance: id(A),
+        launch_time: LAUNCH,
+    };
+    assert_eq!(g.store.records()[0].consumed_by, Some(cycle.id()));
+    assert!(g.alerts.alerts().is_empty());
+    assert_eq!(g.store.verdicts().len(), 1);
+}
+
+#[tokio::test]
+async fn no_tag_is_denied_missing_stopped_and_alerted() {
+    let g = guard(FakeEc2::with(vec![instance(
+        A,
+        "running",
+        &[("Name", "web-prod")],
+    )]));
+    let report = run(&g, A, "running").await;
+    assert_eq!(
+        verdict_of(&report),
+        Some(("deny", Some("missing"), Action::Stopped))
+    );
+    assert_eq!(g.ec2.state(A).as_deref(), Some("stopping"));
+    let alerts = g.alerts.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        alerts[0].subject(),
+        format!("[ec2pass] DENIED start of {A} (web-prod) in 123456789012/us-east-1: missing")
+    );
+    assert_eq!(
+        alerts[0].launch_time.as_deref(),
+        Some("2026-11-21T09:59:50Z")
+    );
+}
+
+#[tokio::test]
+async fn a_tag_that_is_not_a_password_we_issued_is_unknown() {
+    for tag in ["letmein".to_owned(), Password::generate().display()] {
+        let g = guard(FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &tag)],
+        )]));
+        let report = run(&g, A, "pending").await;
+        assert_eq!(
+            verdict_of(&report),
+            Some(("deny", Some("unknown"), Action::Stopped)),
+            "{tag}"
+        );
+        assert!(
+            !g.ec2.tags(A).contains_key("Auth"),
+            "the tag is removed on a deny too"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_password_is_denied_expired() {
+    let store = MemoryStore::new();
+    let (password, short_id) = mint(&store, Some(A), UnixTime(NOW.0 - 1));
+    let g = guard_with(
+        store,
+        FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )]),
+        config(&[]),
+    );
+    let report = run(&g, A, "pending").await;
+    assert_eq!(
+        verdict_of(&report),
+        Some(("deny", Some("expired"), Action::Stopped))
+    );
+    let alert = &g.alerts.alerts()[0];
+    assert_eq!(alert.password_short_id.as_deref(), Some(short_id.as_str()));
+    assert_eq!(alert.issuer_user_id.as_deref(), Some("U1"));
+    assert!(!alert.message().contains(password.canonical()));
+}
+
+#[tokio::test]
+async fn a_password_used_by_another_start_is_denied_reused() {
+    // Given a password already consumed by an earlier start of A
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let first = guard_with(
+        store,
+        FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )]),
+        config(&[]),
+    );
+    assert_eq!(
+        verdict_of(&run(&first, A, "pending").await).map(|v| v.0),
+        Some("allow")
+    );
+    // When A is started again (new LaunchTime) with the same password
+    let mut again = instance(A, "pending", &[("Auth", &password.display())]);
+    again.launch_time = Some(UnixTime(LAUNCH.0 + 600));
+    first.ec2.put(again);
+    let report = run(&first, A, "pending").await;
+    // Then it is denied as reused
+    assert_eq!(
+        verdict_of(&report),
+        Some(("deny", Some("reused"), Action::Stopped))
+    );
+}
+
+#[tokio::test]
+async fn a_password_for_another_instance_is_denied_and_burned() {
+    // Given a password minted for A, presented on B
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let g = guard_with(
+        store,
+        FakeEc2::with(vec![
+            instance(B, "pending", &[("Auth", &password.display())]),
+            instance(A, "pending", &[("Auth", &password.display())]),
+        ]),
+        config(&[]),
+    );
+    // Then B is denied wrong-instance
+    assert_eq!(
+        verdict_of(&run(&g, B, "pending").await),
+        Some(("deny", Some("wrong-instance"), Action::Stopped))
+    );
+    // And the password can no longer start A either: it leaked, so it was burned
+    assert_eq!(
+        verdict_of(&run(&g, A, "pending").await),
+        Some(("deny", Some("reused"), Action::Stopped))
+    );
+}
+
+#[tokio::test]
+async fn exempt_instances_are_recorded_but_neither_stopped_nor_untagged() {
+    for (tags, extra) in [
+        (vec![("ec2pass:exempt", "true"), ("Auth", "x")], vec![]),
+        (
+            vec![("aws:autoscaling:groupName", "web"), ("Auth", "x")],
+            vec![],
+        ),
+        (vec![("Auth", "x")], vec![("EC2PASS_GUARD_MODE", "opt-in")]),
+    ] {
+        let g = guard_with(
+            MemoryStore::new(),
+            FakeEc2::with(vec![instance(A, "running", &tags)]),
+            config(&extra),
+        );
+        assert_eq!(
+            verdict_of(&run(&g, A, "running").await),
+            Some(("exempt", None, Action::None)),
+            "{tags:?}"
+        );
+        assert_eq!(g.ec2.calls("stop") + g.ec2.calls("untag"), 0);
+        assert!(g.alerts.alerts().is_empty());
+    }
+    let audited = guard_with(
+        MemoryStore::new(),
+        FakeEc2::with(vec![instance(A, "running", &[("ec2pass:exempt", "true")])]),
+        config(&[("EC2PASS_AUDIT_ALERTS", "true")]),
+    );
+    run(&audited, A, "running").await.ok();
+    assert_eq!(
+        audited
+            .alerts
+            .alerts()
+            .iter()
+            .map(|a| a.verdict.as_str())
+            .collect::<Vec<_>>(),
+        ["exempt"]
+    );
+}
+
+#[tokio::test]
+async fn audit_mode_alerts_allows_with_the_passwords_short_id() {
+    let store = MemoryStore::new();
+    let (password, short_id) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let g = guard_with(
+        store,
+        FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )]),
+        config(&[("EC2PASS_AUDIT_ALERTS", "true")]),
+    );
+    run(&g, A, "pending").await.ok();
+    let alerts = g.alerts.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (
+            alerts[0].verdict.as_str(),
+            alerts[0].password_short_id.as_deref()
+        ),
+        ("allow", Some(short_id.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn a_tagless_pending_instance_is_described_again_before_a_deny() {
+    // Given an instance whose tags arrive just after the pending event
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let ec2 = FakeEc2::with(vec![instance(A, "pending", &[])]);
+    lock(&ec2.second_looks).push_back(instance(A, "pending", &[("Auth", &password.display())]));
+    let g = guard_with(store, ec2, config(&[("EC2PASS_TAG_RETRY_DELAY", "1s")]));
+    // Then the second look finds the password and allows
+    assert_eq!(
+        verdict_of(&run(&g, A, "pending").await).map(|v| v.0),
+        Some("allow")
+    );
+    assert_eq!(g.ec2.calls("describe"), 2);
+}
+
+// ---- duplicates, retries and races --------------------------------------------------------
+
+#[tokio::test]
+async fn a_duplicate_pending_event_enforces_the_first_verdict_and_decides_nothing() {
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let g = guard_with(
+        store,
+        FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )]),
+        config(&[]),
+    );
+    let first = run(&g, A, "pending").await;
+    // The tag is gone now, so the duplicate sees no tag: a missing deny it must not act on
+    let second = run(&g, A, "pending").await;
+    let running = run(&g, A, "running").await;
+    assert_eq!(
+        first
+            .as_ref()
+            .map(|r| (r.verdict.as_str(), r.decided_here))
+            .ok(),
+        Some(("allow", true))
+    );
+    for r in [&second, &running] {
+        assert_eq!(
+            r.as_ref()
+                .map(|r| (r.verdict.as_str(), r.decided_here))
+                .ok(),
+            Some(("allow", false))
+        );
+    }
+    assert_eq!(
+        g.ec2.calls("stop"),
+        0,
+        "an allowed instance is never stopped"
+    );
+    assert_eq!(g.store.verdicts().len(), 1);
+    assert!(g.alerts.alerts().is_empty());
+}
+
+#[tokio::test]
+async fn a_retry_after_the_passwords_expiry_still_sees_its_own_consumption() {
+    // Given a start allowed a second before the password expired
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(1)));
+    let g = guard_with(
+        store,
+        FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )]),
+        config(&[]),
+    );
+    assert_eq!(
+        verdict_of(&run(&g, A, "pending").await).map(|v| v.0),
+        Some("allow")
+    );
+    // When the verdict is lost (say the retry runs against a fresh store copy) and the same cycle
+    // presents the same password after expiry, the consumption condition still passes for it
+    let records = g.store.records();
+    let later = guard_with(
+        MemoryStore::new(),
+        FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )]),
+        config(&[]),
+    );
+    for r in records {
+        later.store.insert(r);
+    }
+    let later = Guard {
+        clock: FixedClock(NOW.plus(Duration::from_secs(120))),
+        ..later
+    };
+    assert_eq!(
+        verdict_of(&run(&later, A, "pending").await).map(|v| v.0),
+        Some("allow")
+    );
+}
+
+#[tokio::test]
+async fn a_deny_is_alerted_exactly_once_across_duplicates() {
+    let g = guard(FakeEc2::with(vec![instance(A, "pending", &[])]));
+    let g = Guard {
+        config: config(&[("EC2PASS_TAG_RETRY_DELAY", "1s")]),
+        ..g
+    };
+    for state in ["pending", "pending", "running"] {
+        run(&g, A, state).await.ok();
+    }
+    assert_eq!(g.alerts.alerts().len(), 1);
+    assert_eq!(g.store.verdicts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_publish_is_retried_by_the_next_invocation_and_sent_once() {
+    // Given SNS failing once
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    *lock(&g.alerts.failures) = 1;
+    // When the first invocation denies, its publish fails: it returns an error (Lambda retries)
+    let first = run(&g, A, "running").await;
+    assert_eq!(first.as_ref().err().map(|e| e.what), Some("publish"));
+    assert_eq!(
+        g.ec2.state(A).as_deref(),
+        Some("stopping"),
+        "the stop happened before the alert"
+    );
+    // Then the retry enforces the recorded deny and publishes the alert, once
+    let retry = run(&g, A, "running").await;
+    assert!(retry.as_ref().is_ok_and(|r| r.alerted && !r.decided_here));
+    run(&g, A, "running").await.ok();
+    assert_eq!(g.alerts.alerts().len(), 1);
+}
+
+// ---- enforcement ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_pending_instance_that_refuses_to_stop_is_retried_until_it_stops() {
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    lock(&g.ec2.stop_script).extend([Err(StopError::NotYet), Err(StopError::NotYet), Ok(())]);
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await),
+        Some(("deny", Some("missing"), Action::Stopped))
+    );
+    assert_eq!(g.ec2.calls("stop"), 3);
+}
+
+#[tokio::test]
+async fn a_stop_still_refused_at_the_deadline_is_stop_pending() {
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    lock(&g.ec2.stop_script).extend(std::iter::repeat_n(Err(StopError::NotYet), 50));
+    let short = Invocation {
+        request_id: "r".into(),
+        deadline: Instant::now() + Duration::from_millis(700),
+    };
+    let report = g
+        .handle(&event(A, "running"), &short)
+        .await
+        .map(|mut r| r.remove(0));
+    assert_eq!(
+        verdict_of(&report),
+        Some(("deny", Some("missing"), Action::StopPending))
+    );
+    assert_eq!(g.alerts.alerts()[0].action, Action::StopPending);
+}
+
+#[tokio::test]
+async fn unstoppable_instances_are_alerted_or_terminated_as_configured() {
+    let mut store_root = instance(A, "running", &[]);
+    store_root.root_device_type = Some("instance-store".into());
+    let mut spot = instance(B, "running", &[]);
+    spot.spot = true;
+    for (target, f) in [(A, store_root), (B, spot)] {
+        let g = guard(FakeEc2::with(vec![f.clone()]));
+        lock(&g.ec2.stop_script).push_back(Err(StopError::Unstoppable));
+        assert_eq!(
+            verdict_of(&run(&g, target, "running").await).map(|v| v.2),
+            Some(Action::AlertOnly)
+        );
+        assert_eq!(g.ec2.calls("terminate"), 0);
+
+        let g = guard_with(
+            MemoryStore::new(),
+            FakeEc2::with(vec![f]),
+            config(&[("EC2PASS_UNSTOPPABLE_ACTION", "terminate")]),
+        );
+        lock(&g.ec2.stop_script).push_back(Err(StopError::Unstoppable));
+        assert_eq!(
+            verdict_of(&run(&g, target, "running").await).map(|v| v.2),
+            Some(Action::Terminated)
+        );
+        assert_eq!(g.ec2.calls("terminate"), 1);
+    }
+}
+
+#[tokio::test]
+async fn stop_protection_is_alerted_or_cleared_as_configured() {
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    lock(&g.ec2.stop_script).push_back(Err(StopError::Protected));
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await).map(|v| v.2),
+        Some(Action::AlertOnly)
+    );
+    assert_eq!(g.ec2.calls("clear-protection"), 0);
+
+    let g = guard_with(
+        MemoryStore::new(),
+        FakeEc2::with(vec![instance(A, "running", &[])]),
+        config(&[("EC2PASS_CLEAR_STOP_PROTECTION", "true")]),
+    );
+    lock(&g.ec2.stop_script).push_back(Err(StopError::Protected));
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await).map(|v| v.2),
+        Some(Action::Stopped)
+    );
+    assert_eq!(
+        (g.ec2.calls("clear-protection"), g.ec2.calls("stop")),
+        (1, 2)
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_is_gone_is_logged_and_done() {
+    let g = guard(FakeEc2::default());
+    let report = run(&g, A, "pending").await;
+    assert_eq!(verdict_of(&report), Some(("none", None, Action::None)));
+    assert!(g.store.verdicts().is_empty() && g.alerts.alerts().is_empty());
+}
+
+#[tokio::test]
+async fn an_instance_already_down_counts_as_stopped_without_a_call() {
+    let g = guard(FakeEc2::with(vec![instance(A, "stopped", &[])]));
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await).map(|v| v.2),
+        Some(Action::Stopped)
+    );
+    assert_eq!(g.ec2.calls("stop"), 0);
+}
+
+#[tokio::test]
+async fn a_failed_untag_does_not_undo_the_verdict() {
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let ec2 = FakeEc2 {
+        untag_fails: true,
+        ..FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )])
+    };
+    let g = guard_with(store, ec2, config(&[]));
+    assert_eq!(
+        verdict_of(&run(&g, A, "pending").await).map(|v| v.0),
+        Some("allow")
+    );
+}
+
+// ---- AWS unreachable -----------------------------------------------------------------------
+
+/// A table that cannot be reached.
+struct DownStore;
+
+fn down(operation: &'static str) -> StoreError {
+    StoreError::Unavailable {
+        operation,
+        message: "dispatch failure: connection refused".into(),
+    }
+}
+
+impl ConsumeStore for DownStore {
+    async fn consume(&self, _: &Consume) -> Result<ConsumeOutcome, StoreError> {
+        Err(down("TransactWriteItems"))
+    }
+    async fn burn(&self, _: &Digest, _: &Cycle) -> Result<(), StoreError> {
+        Err(down("UpdateItem"))
+    }
+}
+impl VerdictStore for DownStore {
+    async fn record(&self, _: &VerdictRecord) -> Result<Recorded, StoreError> {
+        Err(down("PutItem"))
+    }
+    async fn verdict(&self, _: &Cycle) -> Result<Option<VerdictRecord>, StoreError> {
+        Err(down("GetItem"))
+    }
+    async fn claim_alert(&self, _: &Cycle, _: &str) -> Result<bool, StoreError> {
+        Err(down("UpdateItem"))
+    }
+    async fn release_alert(&self, _: &Cycle, _: &str) -> Result<(), StoreError> {
+        Err(down("UpdateItem"))
+    }
+    async fn activation(&self, _: UnixTime) -> Result<UnixTime, StoreError> {
+        Err(down("PutItem"))
+    }
+}
+impl PasswordLookup for DownStore {
+    async fn find(&self, _: &Digest) -> Result<Option<PasswordRecord>, StoreError> {
+        Err(down("GetItem"))
+    }
+}
+// Unused by the guard, but keeps the fake honest about what it stands in for.
+impl MintStore for DownStore {
+    async fn mint(
+        &self,
+        _: &ec2pass_shared::store::Mint,
+    ) -> Result<ec2pass_shared::store::MintOutcome, StoreError> {
+        Err(down("TransactWriteItems"))
+    }
+}
+impl TriggerStore for DownStore {
+    async fn claim_trigger(&self, _: &TriggerClaim) -> Result<bool, StoreError> {
+        Err(down("PutItem"))
+    }
+}
+impl OutstandingStore for DownStore {
+    async fn outstanding(&self, _: &Owner, _: UnixTime) -> Result<Vec<Outstanding>, StoreError> {
+        Err(down("Query"))
+    }
+    async fn revoke(&self, _: &Owner, _: &ShortId, _: UnixTime) -> Result<bool, StoreError> {
+        Err(down("Query"))
+    }
+    async fn revoke_all(&self, _: &Owner, _: UnixTime) -> Result<usize, StoreError> {
+        Err(down("Query"))
+    }
+}
+
+#[tokio::test]
+async fn with_dynamodb_unreachable_the_guard_fails_closed() {
+    for tags in [vec![], vec![("Auth", "k7qm-2x9f-h4tr-8wzn-c3pd")]] {
+        // Given DynamoDB unreachable
+        let g = guard_with(
+            DownStore,
+            FakeEc2::with(vec![instance(A, "running", &tags)]),
+            config(&[]),
+        );
+        // When A starts
+        let result = run(&g, A, "running").await;
+        // Then the guard stops it, publishes guard-error, and returns an error for Lambda to retry
+        assert!(result.is_err(), "{tags:?}");
+        assert_eq!(g.ec2.state(A).as_deref(), Some("stopping"));
+        let alerts = g.alerts.alerts();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(
+            (alerts[0].verdict.as_str(), alerts[0].action),
+            ("guard-error", Action::Stopped)
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_fail_open_configured_an_outage_alerts_but_does_not_stop() {
+    let g = guard_with(
+        DownStore,
+        FakeEc2::with(vec![instance(A, "running", &[])]),
+        config(&[("EC2PASS_FAIL_MODE", "open")]),
+    );
+    let result = run(&g, A, "running").await;
+    assert!(result.is_err());
+    assert_eq!(g.ec2.calls("stop"), 0);
+    assert_eq!(g.alerts.alerts()[0].action, Action::None);
+}
+
+#[tokio::test]
+async fn with_ec2_unreachable_the_guard_still_tries_to_stop() {
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    lock(&g.ec2.describe_failures).push_back(aws_error("DescribeInstances"));
+    let result = run(&g, A, "running").await;
+    assert_eq!(result.err().map(|e| e.what), Some("describe"));
+    assert_eq!(g.ec2.calls("stop"), 1);
+    assert_eq!(g.alerts.alerts()[0].reason, "describe");
+}
+
+#[tokio::test]
+async fn a_stop_that_fails_after_retries_is_an_error_and_an_alert() {
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    lock(&g.ec2.stop_script).push_back(Err(StopError::Failed(aws_error("StopInstances"))));
+    let result = run(&g, A, "running").await;
+    assert_eq!(result.err().map(|e| e.what), Some("stop"));
+    assert!(
+        g.alerts
+            .alerts()
+            .iter()
+            .any(|a| a.verdict == "guard-error" && a.reason == "stop")
+    );
+}
+
+#[tokio::test]
+async fn malformed_events_are_acknowledged_without_touching_anything() {
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    for payload in [
+        json!({}),
+        json!("x"),
+        event(A, "stopped"),
+        json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}),
+    ] {
+        assert_eq!(g.handle(&payload, &inv("r")).await, Ok(vec![]));
+    }
+    assert!(lock(&g.ec2.calls).is_empty());
+}
+
+// ---- sweep ---------------------------------------------------------------------------------
+
+fn sweep_event() -> Value {
+    json!({"version":"0","id":"s-1","detail-type":"Scheduled Event","source":"aws.events",
+        "account":"123456789012","time":"2026-11-21T10:05:00Z","region":"us-east-1","resources":[],"detail":{}})
+}
+
+#[tokio::test]
+async fn the_sweep_decides_undecided_starts_since_activation_and_leaves_older_ones_alone() {
+    // Given the guard activated at LAUNCH-100; A launched after with no verdict, B before it
+    let mut old = instance(B, "running", &[]);
+    old.launch_time = Some(UnixTime(LAUNCH.0 - 1_000));
+    let g = guard_with(
+        MemoryStore::new(),
+        FakeEc2::with(vec![instance(A, "running", &[]), old]),
+        config(&[("EC2PASS_ACTIVATION_TIME", "1795255090")]),
+    );
+    // When the sweep runs
+    let reports = g.handle(&sweep_event(), &inv("sweep")).await;
+    // Then A is decided and stopped, B untouched
+    let decided: Vec<_> = reports
+        .iter()
+        .flatten()
+        .map(|r| (r.instance_id.clone(), r.verdict.clone()))
+        .collect();
+    assert_eq!(decided, vec![(A.to_owned(), "deny".to_owned())]);
+    assert_eq!(g.ec2.state(A).as_deref(), Some("stopping"));
+    assert_eq!(g.ec2.state(B).as_deref(), Some("running"));
+    // And a second sweep finds nothing new to decide
+    assert_eq!(
+        g.handle(&sweep_event(), &inv("sweep-2"))
+            .await
+            .map(|r| r.len()),
+        Ok(0)
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_activation_the_first_sweep_sets_it() {
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    // LAUNCH is before NOW, the first sweep's time: A predates activation and is left alone
+    assert_eq!(
+        g.handle(&sweep_event(), &inv("sweep"))
+            .await
+            .map(|r| r.len()),
+        Ok(0)
+    );
+    assert_eq!(g.store.activation(UnixTime(0)).await.ok(), Some(NOW));
+}

@@ -1,0 +1,39 @@
+//! The ec2pass guard: an EC2 start in, a verdict, its enforcement and an alert out.
+//!
+//! An event flows through the modules in this order:
+//!
+//! 1. [`event`]: the EventBridge payload (`pending`/`running` state change, or the scheduled
+//!    sweep); anything else is logged and acknowledged.
+//! 2. [`ec2`]: DescribeInstances gives the facts (state, LaunchTime, tags).
+//! 3. [`decide`]: pure decisions: is the instance guarded, what does its `Auth` tag hold, and
+//!    why a password did not work.
+//! 4. consume and record ([`ec2pass_shared::store`]): one conditional transaction consumes the
+//!    password for this start and records the allow, or a create-once write records the deny.
+//! 5. [`enforce`]: stopping a denied instance, patiently while it is still `pending`.
+//! 6. [`alerts`]: the SNS alert, once per verdict.
+//!
+//! [`guard`] strings them together and holds the rules that keep it right under duplicates,
+//! retries and races. `main.rs` only wires real AWS clients into [`guard::Guard`].
+
+pub mod alerts;
+pub mod decide;
+pub mod ec2;
+pub mod enforce;
+pub mod event;
+pub mod guard;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+/// How long before Lambda's own timeout the guard stops retrying a stop.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
+
+/// The point to give up retrying, from Lambda's deadline (milliseconds since the epoch).
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN)
+}

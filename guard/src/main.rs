@@ -1,0 +1,35 @@
+//! The guard Lambda: wires the real AWS clients into the guard, once, at cold start.
+
+use aws_config::BehaviorVersion;
+use ec2pass_shared::config::{Env, GuardConfig};
+use ec2pass_shared::store::dynamo::DynamoStore;
+use ec2pass_shared::time::SystemClock;
+use guard::alerts::SnsAlerts;
+use guard::ec2::Ec2Client;
+use guard::guard::{Guard, Invocation};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use serde_json::{Value, json};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = GuardConfig::from_env(&Env::process())?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let guard = Guard {
+        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone()),
+        ec2: Ec2Client::new(aws_sdk_ec2::Client::new(&aws)),
+        alerts: SnsAlerts::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone()),
+        clock: SystemClock,
+        config,
+    };
+    let guard = &guard;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let inv = Invocation {
+            request_id: event.context.request_id.clone(),
+            deadline: guard::deadline_from_epoch_ms(event.context.deadline),
+        };
+        let reports = guard.handle(&event.payload, &inv).await?;
+        Ok::<_, guard::guard::GuardError>(json!({ "reports": reports }))
+    }))
+    .await
+}

@@ -1,0 +1,188 @@
+//! The alert model: what subscribers of the SNS topic receive.
+//!
+//! One alert per recorded verdict that warrants one (every deny; allows and exemptions only when
+//! audit alerts are on) and one per guard error. The `Message` is JSON with a `schema_version`;
+//! the subject is a one-line summary of at most 100 characters; five String message attributes
+//! let subscribers filter (for example, e-mail only denials). The schema is documented, with an
+//! example, in `docs/alerts.md`. An alert never carries a password or a full digest.
+
+use serde::Serialize;
+
+use crate::verdict::Verdict;
+
+/// Version of the `Message` schema. Bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What the guard did about the instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// StopInstances succeeded (or the instance was already stopping, stopped or terminated).
+    Stopped,
+    /// The instance could not be stopped yet (still `pending`); the `running` event stops it.
+    StopPending,
+    /// The instance cannot be stopped and configuration says terminate: it was terminated.
+    Terminated,
+    /// Nothing could be or was configured to be done: only this alert.
+    AlertOnly,
+    /// Nothing to do (allow, exempt, or fail-open).
+    None,
+}
+
+/// An alert, as published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `allow`, `deny`, `exempt` or `guard-error`.
+    pub verdict: String,
+    /// For denials the reason (`missing`, `unknown`, `expired`, `reused`, `wrong-instance`); for
+    /// guard errors what failed; otherwise `none`.
+    pub reason: String,
+    /// The instance.
+    pub instance_id: String,
+    /// Its `Name` tag, if any.
+    pub instance_name: Option<String>,
+    /// AWS account.
+    pub account: String,
+    /// AWS region.
+    pub region: String,
+    /// The EventBridge event id (or `sweep:<id>` for the scheduled sweep).
+    pub event_id: String,
+    /// When the event happened (RFC 3339).
+    pub event_time: String,
+    /// The instance's LaunchTime for this start (RFC 3339), when known.
+    pub launch_time: Option<String>,
+    /// What the guard did.
+    pub action: Action,
+    /// The presented password's short id, when known.
+    pub password_short_id: Option<String>,
+    /// The Slack user the password was issued to, when known.
+    pub issuer_user_id: Option<String>,
+    /// Free text for people, e.g. what failed.
+    pub detail: Option<String>,
+}
+
+impl Alert {
+    /// The verdict label of a verdict.
+    pub fn verdict_label(v: Verdict) -> String {
+        v.kind().to_owned()
+    }
+
+    /// The SNS subject: `[ec2pass] DENIED start of i-0abc (web-prod) in 123456789012/us-east-1: expired`,
+    /// cut to SNS's 100-character limit.
+    pub fn subject(&self) -> String {
+        let what = match self.verdict.as_str() {
+            "deny" => "DENIED start of",
+            "allow" => "allowed start of",
+            "exempt" => "exempt start of",
+            _ => "GUARD ERROR on",
+        };
+        let name = self
+            .instance_name
+            .as_deref()
+            .map(|n| format!(" ({})", one_line(n)))
+            .unwrap_or_default();
+        let subject = format!(
+            "[ec2pass] {what} {}{name} in {}/{}: {}",
+            self.instance_id, self.account, self.region, self.reason
+        );
+        truncate(&subject, 100)
+    }
+
+    /// The SNS message attributes (all Strings), for subscription filter policies.
+    pub fn attributes(&self) -> [(&'static str, String); 5] {
+        [
+            ("verdict", self.verdict.clone()),
+            ("reason", self.reason.clone()),
+            ("instance_id", self.instance_id.clone()),
+            ("account", self.account.clone()),
+            ("region", self.region.clone()),
+        ]
+    }
+
+    /// The JSON message body.
+    pub fn message(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// SNS subjects must be one line of printable ASCII-ish text.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert() -> Alert {
+        Alert {
+            schema_version: SCHEMA_VERSION,
+            verdict: "deny".into(),
+            reason: "expired".into(),
+            instance_id: "i-0abc1234".into(),
+            instance_name: Some("web-prod".into()),
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            event_id: "e".into(),
+            event_time: "2026-11-21T10:00:00Z".into(),
+            launch_time: Some("2026-11-21T10:00:00Z".into()),
+            action: Action::Stopped,
+            password_short_id: Some("ab12cd34".into()),
+            issuer_user_id: Some("U1".into()),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn the_subject_reads_like_the_spec() {
+        assert_eq!(
+            alert().subject(),
+            "[ec2pass] DENIED start of i-0abc1234 (web-prod) in 123456789012/us-east-1: expired"
+        );
+    }
+
+    #[test]
+    fn a_long_or_multiline_name_keeps_the_subject_to_one_line_of_100_characters() {
+        let mut a = alert();
+        a.instance_name = Some(format!("line\nbreak {}", "x".repeat(200)));
+        let s = a.subject();
+        assert_eq!(s.chars().count(), 100);
+        assert!(!s.contains('\n'));
+        assert!(s.ends_with('…'));
+    }
+
+    #[test]
+    fn the_message_is_versioned_json_with_kebab_case_actions() {
+        let v: serde_json::Value = serde_json::from_str(&alert().message()).unwrap_or_default();
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["action"], "stopped");
+        assert_eq!(v["password_short_id"], "ab12cd34");
+        let mut a = alert();
+        a.action = Action::StopPending;
+        assert!(a.message().contains("\"stop-pending\""));
+    }
+
+    #[test]
+    fn attributes_carry_the_filterable_fields() {
+        let attrs = alert().attributes();
+        let names: Vec<&str> = attrs.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            ["verdict", "reason", "instance_id", "account", "region"]
+        );
+        assert_eq!(attrs[0].1, "deny");
+    }
+}

@@ -1,0 +1,134 @@
+//! Start cycles and verdicts: what the guard decides, once per start.
+//!
+//! A **start cycle** is one (instance id, LaunchTime) pair; LaunchTime changes on every start.
+//! The guard records exactly one [`VerdictRecord`] per cycle with a create-once write, and every
+//! later invocation for the same cycle enforces that record instead of deciding anew.
+
+use std::fmt;
+
+use crate::ids::{InstanceId, Owner, ShortId};
+use crate::time::UnixTime;
+
+/// One start of one instance.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Cycle {
+    /// The instance.
+    pub instance: InstanceId,
+    /// Its LaunchTime for this start.
+    pub launch_time: UnixTime,
+}
+
+impl Cycle {
+    /// The cycle's id, as written into a consumed password's `consumed_by`.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.instance, self.launch_time.0)
+    }
+
+    /// The table key of the cycle's verdict.
+    pub fn verdict_key(&self) -> String {
+        format!("{}{}", crate::table::VERDICT_PREFIX, self.id())
+    }
+}
+
+/// Why a start was denied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// No `Auth` tag, or an empty one.
+    Missing,
+    /// The tag is not a password ec2pass issued (or it was revoked).
+    Unknown,
+    /// The password expired before the start.
+    Expired,
+    /// The password was already used by another start.
+    Reused,
+    /// The password was issued for another instance (and is burned: it leaked).
+    WrongInstance,
+}
+
+impl DenyReason {
+    /// The reason as written in the table and in alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::Missing => "missing",
+            DenyReason::Unknown => "unknown",
+            DenyReason::Expired => "expired",
+            DenyReason::Reused => "reused",
+            DenyReason::WrongInstance => "wrong-instance",
+        }
+    }
+
+    /// Reads a reason back.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DenyReason::Missing,
+            DenyReason::Unknown,
+            DenyReason::Expired,
+            DenyReason::Reused,
+            DenyReason::WrongInstance,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// What the guard decided for a cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// A valid password for this instance was presented: the start stands.
+    Allow,
+    /// The start was not authorized: the instance is stopped.
+    Deny(DenyReason),
+    /// The instance is not guarded (configuration or Auto Scaling).
+    Exempt,
+}
+
+impl Verdict {
+    /// `allow`, `deny` or `exempt`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny(_) => "deny",
+            Verdict::Exempt => "exempt",
+        }
+    }
+
+    /// The deny reason, if any.
+    pub fn reason(self) -> Option<DenyReason> {
+        match self {
+            Verdict::Deny(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Deny(r) => write!(f, "deny ({})", r.as_str()),
+            v => f.write_str(v.kind()),
+        }
+    }
+}
+
+/// A recorded verdict, kept for audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerdictRecord {
+    /// The cycle it is for.
+    pub cycle: Cycle,
+    /// The decision.
+    pub verdict: Verdict,
+    /// The password's short id, when one was involved and known.
+    pub short_id: Option<ShortId>,
+    /// Who was issued that password, when known.
+    pub issuer: Option<Owner>,
+    /// The table key of the password involved, when a password was presented.
+    pub password_key: Option<String>,
+    /// When it was decided.
+    pub decided_at: UnixTime,
+    /// The EventBridge event (or sweep run) that decided it.
+    pub event_id: String,
+    /// Until when the record is kept (DynamoDB TTL).
+    pub retain_until: UnixTime,
+    /// The invocation that has taken on publishing this verdict's alert, if any.
+    pub alert_owner: Option<String>,
+}
