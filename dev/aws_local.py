@@ -2,6 +2,7 @@
 
     python dev/aws_local.py wait            wait until moto answers
     python dev/aws_local.py create-table    create the table from infra/template.yaml
+    python dev/aws_local.py create-topic    create the alert topic named by EC2PASS_ALERT_TOPIC_ARN
 
 The table is created from the `AWS::DynamoDB::Table` resource in infra/template.yaml (key schema,
 attribute definitions, indexes, TTL), so the local table and the deployed one have one definition.
@@ -103,8 +104,17 @@ def create_table(name=None):
     print(f"created table {name} from {TEMPLATE.relative_to(ROOT)}")
 
 
+def create_topic():
+    name = os.environ["EC2PASS_ALERT_TOPIC_ARN"].rsplit(":", 1)[-1]
+    sns = boto3.client("sns", endpoint_url=endpoint())
+    arn = sns.create_topic(Name=name)["TopicArn"]
+    if arn != os.environ["EC2PASS_ALERT_TOPIC_ARN"]:
+        sys.exit(f"moto created {arn}, but dev/local.env says {os.environ['EC2PASS_ALERT_TOPIC_ARN']}")
+    print(f"created topic {arn}")
+
+
 def main(argv):
-    commands = {"wait": wait, "create-table": create_table}
+    commands = {"wait": wait, "create-table": create_table, "create-topic": create_topic}
     if len(argv) < 2 or argv[1] not in commands:
         sys.exit(__doc__)
     commands[argv[1]](*argv[2:])

@@ -46,6 +46,7 @@ start_moto() {
   echo $! >"$RUN/moto.pid"
   wait_port moto "$MOTO_PORT" 30
   "$VENV/bin/python" dev/aws_local.py create-table >&2
+  "$VENV/bin/python" dev/aws_local.py create-topic >&2
 }
 
 start_lambda() {

@@ -389,3 +389,228 @@ impl Slack {
         }
     }
 }
+
+/// An EventBridge `EC2 Instance State-change Notification`, in the documented shape.
+pub fn state_change(instance: &InstanceId, state: &str) -> serde_json::Value {
+    serde_json::json!({
+        "version": "0",
+        "id": unique("evt-"),
+        "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2",
+        "account": "123456789012",
+        "time": "2026-11-21T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance}")],
+        "detail": {"instance-id": instance.as_str(), "state": state}
+    })
+}
+
+/// Sets one tag on an instance.
+pub async fn tag(ec2: &aws_sdk_ec2::Client, instance: &InstanceId, key: &str, value: &str) {
+    ec2.create_tags()
+        .resources(instance.as_str())
+        .tags(Tag::builder().key(key).value(value).build())
+        .send()
+        .await
+        .expect("CreateTags against moto");
+}
+
+/// An instance's state and tags, as EC2 reports them now.
+pub async fn inspect(
+    ec2: &aws_sdk_ec2::Client,
+    instance: &InstanceId,
+) -> (String, HashMap<String, String>) {
+    let out = ec2
+        .describe_instances()
+        .instance_ids(instance.as_str())
+        .send()
+        .await
+        .expect("DescribeInstances against moto");
+    let i = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .next()
+        .expect("the instance exists");
+    let state = i
+        .state()
+        .and_then(|s| s.name())
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    let tags = i
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect();
+    (state, tags)
+}
+
+/// An alert as a subscriber receives it through SNS → SQS.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The SNS subject.
+    pub subject: String,
+    /// The JSON message.
+    pub message: serde_json::Value,
+    /// The message attributes (name → string value).
+    pub attributes: HashMap<String, String>,
+}
+
+/// An SQS queue subscribed to the alert topic, optionally with a filter policy.
+pub struct AlertQueue {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl AlertQueue {
+    /// Creates a queue and subscribes it to the topic.
+    pub async fn subscribe(aws: &SdkConfig, topic_arn: &str, filter_policy: Option<&str>) -> Self {
+        let sqs = aws_sdk_sqs::Client::new(aws);
+        let sns = aws_sdk_sns::Client::new(aws);
+        let url = sqs
+            .create_queue()
+            .queue_name(unique("alerts-"))
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url
+            .expect("a queue url");
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("GetQueueAttributes")
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
+            .expect("a queue arn");
+        let mut subscribe = sns
+            .subscribe()
+            .topic_arn(topic_arn)
+            .protocol("sqs")
+            .endpoint(arn);
+        if let Some(policy) = filter_policy {
+            subscribe = subscribe.attributes("FilterPolicy", policy);
+        }
+        subscribe.send().await.expect("Subscribe");
+        Self { sqs, url }
+    }
+
+    /// Everything delivered so far (the queue is emptied).
+    pub async fn drain(&self) -> Vec<Received> {
+        let mut out = Vec::new();
+        loop {
+            let batch = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            let messages = batch.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                let envelope: serde_json::Value =
+                    serde_json::from_str(m.body().unwrap_or_default()).expect("an SNS envelope");
+                let attributes = envelope["MessageAttributes"]
+                    .as_object()
+                    .map(|attrs| {
+                        attrs
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    v["Value"].as_str().unwrap_or_default().to_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Received {
+                    subject: envelope["Subject"].as_str().unwrap_or_default().to_owned(),
+                    message: serde_json::from_str(envelope["Message"].as_str().unwrap_or_default())
+                        .expect("a JSON alert"),
+                    attributes,
+                });
+                if let Some(handle) = m.receipt_handle() {
+                    self.sqs
+                        .delete_message()
+                        .queue_url(&self.url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .expect("DeleteMessage");
+                }
+            }
+        }
+    }
+}
+
+/// The guard wired to the emulator in-process, as `guard`'s `main` wires it to AWS.
+pub type LocalGuard = guard::guard::Guard<
+    ec2pass_shared::store::dynamo::DynamoStore,
+    guard::ec2::Ec2Client,
+    guard::alerts::SnsAlerts,
+    ec2pass_shared::time::SystemClock,
+>;
+
+/// Builds the guard against the emulator with `dev/local.env`'s settings.
+pub fn local_guard(local: &Local, aws: &SdkConfig) -> LocalGuard {
+    let config = ec2pass_shared::config::GuardConfig::from_env(
+        &ec2pass_shared::config::Env::from_fn(local.lookup()),
+    )
+    .expect("guard configuration from dev/local.env");
+    guard::guard::Guard {
+        store: ec2pass_shared::store::dynamo::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(aws),
+            config.table.clone(),
+        ),
+        ec2: guard::ec2::Ec2Client::new(aws_sdk_ec2::Client::new(aws)),
+        alerts: guard::alerts::SnsAlerts::new(
+            aws_sdk_sns::Client::new(aws),
+            config.topic_arn.clone(),
+        ),
+        clock: ec2pass_shared::time::SystemClock,
+        config,
+    }
+}
+
+/// An invocation with a comfortable deadline.
+pub fn invocation() -> guard::guard::Invocation {
+    guard::guard::Invocation {
+        request_id: unique("req-"),
+        deadline: tokio::time::Instant::now() + Duration::from_secs(20),
+    }
+}
+
+/// Invokes a function under `cargo lambda watch` with a JSON payload; its JSON answer.
+pub async fn invoke(
+    local: &Local,
+    function: &str,
+    payload: &serde_json::Value,
+) -> serde_json::Value {
+    local.require_lambda();
+    let url = format!(
+        "http://{}:{}/2015-03-31/functions/{function}/invocations",
+        local.get("EC2PASS_LAMBDA_ADDRESS"),
+        local.get("EC2PASS_LAMBDA_PORT")
+    );
+    reqwest::Client::new()
+        .post(url)
+        .json(payload)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .expect("invoke through cargo lambda watch")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
