@@ -70,24 +70,25 @@ impl Alert {
     }
 
     /// The SNS subject: `[ec2pass] DENIED start of i-0abc (web-prod) in 123456789012/us-east-1: expired`,
-    /// cut to SNS's 100-character limit.
+    /// at most 100 characters (SNS's limit). When it is too long the instance's name gives way
+    /// first, so the verdict, the instance id and the reason always show.
     pub fn subject(&self) -> String {
+        const MAX: usize = 100;
         let what = match self.verdict.as_str() {
             "deny" => "DENIED start of",
             "allow" => "allowed start of",
             "exempt" => "exempt start of",
             _ => "GUARD ERROR on",
         };
-        let name = self
-            .instance_name
-            .as_deref()
-            .map(|n| format!(" ({})", one_line(n)))
-            .unwrap_or_default();
-        let subject = format!(
-            "[ec2pass] {what} {}{name} in {}/{}: {}",
-            self.instance_id, self.account, self.region, self.reason
-        );
-        truncate(&subject, 100)
+        let head = format!("[ec2pass] {what} {}", self.instance_id);
+        let tail = format!(" in {}/{}: {}", self.account, self.region, self.reason);
+        let room = MAX.saturating_sub(head.chars().count() + tail.chars().count());
+        let name = match self.instance_name.as_deref().map(one_line) {
+            // " (" + name + ")" needs 3 characters besides the name; show at least 4 of it.
+            Some(n) if room >= 7 => format!(" ({})", truncate(&n, room - 3)),
+            _ => String::new(),
+        };
+        truncate(&format!("{head}{name}{tail}"), MAX)
     }
 
     /// The SNS message attributes (all Strings), for subscription filter policies.
@@ -155,13 +156,16 @@ mod tests {
     }
 
     #[test]
-    fn a_long_or_multiline_name_keeps_the_subject_to_one_line_of_100_characters() {
+    fn a_long_or_multiline_name_gives_way_so_the_reason_always_shows() {
         let mut a = alert();
+        a.instance_id = "i-0123456789abcdef0".into();
+        a.reason = "wrong-instance".into();
         a.instance_name = Some(format!("line\nbreak {}", "x".repeat(200)));
         let s = a.subject();
         assert_eq!(s.chars().count(), 100);
         assert!(!s.contains('\n'));
-        assert!(s.ends_with('…'));
+        assert!(s.ends_with("123456789012/us-east-1: wrong-instance"), "{s}");
+        assert!(s.contains(" (line brea…) in "), "the name is shortened, not dropped: {s}");
     }
 
     #[test]

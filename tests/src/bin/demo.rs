@@ -5,7 +5,12 @@
 
 use std::process::ExitCode;
 
-use ec2pass_tests::{Local, Slack, SlashCommand, launch_instance, unique};
+use ec2pass_shared::ids::InstanceId;
+use ec2pass_shared::password::Password;
+use ec2pass_tests::{
+    AlertQueue, Local, Slack, SlashCommand, inspect, invoke, launch_instance, state_change, tag,
+    unique,
+};
 
 /// A step that did not happen.
 struct Failed(String);
@@ -30,7 +35,7 @@ fn check(ok: bool, what: &str) -> Result<(), Failed> {
 #[tokio::main]
 async fn main() -> ExitCode {
     println!(
-        "ec2pass demo — against the local AWS emulator (moto) and both Lambdas under cargo lambda watch"
+        "ec2pass demo: the local AWS emulator (moto) and both Lambdas under cargo lambda watch"
     );
     match story().await {
         Ok(()) => {
@@ -148,5 +153,134 @@ async fn story() -> Result<(), Failed> {
         typo.is_ephemeral() && typo.text().contains("don't understand"),
         "she gets a usage message, not an error",
     )?;
+
+    println!(
+        "\n— The guard. Locally, the demo plays EventBridge: it invokes the guard Lambda with the"
+    );
+    println!(
+        "  state-change event JSON that EventBridge would send when an instance enters pending. —"
+    );
+    let alerts = AlertQueue::subscribe(&aws, local.get("EC2PASS_ALERT_TOPIC_ARN"), None).await;
+
+    step(
+        8,
+        &format!("Alice asks again, sets the Auth tag on {id} and starts it."),
+    );
+    let answer = slack
+        .send(&SlashCommand::new("T0DEMO", &alice, id.as_str()))
+        .await;
+    let password = answer
+        .password()
+        .ok_or_else(|| Failed("the issuer answers with a password".into()))?;
+    tag(&ec2, &id, "Auth", &password).await;
+    let verdict = guard(&local, &id, "pending").await;
+    show(&verdict);
+    check(verdict.starts_with("allow"), "the guard allows the start")?;
+    let (state, tags) = inspect(&ec2, &id).await;
+    check(
+        state == "running" && !tags.contains_key("Auth"),
+        "the instance keeps running and the Auth tag is gone",
+    )?;
+    let verdict = guard(&local, &id, "running").await;
+    check(
+        verdict.starts_with("allow"),
+        "the running event of the same start changes nothing",
+    )?;
+
+    step(
+        9,
+        "Someone with stolen credentials launches crypto-miner, with no password.",
+    );
+    let miner = launch_instance(&ec2, "crypto-miner").await;
+    let verdict = guard(&local, &miner, "pending").await;
+    show(&verdict);
+    expect_stopped(&ec2, &alerts, &miner, &verdict, "missing").await?;
+
+    step(
+        10,
+        "They try again with a made-up password in the Auth tag.",
+    );
+    let guess = launch_instance(&ec2, "crypto-miner-2").await;
+    tag(&ec2, &guess, "Auth", &Password::generate().display()).await;
+    let verdict = guard(&local, &guess, "pending").await;
+    show(&verdict);
+    expect_stopped(&ec2, &alerts, &guess, &verdict, "unknown").await?;
+
+    step(
+        11,
+        "Bob's password for build-box leaks; Mallory puts it on her own instance first.",
+    );
+    let build = launch_instance(&ec2, "build-box").await;
+    let bob = slack
+        .send(&SlashCommand::new(
+            "T0DEMO",
+            &unique("U0BOB"),
+            build.as_str(),
+        ))
+        .await;
+    let leaked = bob
+        .password()
+        .ok_or_else(|| Failed("Bob gets a password".into()))?;
+    let mallory = launch_instance(&ec2, "mallory-box").await;
+    tag(&ec2, &mallory, "Auth", &leaked).await;
+    let verdict = guard(&local, &mallory, "pending").await;
+    show(&verdict);
+    expect_stopped(&ec2, &alerts, &mallory, &verdict, "wrong-instance").await?;
+
+    step(
+        12,
+        "Bob then uses the same password on build-box: it was burned when it leaked.",
+    );
+    tag(&ec2, &build, "Auth", &leaked).await;
+    let verdict = guard(&local, &build, "pending").await;
+    show(&verdict);
+    expect_stopped(&ec2, &alerts, &build, &verdict, "reused").await?;
     Ok(())
+}
+
+/// Plays EventBridge: invokes the guard with a state-change event; its verdict, as a line.
+async fn guard(local: &Local, id: &InstanceId, state: &str) -> String {
+    let out = invoke(local, "guard", &state_change(id, state)).await;
+    let report = &out["reports"][0];
+    match report["reason"].as_str() {
+        Some(reason) => format!(
+            "guard: deny ({reason}), action {}",
+            report["action"].as_str().unwrap_or("?")
+        ),
+        None => format!(
+            "{} (guard verdict)",
+            report["verdict"].as_str().unwrap_or("no verdict")
+        ),
+    }
+}
+
+/// Checks that a denied instance is stopped and that exactly one alert about it arrived.
+async fn expect_stopped(
+    ec2: &aws_sdk_ec2::Client,
+    alerts: &AlertQueue,
+    id: &InstanceId,
+    verdict: &str,
+    reason: &str,
+) -> Result<(), Failed> {
+    check(
+        verdict.contains(&format!("deny ({reason})")),
+        &format!("the guard denies it: {reason}"),
+    )?;
+    check(
+        inspect(ec2, id).await.0 == "stopped",
+        "the instance is stopped",
+    )?;
+    let received: Vec<_> = alerts
+        .drain()
+        .await
+        .into_iter()
+        .filter(|a| a.message["instance_id"] == id.as_str())
+        .collect();
+    if let Some(alert) = received.first() {
+        show(&format!("alert: {}", alert.subject));
+    }
+    check(
+        received.len() == 1 && received[0].message["reason"] == reason,
+        "exactly one alert arrives on the SNS topic (read from a subscribed SQS queue)",
+    )
 }
