@@ -293,3 +293,162 @@ impl Ec2 for Ec2Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+    use aws_sdk_ec2::types::{DeviceType, InstanceState, InstanceStateName, Reservation};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    fn id() -> InstanceId {
+        InstanceId::parse("i-0123456789abcdef0").unwrap_or_else(|| unreachable!())
+    }
+
+    fn body(code: &str) -> String {
+        format!(
+            "<Response><Errors><Error><Code>{code}</Code><Message>m</Message></Error></Errors><RequestID>r</RequestID></Response>"
+        )
+    }
+
+    fn response(status: u16, code: &str) -> Response {
+        let status = StatusCode::try_from(status).unwrap_or_else(|_| unreachable!());
+        Response::new(status, SdkBody::from(body(code)))
+    }
+
+    /// StopInstances answering with an EC2 error, every time (the SDK retries some).
+    fn stop_error(code: &'static str, status: u16) -> Rule {
+        mock!(Client::stop_instances)
+            .sequence()
+            .http_response(move || response(status, code))
+            .repeatedly()
+            .build()
+    }
+
+    #[tokio::test]
+    async fn stop_errors_are_classified_by_code() {
+        let cases = [
+            ("IncorrectInstanceState", 400, StopError::NotYet),
+            ("UnsupportedOperation", 400, StopError::Unstoppable),
+            ("OperationNotPermitted", 400, StopError::Protected),
+            ("InvalidInstanceID.NotFound", 400, StopError::Gone),
+        ];
+        for (code, status, expected) in cases {
+            let rule = stop_error(code, status);
+            let ec2 = Ec2Client::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&rule]));
+            assert_eq!(ec2.stop(&id()).await, Err(expected), "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn throttling_and_server_errors_on_stop_are_failures_after_the_sdks_retries() {
+        for (code, status) in [
+            ("RequestLimitExceeded", 503),
+            ("InternalError", 500),
+            ("Unavailable", 503),
+        ] {
+            let rule = stop_error(code, status);
+            let ec2 = Ec2Client::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&rule]));
+            let result = ec2.stop(&id()).await;
+            assert!(
+                matches!(&result, Err(StopError::Failed(e)) if e.message.contains(code)),
+                "{code}: {result:?}"
+            );
+            assert!(
+                rule.num_calls() > 1,
+                "{code}: the SDK retried ({} calls)",
+                rule.num_calls()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pending_instance_refuses_then_stops() {
+        let rule = mock!(Client::stop_instances)
+            .sequence()
+            .http_response(|| response(400, "IncorrectInstanceState"))
+            .output(|| {
+                aws_sdk_ec2::operation::stop_instances::StopInstancesOutput::builder().build()
+            })
+            .build();
+        let ec2 = Ec2Client::new(mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&rule]));
+        assert_eq!(ec2.stop(&id()).await, Err(StopError::NotYet));
+        assert_eq!(ec2.stop(&id()).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_instance_is_none_and_its_untag_a_no_op() {
+        let describe = mock!(Client::describe_instances)
+            .then_http_response(|| response(400, "InvalidInstanceID.NotFound"));
+        let untag = mock!(Client::delete_tags)
+            .then_http_response(|| response(400, "InvalidInstanceID.NotFound"));
+        let ec2 = Ec2Client::new(mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [&describe, &untag]
+        ));
+        assert_eq!(ec2.describe(&id()).await, Ok(None));
+        assert_eq!(ec2.delete_tag(&id(), "Auth").await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn describe_reads_state_launch_time_tags_root_device_and_spot() {
+        let rule = mock!(Client::describe_instances).then_output(|| {
+            DescribeInstancesOutput::builder()
+                .reservations(
+                    Reservation::builder()
+                        .instances(
+                            aws_sdk_ec2::types::Instance::builder()
+                                .instance_id("i-0123456789abcdef0")
+                                .state(
+                                    InstanceState::builder()
+                                        .name(InstanceStateName::Pending)
+                                        .build(),
+                                )
+                                .launch_time(aws_smithy_types::DateTime::from_secs(1_795_255_200))
+                                .root_device_type(DeviceType::InstanceStore)
+                                .instance_lifecycle(InstanceLifecycleType::Spot)
+                                .tags(Tag::builder().key("Auth").value("x").build())
+                                .tags(Tag::builder().key("Name").value("web").build())
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+        let ec2 = Ec2Client::new(mock_client!(aws_sdk_ec2, [&rule]));
+        let facts = ec2
+            .describe(&id())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| InstanceFacts::unknown(id()));
+        assert_eq!(facts.state, "pending");
+        assert_eq!(facts.launch_time, Some(UnixTime(1_795_255_200)));
+        assert_eq!(facts.name(), Some("web"));
+        assert!(facts.has_instance_store_root() && facts.spot);
+        assert_eq!(
+            facts.cycle().map(|c| c.id()),
+            Some("i-0123456789abcdef0@1795255200".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn describe_throttled_past_the_sdks_retries_is_an_error() {
+        let rule = mock!(Client::describe_instances)
+            .sequence()
+            .http_response(|| response(503, "RequestLimitExceeded"))
+            .repeatedly()
+            .build();
+        let ec2 = Ec2Client::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&rule]));
+        assert!(matches!(
+            ec2.describe(&id()).await,
+            Err(AwsError {
+                operation: "DescribeInstances",
+                ..
+            })
+        ));
+    }
+}

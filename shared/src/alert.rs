@@ -165,7 +165,10 @@ mod tests {
         assert_eq!(s.chars().count(), 100);
         assert!(!s.contains('\n'));
         assert!(s.ends_with("123456789012/us-east-1: wrong-instance"), "{s}");
-        assert!(s.contains(" (line brea…) in "), "the name is shortened, not dropped: {s}");
+        assert!(
+            s.contains(" (line brea…) in "),
+            "the name is shortened, not dropped: {s}"
+        );
     }
 
     #[test]

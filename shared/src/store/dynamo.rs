@@ -765,6 +765,112 @@ mod tests {
         assert_eq!(ttl, Some((1_900 + 24 * 3600).to_string()));
     }
 
+    mod sdk {
+        use super::*;
+        use crate::verdict::{Cycle, Verdict, VerdictRecord};
+        use aws_sdk_dynamodb::operation::transact_write_items::{
+            TransactWriteItemsError, TransactWriteItemsOutput,
+        };
+        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+        fn cancelled(codes: &[&str]) -> TransactWriteItemsError {
+            let mut e = TransactionCanceledException::builder();
+            for code in codes {
+                e = e.cancellation_reasons(CancellationReason::builder().code(*code).build());
+            }
+            TransactWriteItemsError::TransactionCanceledException(e.build())
+        }
+
+        fn consume() -> Consume {
+            let digest = Password::generate().digest();
+            let cycle = Cycle {
+                instance: InstanceId::parse("i-0123456789abcdef0")
+                    .unwrap_or_else(|| unreachable!()),
+                launch_time: UnixTime(1_000),
+            };
+            let allow = VerdictRecord {
+                cycle: cycle.clone(),
+                verdict: Verdict::Allow,
+                short_id: None,
+                issuer: None,
+                password_key: Some(digest.table_key()),
+                decided_at: UnixTime(1_001),
+                event_id: "e".into(),
+                retain_until: UnixTime(9_999),
+                alert_owner: None,
+            };
+            Consume {
+                digest,
+                cycle,
+                now: UnixTime(1_001),
+                allow,
+            }
+        }
+
+        #[tokio::test]
+        async fn a_transaction_conflict_is_retried_until_it_commits() {
+            // DynamoDB cancels a transaction that races another on the same item; the SDK does
+            // not retry that, the store does.
+            let rule = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+                .sequence()
+                .error(|| cancelled(&["TransactionConflict", "None"]))
+                .times(2)
+                .output(|| TransactWriteItemsOutput::builder().build())
+                .build();
+            let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+            let store = DynamoStore::new(client, "t");
+            assert_eq!(
+                store.consume(&consume()).await.ok(),
+                Some(ConsumeOutcome::Allowed)
+            );
+            assert_eq!(rule.num_calls(), 3);
+        }
+
+        #[tokio::test]
+        async fn a_failed_password_condition_without_an_item_is_an_unknown_password() {
+            let rule = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+                .then_error(|| cancelled(&["ConditionalCheckFailed", "None"]));
+            let store = DynamoStore::new(mock_client!(aws_sdk_dynamodb, [&rule]), "t");
+            assert_eq!(
+                store.consume(&consume()).await.ok(),
+                Some(ConsumeOutcome::Refused(None))
+            );
+        }
+
+        #[tokio::test]
+        async fn throttling_past_the_sdks_retries_is_unavailable() {
+            let rule = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+                .sequence()
+                .http_response(|| {
+                    aws_smithy_runtime_api::http::Response::new(
+                        aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap_or_else(|_| unreachable!()),
+                        aws_smithy_types::body::SdkBody::from(
+                            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"slow down"}"#,
+                        ),
+                    )
+                })
+                .repeatedly()
+                .build();
+            let store = DynamoStore::new(
+                mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule]),
+                "t",
+            );
+            let result = store.consume(&consume()).await;
+            assert!(
+                matches!(
+                    result,
+                    Err(StoreError::Unavailable {
+                        operation: "TransactWriteItems",
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+            assert!(rule.num_calls() > 1, "the SDK retried throttling");
+        }
+    }
+
     #[test]
     fn malformed_items_are_refused_not_panicked_on() {
         let good = password_item(&record(None));
