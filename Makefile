@@ -33,7 +33,10 @@ demo: venv ## the narrated story against the local emulator; fails if any step d
 
 test: venv ## every test: unit, against moto, and end to end under cargo lambda watch
 	cargo build --workspace --all-targets
-	$(STACK) run -- cargo test --workspace --no-fail-fast
+	@mkdir -p .dev; status=0; \
+	$(STACK) run -- cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee .dev/test.log || status=$$?; \
+	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' .dev/test.log; \
+	exit $$status
 
 unit: ## only the tests that need nothing running
 	cargo test --workspace --lib --bins
