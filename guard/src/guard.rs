@@ -309,8 +309,7 @@ where
         match self.store.record(&v).await {
             Ok(Recorded::Ours) => {
                 info!(instance_id = %facts.id, reason = reason.as_str(), "deny");
-                let (action, ()) = tokio::join!(self.stop(facts, origin, inv), self.untag(facts));
-                let action = action?;
+                let action = self.stop_and_untag(facts, origin, inv).await?;
                 self.publish_ours(&v, facts, origin, action, inv).await?;
                 Ok(Report::new(&facts.id, Some(v.verdict), true, action, true))
             }
@@ -454,8 +453,7 @@ where
                 false,
             ));
         };
-        let (action, ()) = tokio::join!(self.stop(facts, origin, inv), self.untag(facts));
-        let action = action?;
+        let action = self.stop_and_untag(facts, origin, inv).await?;
         // The recorder owns the alert; if it gave it back (its publish failed), take it over.
         let mut alerted = false;
         if theirs.alert_owner.is_none() {
@@ -509,6 +507,17 @@ where
                 })
             }
         }
+    }
+
+    /// Stops a denied instance and removes its `Auth` tag, at the same time.
+    async fn stop_and_untag(
+        &self,
+        facts: &InstanceFacts,
+        origin: &Origin,
+        inv: &Invocation,
+    ) -> Result<Action, GuardError> {
+        let (action, ()) = tokio::join!(self.stop(facts, origin, inv), self.untag(facts));
+        action
     }
 
     /// Removes the `Auth` tag, if the instance has one. Best effort: the password it held is

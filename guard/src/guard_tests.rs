@@ -9,10 +9,8 @@ use ec2pass_shared::alert::Alert;
 use ec2pass_shared::config::{Env, GuardConfig};
 use ec2pass_shared::ids::{Owner, ShortId};
 use ec2pass_shared::password::{Password, new_short_id};
+use ec2pass_shared::store::StoreError;
 use ec2pass_shared::store::memory::MemoryStore;
-use ec2pass_shared::store::{
-    MintStore, Outstanding, OutstandingStore, StoreError, TriggerClaim, TriggerStore,
-};
 use ec2pass_shared::time::FixedClock;
 use serde_json::json;
 
@@ -213,6 +211,24 @@ fn guard(ec2: FakeEc2) -> TestGuard {
     guard_with(MemoryStore::new(), ec2, config(&[]))
 }
 
+/// A guard whose store holds a fresh password scoped to `scope`, set as the `Auth` tag of the
+/// pending instance `on`.
+fn tagged(
+    on: &str,
+    scope: Option<&str>,
+    expires_at: UnixTime,
+    config: GuardConfig,
+) -> (TestGuard, Password, ShortId) {
+    let store = MemoryStore::new();
+    let (password, short_id) = mint(&store, scope, expires_at);
+    let ec2 = FakeEc2::with(vec![instance(
+        on,
+        "pending",
+        &[("Auth", &password.display())],
+    )]);
+    (guard_with(store, ec2, config), password, short_id)
+}
+
 /// Stores a password minted at NOW-60 for 15 minutes (or as given), scoped to `scope`.
 fn mint(store: &MemoryStore, scope: Option<&str>, expires_at: UnixTime) -> (Password, ShortId) {
     let password = Password::generate();
@@ -267,17 +283,7 @@ fn verdict_of(r: &Result<Report, GuardError>) -> Option<(&str, Option<&str>, Act
 #[tokio::test]
 async fn a_valid_password_allows_the_start_consumes_it_and_removes_the_tag() {
     // Given a password for A, set as A's Auth tag
-    let store = MemoryStore::new();
-    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
-    let g = guard_with(
-        store,
-        FakeEc2::with(vec![instance(
-            A,
-            "pending",
-            &[("Auth", &password.display())],
-        )]),
-        config(&[]),
-    );
+    let (g, _, _) = tagged(A, Some(A), NOW.plus(Duration::from_secs(900)), config(&[]));
     // When A enters pending
     let report = run(&g, A, "pending").await;
     // Then the start is allowed: not stopped, tag gone, password consumed by this cycle, no alert
@@ -341,17 +347,7 @@ async fn a_tag_that_is_not_a_password_we_issued_is_unknown() {
 
 #[tokio::test]
 async fn an_expired_password_is_denied_expired() {
-    let store = MemoryStore::new();
-    let (password, short_id) = mint(&store, Some(A), UnixTime(NOW.0 - 1));
-    let g = guard_with(
-        store,
-        FakeEc2::with(vec![instance(
-            A,
-            "pending",
-            &[("Auth", &password.display())],
-        )]),
-        config(&[]),
-    );
+    let (g, password, short_id) = tagged(A, Some(A), UnixTime(NOW.0 - 1), config(&[]));
     let report = run(&g, A, "pending").await;
     assert_eq!(
         verdict_of(&report),
@@ -366,17 +362,7 @@ async fn an_expired_password_is_denied_expired() {
 #[tokio::test]
 async fn a_password_used_by_another_start_is_denied_reused() {
     // Given a password already consumed by an earlier start of A
-    let store = MemoryStore::new();
-    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
-    let first = guard_with(
-        store,
-        FakeEc2::with(vec![instance(
-            A,
-            "pending",
-            &[("Auth", &password.display())],
-        )]),
-        config(&[]),
-    );
+    let (first, password, _) = tagged(A, Some(A), NOW.plus(Duration::from_secs(900)), config(&[]));
     assert_eq!(
         verdict_of(&run(&first, A, "pending").await).map(|v| v.0),
         Some("allow")
@@ -460,15 +446,10 @@ async fn exempt_instances_are_recorded_but_neither_stopped_nor_untagged() {
 
 #[tokio::test]
 async fn audit_mode_alerts_allows_with_the_passwords_short_id() {
-    let store = MemoryStore::new();
-    let (password, short_id) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
-    let g = guard_with(
-        store,
-        FakeEc2::with(vec![instance(
-            A,
-            "pending",
-            &[("Auth", &password.display())],
-        )]),
+    let (g, _, short_id) = tagged(
+        A,
+        Some(A),
+        NOW.plus(Duration::from_secs(900)),
         config(&[("EC2PASS_AUDIT_ALERTS", "true")]),
     );
     run(&g, A, "pending").await.ok();
@@ -503,17 +484,7 @@ async fn a_tagless_pending_instance_is_described_again_before_a_deny() {
 
 #[tokio::test]
 async fn a_duplicate_pending_event_enforces_the_first_verdict_and_decides_nothing() {
-    let store = MemoryStore::new();
-    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
-    let g = guard_with(
-        store,
-        FakeEc2::with(vec![instance(
-            A,
-            "pending",
-            &[("Auth", &password.display())],
-        )]),
-        config(&[]),
-    );
+    let (g, _, _) = tagged(A, Some(A), NOW.plus(Duration::from_secs(900)), config(&[]));
     let first = run(&g, A, "pending").await;
     // The tag is gone now, so the duplicate sees no tag: a missing deny it must not act on
     let second = run(&g, A, "pending").await;
@@ -545,17 +516,7 @@ async fn a_duplicate_pending_event_enforces_the_first_verdict_and_decides_nothin
 #[tokio::test]
 async fn a_retry_after_the_passwords_expiry_still_sees_its_own_consumption() {
     // Given a start allowed a second before the password expired
-    let store = MemoryStore::new();
-    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(1)));
-    let g = guard_with(
-        store,
-        FakeEc2::with(vec![instance(
-            A,
-            "pending",
-            &[("Auth", &password.display())],
-        )]),
-        config(&[]),
-    );
+    let (g, password, _) = tagged(A, Some(A), NOW.plus(Duration::from_secs(1)), config(&[]));
     assert_eq!(
         verdict_of(&run(&g, A, "pending").await).map(|v| v.0),
         Some("allow")
@@ -785,32 +746,6 @@ impl PasswordLookup for DownStore {
         Err(down("GetItem"))
     }
 }
-// Unused by the guard, but keeps the fake honest about what it stands in for.
-impl MintStore for DownStore {
-    async fn mint(
-        &self,
-        _: &ec2pass_shared::store::Mint,
-    ) -> Result<ec2pass_shared::store::MintOutcome, StoreError> {
-        Err(down("TransactWriteItems"))
-    }
-}
-impl TriggerStore for DownStore {
-    async fn claim_trigger(&self, _: &TriggerClaim) -> Result<bool, StoreError> {
-        Err(down("PutItem"))
-    }
-}
-impl OutstandingStore for DownStore {
-    async fn outstanding(&self, _: &Owner, _: UnixTime) -> Result<Vec<Outstanding>, StoreError> {
-        Err(down("Query"))
-    }
-    async fn revoke(&self, _: &Owner, _: &ShortId, _: UnixTime) -> Result<bool, StoreError> {
-        Err(down("Query"))
-    }
-    async fn revoke_all(&self, _: &Owner, _: UnixTime) -> Result<usize, StoreError> {
-        Err(down("Query"))
-    }
-}
-
 #[tokio::test]
 async fn with_dynamodb_unreachable_the_guard_fails_closed() {
     for tags in [vec![], vec![("Auth", "k7qm-2x9f-h4tr-8wzn-c3pd")]] {
