@@ -270,6 +270,9 @@ where
             .then(|| inv.request_id.clone());
         match self.store.record(&v).await {
             Ok(Recorded::Ours) => {
+                // Not guarded, so never stopped; but a password left in its tag is removed all
+                // the same, so none lingers (the issue: the tag goes on every verdict).
+                self.untag(facts).await;
                 let alerted = self.alerts_on(Verdict::Exempt);
                 if alerted {
                     self.publish_ours(&v, facts, origin, Action::None, inv)
