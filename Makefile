@@ -6,7 +6,7 @@ VENV := .venv
 STACK := VENV=$(VENV) dev/stack.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev up down demo test unit lint fmt clean
+.PHONY: help venv dev up down demo test unit template-check lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -31,7 +31,8 @@ demo: venv ## the narrated story against the local emulator; fails if any step d
 	cargo build --workspace --bins
 	$(STACK) run -- cargo run --quiet -p ec2pass-tests --bin demo
 
-test: venv ## every test: unit, against moto, and end to end under cargo lambda watch
+test: venv ## every test: template checks, unit, against moto, and end to end under cargo lambda watch
+	$(VENV)/bin/python infra/check.py --self-test
 	cargo build --workspace --all-targets
 	@mkdir -p .dev; status=0; \
 	$(STACK) run -- cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee .dev/test.log || status=$$?; \
@@ -40,6 +41,9 @@ test: venv ## every test: unit, against moto, and end to end under cargo lambda 
 
 unit: ## only the tests that need nothing running
 	cargo test --workspace --lib --bins
+
+template-check: venv ## the offline checks of infra/template.yaml, and proof that broken copies fail them
+	$(VENV)/bin/python infra/check.py --self-test
 
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check
