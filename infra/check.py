@@ -162,6 +162,36 @@ def invariants(template):
     return problems
 
 
+POLICIES = ROOT / "infra" / "policies"
+
+
+def policy_invariants(template, tag_policy, scp):
+    """The example policies keep the Auth tag and the guard out of ordinary hands."""
+    problems = []
+    role_path = template.get("Globals", {}).get("Function", {}).get("RolePath")
+    exempt = f"arn:aws:iam::*:role{role_path}*" if role_path else None
+    deletes_every_tag = False
+    for st in tag_policy.get("Statement", []):
+        cond = st.get("Condition", {})
+        if st.get("Effect") != "Deny":
+            problems.append(f"protect-auth-tag {st.get('Sid')}: must be a Deny")
+        if "ForAllValues:StringEquals" in cond:
+            problems.append(f"protect-auth-tag {st.get('Sid')}: a Deny on aws:TagKeys needs ForAnyValue (ForAllValues misses Auth sent with other keys, and matches no keys at all)")
+        if exempt and cond.get("ArnNotLike", {}).get("aws:PrincipalArn") != exempt:
+            problems.append(f"protect-auth-tag {st.get('Sid')}: must exempt exactly the ec2pass roles ({exempt})")
+        if st.get("Action") == "ec2:DeleteTags" and cond.get("Null", {}).get("aws:TagKeys") == "true":
+            deletes_every_tag = True
+    if not deletes_every_tag:
+        problems.append("protect-auth-tag: DeleteTags without tags (which deletes every tag, Auth included) is not denied")
+    denied = {a for st in scp.get("Statement", []) if st.get("Effect") == "Deny" for a in st.get("Action", [])}
+    for needed in ("lambda:DeleteFunction", "lambda:PutFunctionConcurrency", "lambda:UpdateFunctionCode",
+                   "events:DisableRule", "events:DeleteRule", "events:RemoveTargets",
+                   "iam:DeleteRole", "iam:PutRolePolicy", "dynamodb:DeleteTable", "sns:DeleteTopic"):
+        if needed not in denied:
+            problems.append(f"protect-guard-scp: {needed} is not denied")
+    return problems
+
+
 def local_table_matches(template):
     """The local setup's create_table call is built from this very resource."""
     props = table_resource(template)
@@ -174,9 +204,18 @@ def local_table_matches(template):
     return [] if same else ["the local table definition differs from the template's"]
 
 
-def check(template, path=None):
+def load_policies():
+    return (
+        json.loads((POLICIES / "protect-auth-tag.json").read_text()),
+        json.loads((POLICIES / "protect-guard-scp.json").read_text()),
+    )
+
+
+def check(template, path=None, policies=None):
     """All findings for a template (parsed), linting the file at `path` or a temporary copy."""
     findings = []
+    tag_policy, scp = policies or load_policies()
+    findings += policy_invariants(template, tag_policy, scp)
     with tempfile.TemporaryDirectory() as tmp:
         if path is None:
             path = Path(tmp) / "template.json"
@@ -231,7 +270,27 @@ def broken_copies(template):
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam):
         broken = copy.deepcopy(template)
         breaker(broken)
-        yield breaker.__name__, broken
+        yield breaker.__name__, broken, None
+
+
+def broken_policies():
+    """Deliberately broken example policies, each of which the checks must catch."""
+    tag_policy, scp = load_policies()
+
+    def all_values_in_deny(tag, _):
+        cond = tag["Statement"][1]["Condition"]
+        cond["ForAllValues:StringEquals"] = cond.pop("ForAnyValue:StringEquals")
+
+    def forget_delete_all(tag, _):
+        tag["Statement"] = [st for st in tag["Statement"] if "Null" not in st["Condition"] or st["Action"] != "ec2:DeleteTags"]
+
+    def scp_allows_concurrency_zero(_, scp):
+        scp["Statement"][0]["Action"].remove("lambda:PutFunctionConcurrency")
+
+    for breaker in (all_values_in_deny, forget_delete_all, scp_allows_concurrency_zero):
+        tag, s = copy.deepcopy(tag_policy), copy.deepcopy(scp)
+        breaker(tag, s)
+        yield breaker.__name__, (tag, s)
 
 
 def quiet_translator_logs():
@@ -253,12 +312,14 @@ def main(argv):
         print("FAIL infra/template.yaml")
     else:
         passed += 1
-        print("ok   infra/template.yaml: cfn-lint, SAM transform + cfn-lint, invariants, local table")
+        print("ok   infra/template.yaml and infra/policies: cfn-lint, SAM transform + cfn-lint, invariants, local table")
     if "--self-test" in argv:
         baseline = set(findings)
-        for name, broken in broken_copies(template):
+        cases = [(n, t, None) for n, t, _ in broken_copies(template)]
+        cases += [(n, template, p) for n, p in broken_policies()]
+        for name, broken, policies in cases:
             # Caught means a finding the intact template does not have.
-            caught = [f for f in check(broken) if f not in baseline]
+            caught = [f for f in check(broken, policies=policies) if f not in baseline]
             if caught:
                 passed += 1
                 print(f"ok   broken copy '{name}' is caught: {caught[0]}")
