@@ -6,7 +6,7 @@ VENV := .venv
 STACK := VENV=$(VENV) dev/stack.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev up down demo test unit template-check lint fmt clean
+.PHONY: help venv dev up down demo test unit template-check lint fmt package deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -44,6 +44,22 @@ unit: ## only the tests that need nothing running
 
 template-check: venv ## the offline checks of infra/template.yaml, and proof that broken copies fail them
 	$(VENV)/bin/python infra/check.py --self-test
+
+package: venv ## build the two arm64 Lambda zips with cargo-lambda (zig from .venv) and print their sizes
+	rustup target add aarch64-unknown-linux-gnu
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 \
+		--output-format zip -p issuer -p guard
+	@for f in target/lambda/issuer/bootstrap.zip target/lambda/guard/bootstrap.zip; do \
+		printf '%-40s %8d bytes\n' "$$f" "$$(stat -c %s "$$f")"; done
+
+$(VENV)/.sam: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli
+	touch $@
+
+deploy: $(VENV)/.sam ## sam build, then sam deploy --guided (needs AWS credentials; see README "Deploy")
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam build --beta-features \
+		--template-file infra/template.yaml --config-file infra/samconfig.toml
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam deploy --guided --config-file infra/samconfig.toml
 
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check
