@@ -164,18 +164,10 @@ where
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Report, GuardError> {
-        let mut facts = match self.describe(id, origin, inv).await? {
-            Some(f) => f,
-            None => return Ok(Report::new(id, None, false, Action::None, false)),
-        };
-        if decide::worth_a_second_look(&facts) {
-            tokio::time::sleep(self.config.tag_retry_delay).await;
-            facts = match self.describe(id, origin, inv).await? {
-                Some(f) => f,
-                None => return Ok(Report::new(id, None, false, Action::None, false)),
-            };
+        match self.describe(id, origin, inv).await? {
+            Some(facts) => self.guard_facts(facts, origin, inv).await,
+            None => Ok(Report::new(id, None, false, Action::None, false)),
         }
-        self.guard_facts(facts, origin, inv).await
     }
 
     async fn describe(
@@ -196,13 +188,23 @@ where
         }
     }
 
-    /// decide → consume or record → enforce → alert, for an instance already described.
+    /// decide → consume or record → enforce → alert, for an instance already described (by
+    /// the event path or the sweep's listing: both get the same second look).
     async fn guard_facts(
         &self,
-        facts: InstanceFacts,
+        mut facts: InstanceFacts,
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Report, GuardError> {
+        // Tags given at launch can lag behind a pending instance: look once more before a
+        // tagless instance is denied `missing` (or, in opt-in mode, passed over as exempt).
+        if decide::worth_a_second_look(&facts) {
+            tokio::time::sleep(self.config.tag_retry_delay).await;
+            facts = match self.describe(&facts.id, origin, inv).await? {
+                Some(f) => f,
+                None => return Ok(Report::new(&facts.id, None, false, Action::None, false)),
+            };
+        }
         let Some(cycle) = facts.cycle() else {
             return Err(self
                 .fail(

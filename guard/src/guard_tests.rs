@@ -85,9 +85,10 @@ impl Ec2 for FakeEc2 {
         if let Some(e) = lock(&self.describe_failures).pop_front() {
             return Err(e);
         }
+        // A listing (the sweep) counts as the first look, like a describe.
         let seen = lock(&self.calls)
             .iter()
-            .filter(|c| c.starts_with("describe"))
+            .filter(|c| c.starts_with("describe") || c.starts_with("list"))
             .count();
         if seen > 1
             && let Some(later) = lock(&self.second_looks).pop_front()
@@ -872,4 +873,29 @@ async fn without_a_configured_activation_the_first_sweep_sets_it() {
         Ok(0)
     );
     assert_eq!(g.store.activation(UnixTime(0)).await.ok(), Some(NOW));
+}
+
+#[tokio::test]
+async fn the_sweep_also_looks_again_at_a_tagless_pending_instance() {
+    // Given a launch the sweep lists before its tags (a valid password among them) are visible
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let ec2 = FakeEc2::with(vec![instance(A, "pending", &[])]);
+    lock(&ec2.second_looks).push_back(instance(A, "pending", &[("Auth", &password.display())]));
+    let g = guard_with(
+        store,
+        ec2,
+        config(&[("EC2PASS_ACTIVATION_TIME", "1795255090")]),
+    );
+    // When the sweep decides it
+    let reports = g.handle(&sweep_event(), &inv("sweep")).await;
+    // Then it sees the password and allows, instead of stopping a legitimate start
+    let verdicts: Vec<_> = reports
+        .iter()
+        .flatten()
+        .map(|r| r.verdict.clone())
+        .collect();
+    assert_eq!(verdicts, vec!["allow".to_owned()]);
+    assert_eq!(g.ec2.calls("stop"), 0);
+    assert_eq!(g.ec2.calls("describe"), 1, "one second look");
 }
