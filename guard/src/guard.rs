@@ -449,19 +449,15 @@ where
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Report, GuardError> {
-        let Verdict::Deny(_) = theirs.verdict else {
-            return Ok(Report::new(
-                &facts.id,
-                Some(theirs.verdict),
-                false,
-                Action::None,
-                false,
-            ));
+        let action = match theirs.verdict {
+            Verdict::Deny(_) => self.stop_and_untag(facts, origin, inv).await?,
+            Verdict::Allow | Verdict::Exempt => Action::None,
         };
-        let action = self.stop_and_untag(facts, origin, inv).await?;
         // The recorder owns the alert; if it gave it back (its publish failed), take it over.
+        // This holds for every verdict that alerts: denies always, allows and exemptions when
+        // auditing.
         let mut alerted = false;
-        if theirs.alert_owner.is_none() {
+        if self.alerts_on(theirs.verdict) && theirs.alert_owner.is_none() {
             match self.store.claim_alert(&theirs.cycle, &inv.request_id).await {
                 Ok(true) => {
                     self.publish_ours(&theirs, facts, origin, action, inv)

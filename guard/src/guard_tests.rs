@@ -899,3 +899,36 @@ async fn the_sweep_also_looks_again_at_a_tagless_pending_instance() {
     assert_eq!(g.ec2.calls("stop"), 0);
     assert_eq!(g.ec2.calls("describe"), 1, "one second look");
 }
+
+#[tokio::test]
+async fn an_audit_alert_whose_publish_failed_is_published_by_the_retry() {
+    // Given audit alerts on, and SNS failing once
+    let (g, _, _) = tagged(
+        A,
+        Some(A),
+        NOW.plus(Duration::from_secs(900)),
+        config(&[("EC2PASS_AUDIT_ALERTS", "true")]),
+    );
+    *lock(&g.alerts.failures) = 1;
+    // When the allowing invocation cannot publish, it fails so that Lambda retries
+    let first = run(&g, A, "pending").await;
+    assert_eq!(first.as_ref().err().map(|e| e.what), Some("publish"));
+    // Then the retry, which finds the recorded allow, publishes it once, and nothing is stopped
+    let retry = run(&g, A, "pending").await;
+    assert!(
+        retry
+            .as_ref()
+            .is_ok_and(|r| r.verdict == "allow" && r.alerted),
+        "{retry:?}"
+    );
+    run(&g, A, "running").await.ok();
+    assert_eq!(
+        g.alerts
+            .alerts()
+            .iter()
+            .map(|a| a.verdict.as_str())
+            .collect::<Vec<_>>(),
+        ["allow"]
+    );
+    assert_eq!(g.ec2.calls("stop"), 0);
+}
