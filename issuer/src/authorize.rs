@@ -51,16 +51,7 @@ mod tests {
     use super::*;
 
     fn cmd() -> SlashCommand {
-        SlashCommand {
-            team_id: "T1".into(),
-            enterprise_id: None,
-            api_app_id: Some("A1".into()),
-            user_id: "U1".into(),
-            channel_id: "C1".into(),
-            command: "/ec2pass".into(),
-            text: String::new(),
-            trigger_id: "t".into(),
-        }
+        SlashCommand::example()
     }
 
     fn list(ids: &[&str]) -> Vec<String> {

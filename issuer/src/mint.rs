@@ -74,16 +74,7 @@ mod tests {
     use super::*;
 
     fn cmd() -> SlashCommand {
-        SlashCommand {
-            team_id: "T1".into(),
-            enterprise_id: None,
-            api_app_id: None,
-            user_id: "U1".into(),
-            channel_id: "C1".into(),
-            command: "/ec2pass".into(),
-            text: String::new(),
-            trigger_id: "trig".into(),
-        }
+        SlashCommand::example()
     }
 
     #[test]

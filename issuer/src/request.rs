@@ -90,6 +90,23 @@ pub struct SlashCommand {
     pub trigger_id: String,
 }
 
+#[cfg(test)]
+impl SlashCommand {
+    /// A well-formed command from user U1 in workspace T1, channel C1, app A1 (for unit tests).
+    pub(crate) fn example() -> Self {
+        Self {
+            team_id: "T1".into(),
+            enterprise_id: None,
+            api_app_id: Some("A1".into()),
+            user_id: "U1".into(),
+            channel_id: "C1".into(),
+            command: "/ec2pass".into(),
+            text: String::new(),
+            trigger_id: "trig".into(),
+        }
+    }
+}
+
 /// What a form body turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Form {

@@ -134,11 +134,7 @@ impl DynamoStore {
             .expression_attribute_values(":owner", s(owner.key()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable("DeleteItem", e)),
-        }
+        applied(result, "DeleteItem")
     }
 }
 
@@ -220,11 +216,7 @@ impl TriggerStore for DynamoStore {
             .expression_attribute_names("#pk", t::PK)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable("PutItem", e)),
-        }
+        applied(result, "PutItem")
     }
 }
 
@@ -374,11 +366,7 @@ impl ConsumeStore for DynamoStore {
             .expression_attribute_values(":burned", s(super::memory::burned(cycle)))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
+        applied(result, "UpdateItem").map(|_| ())
     }
 }
 
@@ -448,11 +436,7 @@ impl VerdictStore for DynamoStore {
             .expression_attribute_values(":me", s(owner))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
+        applied(result, "UpdateItem")
     }
 
     async fn release_alert(&self, cycle: &Cycle, owner: &str) -> Result<(), StoreError> {
@@ -467,11 +451,7 @@ impl VerdictStore for DynamoStore {
             .expression_attribute_values(":me", s(owner))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(unavailable("UpdateItem", e)),
-        }
+        applied(result, "UpdateItem").map(|_| ())
     }
 
     async fn activation(&self, now: UnixTime) -> Result<UnixTime, StoreError> {
@@ -702,6 +682,23 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// The outcome of a conditional write: `Ok(true)` when applied, `Ok(false)` when its condition
+/// did not hold, an error when DynamoDB could not be used.
+fn applied<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    operation: &'static str,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(unavailable(operation, e)),
+    }
 }
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
