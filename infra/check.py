@@ -11,11 +11,14 @@ Nothing here talks to AWS. Three layers, because each one misses what the next o
    AWS::Serverless::Function only shows after the transform.
 3. Invariants of this product, asserted on the parsed template, so that an edit that widens a
    permission or drops a safety condition fails the suite.
+4. Settings: every EC2PASS_* variable that shared/src/config.rs reads is set by the template from
+   a parameter, and docs/configuration.md describes it and names that parameter.
 """
 
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -204,6 +207,66 @@ def local_table_matches(template):
     return [] if same else ["the local table definition differs from the template's"]
 
 
+CONFIG_RS = ROOT / "shared" / "src" / "config.rs"
+CONFIG_DOC = ROOT / "docs" / "configuration.md"
+# Variables the template sets from a resource or a constant rather than from a parameter.
+NOT_PARAMETERS = {
+    "EC2PASS_TABLE": "the stack's own table",
+    "EC2PASS_ALERT_TOPIC_ARN": "the stack's own topic",
+    "EC2PASS_AUTH_TAG": "fixed: the guard's DeleteTags condition and protect-auth-tag.json name this key",
+}
+
+
+def settings_read(function):
+    """The EC2PASS_* variables that `impl IssuerConfig` or `impl GuardConfig` reads, from the source."""
+    source = CONFIG_RS.read_text()
+
+    def block(opening):
+        start = source.index(opening)
+        return source[start:source.find("\n}\n", start)]
+
+    body = block(f"impl {function} {{")
+    # Module-level readers such as `table_name(env)` count for the impl that calls them.
+    for helper in re.findall(r"^(?:pub )?fn (\w+)\(env: &Env", source, re.M):
+        if f"{helper}(env" in body:
+            body += block(f"fn {helper}(")
+    return set(re.findall(r'"(EC2PASS_[A-Z_]+)"', body))
+
+
+def settings_match(template):
+    """Every setting a function reads is in its template environment, backed by a parameter, and documented."""
+    problems = []
+    res = template.get("Resources", {})
+    documented = CONFIG_DOC.read_text()
+    for name, config in (("IssuerFunction", "IssuerConfig"), ("GuardFunction", "GuardConfig")):
+        env = res.get(name, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+        read = settings_read(config)
+        for var in sorted(read - set(env)):
+            problems.append(f"{name}: the template does not set {var}, which {config} reads")
+        for var in sorted(set(env) - read):
+            problems.append(f"{name}: the template sets {var}, which {config} never reads")
+        for var, value in sorted(env.items()):
+            rows = [l for l in documented.splitlines() if l.startswith(f"| `{var}` |")]
+            if not rows:
+                problems.append(f"docs/configuration.md does not describe {var}")
+            if var in NOT_PARAMETERS:
+                continue
+            params = parameters_behind(value, template.get("Parameters", {}))
+            if not params:
+                problems.append(f"{name}: {var} is not taken from a parameter")
+            for param in params:
+                if rows and not any(f"`{param}`" in row for row in rows):
+                    problems.append(f"docs/configuration.md: the row for {var} does not name its parameter {param}")
+    return problems
+
+
+def parameters_behind(value, parameters):
+    """The template parameters a value refers to, through Ref, Sub or If."""
+    text = json.dumps(value)
+    named = set(re.findall(r'"Ref": "([A-Za-z0-9]+)"', text)) | set(re.findall(r"\$\{([A-Za-z0-9]+)\}", text))
+    return sorted(named & set(parameters))
+
+
 def load_policies():
     return (
         json.loads((POLICIES / "protect-auth-tag.json").read_text()),
@@ -230,6 +293,7 @@ def check(template, path=None, policies=None):
             findings.append(f"SAM transform: {e}")
     findings += invariants(template)
     findings += local_table_matches(template)
+    findings += settings_match(template)
     return findings
 
 
@@ -267,7 +331,11 @@ def broken_copies(template):
     def url_with_iam(t):
         t["Resources"]["IssuerFunction"]["Properties"]["FunctionUrlConfig"]["AuthType"] = "AWS_IAM"
 
-    for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam):
+    def forget_a_setting(t):
+        t["Resources"]["GuardFunction"]["Properties"]["Environment"]["Variables"].pop("EC2PASS_FAIL_MODE")
+
+    for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
+                    forget_a_setting):
         broken = copy.deepcopy(template)
         breaker(broken)
         yield breaker.__name__, broken, None
@@ -312,7 +380,7 @@ def main(argv):
         print("FAIL infra/template.yaml")
     else:
         passed += 1
-        print("ok   infra/template.yaml and infra/policies: cfn-lint, SAM transform + cfn-lint, invariants, local table")
+        print("ok   infra/template.yaml and infra/policies: cfn-lint, SAM transform + cfn-lint, invariants, local table, settings")
     if "--self-test" in argv:
         baseline = set(findings)
         cases = [(n, t, None) for n, t, _ in broken_copies(template)]
