@@ -34,9 +34,10 @@ demo: venv ## the narrated story against the local emulator; fails if any step d
 test: venv ## every test: template checks, unit, against moto, and end to end under cargo lambda watch
 	$(VENV)/bin/python infra/check.py --self-test
 	cargo build --workspace --all-targets
-	@mkdir -p .dev; status=0; \
+	@mkdir -p .dev; rm -rf .dev/secrets .dev/logs/tests-*.log; status=0; \
 	$(STACK) run -- cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee .dev/test.log || status=$$?; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' .dev/test.log; \
+	cargo run --quiet -p ec2pass-tests --bin secrets-scan || status=1; \
 	exit $$status
 
 unit: ## only the tests that need nothing running

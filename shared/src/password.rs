@@ -130,23 +130,39 @@ mod tests {
         }
     }
 
+    /// Issue #5 asks for at least a million draws. Each password is kept as its 100-bit value
+    /// (a `u128`), so the set of a million costs tens of megabytes, not hundreds.
     #[test]
-    fn generated_passwords_are_unique_and_use_the_whole_alphabet() {
-        let mut seen = HashSet::new();
-        let mut counts = [0u32; 32];
-        for _ in 0..20_000 {
+    fn a_million_passwords_are_well_formed_distinct_and_uniform_in_every_position() {
+        const DRAWS: usize = 1_000_000;
+        let mut seen = HashSet::with_capacity(DRAWS);
+        let mut by_position = [[0u32; 32]; LEN];
+        for _ in 0..DRAWS {
             let p = Password::generate();
-            for b in p.canonical().bytes() {
-                let i = ALPHABET.iter().position(|&a| a == b).unwrap_or(usize::MAX);
-                counts[i] += 1;
+            assert_eq!(p.canonical().len(), LEN);
+            let mut value = 0u128;
+            for (position, b) in p.canonical().bytes().enumerate() {
+                let symbol = ALPHABET.iter().position(|&a| a == b);
+                let Some(symbol) = symbol else {
+                    panic!("{b:#x} is not in the alphabet");
+                };
+                by_position[position][symbol] += 1;
+                value = value << 5 | symbol as u128;
             }
-            assert!(seen.insert(p.canonical().to_owned()), "duplicate password");
+            assert!(seen.insert(value), "duplicate password after {} draws", seen.len());
         }
-        // 400,000 characters: each of the 32 symbols is expected 12,500 times. A bias in the bit
-        // slicing (a symbol never or twice as often drawn) lands far outside these bounds.
-        for (i, &c) in counts.iter().enumerate() {
-            assert!((11_500..13_500).contains(&c), "symbol {i} drawn {c} times");
+        // Each symbol is expected 31,250 times in each position (σ ≈ 174). A bias in the bit
+        // slicing (a symbol never drawn in some position, or twice as often) lands far outside
+        // ±1,500; a fair generator stays inside with overwhelming probability (> 8σ).
+        for (position, counts) in by_position.iter().enumerate() {
+            for (symbol, &c) in counts.iter().enumerate() {
+                assert!(
+                    (29_750..32_750).contains(&c),
+                    "position {position}: symbol {symbol} drawn {c} times"
+                );
+            }
         }
+        assert_eq!(seen.len(), DRAWS);
     }
 
     #[test]

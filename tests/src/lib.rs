@@ -18,6 +18,8 @@ use ec2pass_shared::config::SigningSecret;
 use ec2pass_shared::ids::InstanceId;
 use issuer::verify::sign;
 
+pub mod secrets;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,6 +37,7 @@ pub struct Local {
 impl Local {
     /// Reads `dev/local.env`.
     pub fn load() -> Self {
+        secrets::capture_logs();
         let path = root().join("dev/local.env");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -306,11 +309,17 @@ impl Answer {
     }
 
     /// The password in the answer, as shown (`xxxx-xxxx-xxxx-xxxx-xxxx`), if there is one.
+    /// Every password read here goes in the secrets ledger (see [`secrets`]).
     pub fn password(&self) -> Option<String> {
-        self.text()
+        let found = self
+            .text()
             .split(|c: char| c.is_whitespace() || c == '`')
             .find(|w| ec2pass_shared::password::Password::from_tag(w).is_some() && w.len() == 24)
-            .map(str::to_owned)
+            .map(str::to_owned);
+        if let Some(p) = &found {
+            secrets::remember(p);
+        }
+        found
     }
 }
 
@@ -405,8 +414,11 @@ pub fn state_change(instance: &InstanceId, state: &str) -> serde_json::Value {
     })
 }
 
-/// Sets one tag on an instance.
+/// Sets one tag on an instance. An `Auth` value goes in the secrets ledger (see [`secrets`]).
 pub async fn tag(ec2: &aws_sdk_ec2::Client, instance: &InstanceId, key: &str, value: &str) {
+    if key == "Auth" {
+        secrets::remember(value);
+    }
     ec2.create_tags()
         .resources(instance.as_str())
         .tags(Tag::builder().key(key).value(value).build())
@@ -614,3 +626,4 @@ pub async fn invoke(
         .await
         .expect("a JSON answer")
 }
+
