@@ -581,3 +581,92 @@ async fn random_signed_input_never_panics_and_never_gets_a_5xx() {
         );
     }
 }
+
+/// Everything the code under test logs, at TRACE, while it is in scope.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn no_log_line_of_any_request_path_holds_a_password_a_digest_or_the_secret() {
+    // Given every log line captured at TRACE while requests take every path
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logs = tracing::subscriber::set_default(subscriber);
+    let issuer = issuer();
+    let pasted = Password::generate();
+    let mut shown = Vec::new();
+    // When a requester mints, lists, revokes, pastes a password as the command text, exceeds
+    // the rate limit, and a forger sends the same body with a wrong signature
+    for text in [
+        INSTANCE,
+        INSTANCE,
+        "list",
+        "revoke all",
+        INSTANCE,
+        INSTANCE,
+        INSTANCE,
+    ] {
+        let reply = send(&issuer, &form("U1", text)).await;
+        shown.extend(password_in(&reply));
+    }
+    for text in [
+        pasted.display(),
+        format!("{INSTANCE} {}", pasted.canonical()),
+    ] {
+        let reply = send(&issuer, &form("U2", &text)).await;
+        assert!(password_in(&reply).is_none());
+    }
+    let body = form("U3", INSTANCE);
+    let forged = issuer
+        .handle(&signed(&NOW.0.to_string(), "v0=00", &body))
+        .await;
+    assert_eq!(forged.status, 401);
+    let outage = send(&issuer_with(DownStore, config()), &form("U1", INSTANCE)).await;
+    assert!(password_in(&outage).is_none());
+    // Then the logs say something, and none of it is a secret
+    let logs = captured.text();
+    assert!(shown.len() >= 3, "minted {}", shown.len());
+    assert!(
+        logs.lines().count() >= 10,
+        "too few log lines to prove anything:\n{logs}"
+    );
+    for p in shown.iter().chain([&pasted]) {
+        for needle in [
+            p.display(),
+            p.canonical().to_owned(),
+            p.canonical().to_uppercase(),
+            hex::encode(p.digest().as_bytes()),
+        ] {
+            assert!(
+                !logs.contains(&needle),
+                "a password or digest reached a log line"
+            );
+        }
+    }
+    assert!(
+        !logs.contains(SECRET),
+        "the signing secret reached a log line"
+    );
+}
