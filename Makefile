@@ -51,16 +51,24 @@ package: venv ## build the two arm64 Lambda zips with cargo-lambda (zig from .ve
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 \
 		--output-format zip -p issuer -p guard
 	@for f in target/lambda/issuer/bootstrap.zip target/lambda/guard/bootstrap.zip; do \
-		printf '%-40s %8d bytes\n' "$$f" "$$(stat -c %s "$$f")"; done
+		printf '%-40s %8d bytes\n' "$$f" "$$(wc -c < "$$f")"; done
 
-$(VENV)/.sam: $(VENV)/.installed
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli
+# The SAM CLI gets its own environment: it pins other versions of boto3 and the SAM translator
+# than the test tools in .venv/ do.
+SAM_VENV := .venv-sam
+SAM_VERSION := 1.170.0
+
+$(SAM_VENV)/.installed:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_VERSION)
 	touch $@
 
-deploy: $(VENV)/.sam ## sam build, then sam deploy --guided (needs AWS credentials; see README "Deploy")
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam build --beta-features \
-		--template-file infra/template.yaml --config-file infra/samconfig.toml
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam deploy --guided --config-file infra/samconfig.toml
+deploy: venv $(SAM_VENV)/.installed ## sam build, then sam deploy --guided (needs AWS credentials; see README "Deploy")
+	rustup target add aarch64-unknown-linux-gnu
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam build --beta-features \
+		--template-file infra/template.yaml --config-file "$(CURDIR)/infra/samconfig.toml"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam deploy --guided \
+		--config-file "$(CURDIR)/infra/samconfig.toml"
 
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check
@@ -70,4 +78,4 @@ fmt: ## format the code
 	cargo fmt --all
 
 clean: down ## stop everything, remove build output and .venv/
-	rm -rf target $(VENV) .dev
+	rm -rf target $(VENV) $(SAM_VENV) .dev .aws-sam

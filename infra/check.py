@@ -156,8 +156,18 @@ def invariants(template):
     if not table.get("SSESpecification", {}).get("SSEEnabled"):
         problems.append("Table: encryption is not set")
     topic = res.get("AlertTopic", {}).get("Properties", {})
-    if not topic.get("KmsMasterKeyId"):
+    key_id = topic.get("KmsMasterKeyId")
+    if not key_id:
         problems.append("AlertTopic: not encrypted")
+    elif key_id != {"Ref": "AlertKey"}:
+        problems.append("AlertTopic: must use the stack's AlertKey (CloudWatch alarms cannot publish to a topic under alias/aws/sns)")
+    key_policy = res.get("AlertKey", {}).get("Properties", {}).get("KeyPolicy", {})
+    if not any(st.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"
+               and "kms:GenerateDataKey" in actions(st) for st in key_policy.get("Statement", [])):
+        problems.append("AlertKey: the key policy must let cloudwatch.amazonaws.com publish (kms:GenerateDataKey, kms:Decrypt)")
+    if guard and not any("kms:GenerateDataKey" in actions(st) and st.get("Resource") == {"Fn::GetAtt": ["AlertKey", "Arn"]}
+                         for st in statements(guard)):
+        problems.append("GuardFunction: needs kms:GenerateDataKey on AlertKey to publish to the encrypted topic")
     outputs = template.get("Outputs", {})
     for out in ("SlackRequestUrl", "AlertTopicArn"):
         if out not in outputs:
@@ -187,9 +197,20 @@ def policy_invariants(template, tag_policy, scp):
     if not deletes_every_tag:
         problems.append("protect-auth-tag: DeleteTags without tags (which deletes every tag, Auth included) is not denied")
     denied = {a for st in scp.get("Statement", []) if st.get("Effect") == "Deny" for a in st.get("Action", [])}
+    params = template.get("Parameters", {})
+    for key in (params.get("ExemptTag", {}).get("Default"), params.get("GuardTag", {}).get("Default")):
+        for action in ("ec2:CreateTags", "ec2:DeleteTags"):
+            if not any(st.get("Effect") == "Deny" and action in st.get("Action", [])
+                       and key in st.get("Condition", {}).get("ForAnyValue:StringEquals", {}).get("aws:TagKeys", [])
+                       for st in scp.get("Statement", [])):
+                problems.append(f"protect-guard-scp: {action} of the {key} tag is not denied (it would switch the guard off for an instance)")
+    for name, policy in (("protect-auth-tag", tag_policy), ("protect-guard-scp", scp)):
+        if len(json.dumps(policy, separators=(",", ":"))) > 5120:
+            problems.append(f"{name}: longer than the 5,120 characters AWS Organizations allows in a policy")
     for needed in ("lambda:DeleteFunction", "lambda:PutFunctionConcurrency", "lambda:UpdateFunctionCode",
                    "events:DisableRule", "events:DeleteRule", "events:RemoveTargets",
-                   "iam:DeleteRole", "iam:PutRolePolicy", "dynamodb:DeleteTable", "sns:DeleteTopic"):
+                   "iam:DeleteRole", "iam:PutRolePolicy", "dynamodb:DeleteTable", "sns:DeleteTopic",
+                   "kms:ScheduleKeyDeletion", "kms:DisableKey", "ssm:GetParameter", "ssm:PutParameter"):
         if needed not in denied:
             problems.append(f"protect-guard-scp: {needed} is not denied")
     return problems
@@ -257,6 +278,9 @@ def settings_match(template):
             for param in params:
                 if rows and not any(f"`{param}`" in row for row in rows):
                     problems.append(f"docs/configuration.md: the row for {var} does not name its parameter {param}")
+    for param in template.get("Parameters", {}):
+        if f"`{param}`" not in documented:
+            problems.append(f"docs/configuration.md does not describe the parameter {param}")
     return problems
 
 
@@ -331,11 +355,14 @@ def broken_copies(template):
     def url_with_iam(t):
         t["Resources"]["IssuerFunction"]["Properties"]["FunctionUrlConfig"]["AuthType"] = "AWS_IAM"
 
+    def managed_topic_key(t):
+        t["Resources"]["AlertTopic"]["Properties"]["KmsMasterKeyId"] = "alias/aws/sns"
+
     def forget_a_setting(t):
         t["Resources"]["GuardFunction"]["Properties"]["Environment"]["Variables"].pop("EC2PASS_FAIL_MODE")
 
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
-                    forget_a_setting):
+                    managed_topic_key, forget_a_setting):
         broken = copy.deepcopy(template)
         breaker(broken)
         yield breaker.__name__, broken, None
@@ -355,7 +382,10 @@ def broken_policies():
     def scp_allows_concurrency_zero(_, scp):
         scp["Statement"][0]["Action"].remove("lambda:PutFunctionConcurrency")
 
-    for breaker in (all_values_in_deny, forget_delete_all, scp_allows_concurrency_zero):
+    def scp_forgets_the_exempt_tag(_, scp):
+        scp["Statement"] = [st for st in scp["Statement"] if st.get("Sid") != "KeepTheExemptionTags"]
+
+    for breaker in (all_values_in_deny, forget_delete_all, scp_allows_concurrency_zero, scp_forgets_the_exempt_tag):
         tag, s = copy.deepcopy(tag_policy), copy.deepcopy(scp)
         breaker(tag, s)
         yield breaker.__name__, (tag, s)
