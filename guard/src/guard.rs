@@ -17,10 +17,10 @@
 //! conditional write, stop); the allow path two (describe, one transaction). Calls that do not
 //! decide the outcome (untag, burn, publish) run with or after the stop.
 //!
-//! The invocation that records a verdict owns its alert; if publishing fails it gives the alert
-//! back and returns an error, and the retry that finds the verdict publishes it. When AWS cannot
-//! be reached after the SDK's retries the guard fails closed (stops, alerts `guard-error`,
-//! returns an error so Lambda retries), or open if so configured.
+//! The invocation that records a verdict owns its alert; if publishing (or the stop before it)
+//! fails it gives the alert back and returns an error, and the retry that finds the verdict
+//! publishes it. When AWS cannot be reached after the SDK's retries the guard fails closed
+//! (stops, alerts `guard-error`, returns an error so Lambda retries), or open if so configured.
 
 use ec2pass_shared::alert::Action;
 use ec2pass_shared::config::{FailMode, GuardConfig};
@@ -314,7 +314,14 @@ where
         match self.store.record(&v).await {
             Ok(Recorded::Ours) => {
                 info!(instance_id = %facts.id, reason = reason.as_str(), "deny");
-                let action = self.stop_and_untag(facts, origin, inv).await?;
+                let action = match self.stop_and_untag(facts, origin, inv).await {
+                    Ok(action) => action,
+                    Err(e) => {
+                        // The retry that finds this verdict stops again and alerts.
+                        self.give_back_alert(&v.cycle, inv).await;
+                        return Err(e);
+                    }
+                };
                 self.publish_ours(&v, facts, origin, action, inv).await?;
                 Ok(Report::new(&facts.id, Some(v.verdict), true, action, true))
             }
@@ -383,21 +390,30 @@ where
                 v.alert_owner = Some(inv.request_id.clone());
                 describe_password(&mut v, stored.as_ref().filter(|r| r.digest.ct_eq(&digest)));
                 info!(instance_id = %facts.id, reason = reason.as_str(), short_id = ?v.short_id, "deny");
-                // Certain for this cycle: stop while recording; untag and burn alongside.
-                let side_effects = async {
-                    self.untag(facts).await;
+                // Certain for this cycle: stop while recording; burn alongside.
+                let burn = async {
                     if reason == DenyReason::WrongInstance
                         && let Err(e) = self.store.burn(&digest, &cycle).await
                     {
                         warn!(error = %e, "could not burn a leaked password");
                     }
                 };
-                let (action, recorded, ()) = tokio::join!(
-                    self.stop(facts, origin, inv),
-                    self.store.record(&v),
-                    side_effects
-                );
-                let action = action?;
+                let (action, recorded, ()) =
+                    tokio::join!(self.stop(facts, origin, inv), self.store.record(&v), burn);
+                // Untag once the verdict is recorded: if recording failed, the retry must still
+                // see the password to give the same reason.
+                if recorded.is_ok() {
+                    self.untag(facts).await;
+                }
+                let action = match action {
+                    Ok(action) => action,
+                    Err(e) => {
+                        if matches!(recorded, Ok(Recorded::Ours)) {
+                            self.give_back_alert(&v.cycle, inv).await;
+                        }
+                        return Err(e);
+                    }
+                };
                 match recorded {
                     Ok(Recorded::Ours) => {
                         self.publish_ours(&v, facts, origin, action, inv).await?;
@@ -544,10 +560,7 @@ where
         match self.alerts.publish(&alert).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                // Give the alert back so the retry that finds this verdict publishes it.
-                if let Err(release) = self.store.release_alert(&v.cycle, &inv.request_id).await {
-                    error!(error = %release, "could not give back a verdict's alert");
-                }
+                self.give_back_alert(&v.cycle, inv).await;
                 error!(instance_id = %facts.id, error = %e, "publishing the alert failed");
                 Err(GuardError {
                     instance: facts.id.to_string(),
@@ -555,6 +568,13 @@ where
                     detail: e.to_string(),
                 })
             }
+        }
+    }
+
+    /// Gives a verdict's alert back, so the retry that finds the verdict publishes it.
+    async fn give_back_alert(&self, cycle: &Cycle, inv: &Invocation) {
+        if let Err(e) = self.store.release_alert(cycle, &inv.request_id).await {
+            error!(error = %e, "could not give back a verdict's alert");
         }
     }
 
@@ -594,7 +614,10 @@ where
         }
     }
 
-    /// The sweep: decide every guarded, running start since activation that has no verdict.
+    /// The sweep: decide every guarded, running start since activation that has no verdict, and
+    /// enforce again a verdict left unfinished (a deny still up because its stop failed, or an
+    /// alert given back because its publish failed): the sweep's own retries, and later sweeps,
+    /// see only instances still pending or running.
     async fn sweep(&self, origin: &Origin, inv: &Invocation) -> Result<Vec<Report>, GuardError> {
         let now = self.clock.now();
         let sweep_error = |what: &'static str, detail: String| GuardError {
@@ -626,7 +649,20 @@ where
                 continue; // started before the guard was installed: never touched
             }
             match self.store.verdict(&cycle).await {
-                Ok(Some(_)) => continue,
+                Ok(Some(theirs)) => {
+                    let unfinished = matches!(theirs.verdict, Verdict::Deny(_))
+                        || (self.alerts_on(theirs.verdict) && theirs.alert_owner.is_none());
+                    if unfinished {
+                        info!(instance_id = %facts.id, "sweep: enforcing an unfinished verdict again");
+                        match self.enforce_existing(&facts, theirs, origin, inv).await {
+                            Ok(report) => reports.push(report),
+                            Err(e) => {
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                    continue;
+                }
                 Ok(None) => {}
                 Err(e) => {
                     first_error.get_or_insert(sweep_error("verdict-lookup", e.to_string()));

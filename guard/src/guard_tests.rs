@@ -812,6 +812,120 @@ async fn a_stop_that_fails_after_retries_is_an_error_and_an_alert() {
 }
 
 #[tokio::test]
+async fn a_deny_whose_stop_failed_is_alerted_once_by_the_retry() {
+    // Given StopInstances failing (past the SDK's retries) once
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    lock(&g.ec2.stop_script).push_back(Err(StopError::Failed(aws_error("StopInstances"))));
+    // When the deny is recorded but its stop fails, the invocation fails and Lambda retries it
+    let first = run(&g, A, "running").await;
+    assert_eq!(first.err().map(|e| e.what), Some("stop"));
+    let retry = run(&g, A, "running").await;
+    // Then the retry stops it and publishes the deny alert the first invocation gave back
+    assert!(
+        retry
+            .as_ref()
+            .is_ok_and(|r| r.action == Action::Stopped && r.alerted && !r.decided_here),
+        "{retry:?}"
+    );
+    run(&g, A, "running").await.ok();
+    let alerts: Vec<_> = g
+        .alerts
+        .alerts()
+        .iter()
+        .map(|a| (a.verdict.clone(), a.reason.clone()))
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            ("guard-error".to_owned(), "stop".to_owned()),
+            ("deny".to_owned(), "missing".to_owned())
+        ]
+    );
+}
+
+/// The in-memory table, with the next verdict writes failing.
+struct FlakyRecord {
+    inner: MemoryStore,
+    failures: Mutex<u32>,
+}
+
+impl ConsumeStore for FlakyRecord {
+    async fn consume(&self, c: &Consume) -> Result<ConsumeOutcome, StoreError> {
+        self.inner.consume(c).await
+    }
+    async fn burn(&self, digest: &Digest, cycle: &Cycle) -> Result<(), StoreError> {
+        self.inner.burn(digest, cycle).await
+    }
+}
+impl VerdictStore for FlakyRecord {
+    async fn record(&self, v: &VerdictRecord) -> Result<Recorded, StoreError> {
+        {
+            let mut failures = lock(&self.failures);
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(down("PutItem"));
+            }
+        }
+        self.inner.record(v).await
+    }
+    async fn verdict(&self, cycle: &Cycle) -> Result<Option<VerdictRecord>, StoreError> {
+        self.inner.verdict(cycle).await
+    }
+    async fn claim_alert(&self, cycle: &Cycle, owner: &str) -> Result<bool, StoreError> {
+        self.inner.claim_alert(cycle, owner).await
+    }
+    async fn release_alert(&self, cycle: &Cycle, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_alert(cycle, owner).await
+    }
+    async fn activation(&self, now: UnixTime) -> Result<UnixTime, StoreError> {
+        self.inner.activation(now).await
+    }
+}
+impl PasswordLookup for FlakyRecord {
+    async fn find(&self, digest: &Digest) -> Result<Option<PasswordRecord>, StoreError> {
+        self.inner.find(digest).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_verdict_write_keeps_the_tag_so_the_retry_denies_for_the_same_reason() {
+    // Given an expired password on A, and the verdict write failing once
+    let store = MemoryStore::new();
+    let (password, short_id) = mint(&store, Some(A), UnixTime(NOW.0 - 1));
+    let g = guard_with(
+        FlakyRecord {
+            inner: store,
+            failures: Mutex::new(1),
+        },
+        FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )]),
+        config(&[]),
+    );
+    // When the deny cannot be recorded, the invocation fails (the instance is stopped anyway)
+    let first = run(&g, A, "pending").await;
+    assert_eq!(first.err().map(|e| e.what), Some("record-verdict"));
+    assert_eq!(g.ec2.state(A).as_deref(), Some("stopping"));
+    assert!(
+        g.ec2.tags(A).contains_key("Auth"),
+        "the tag stays until the verdict is recorded"
+    );
+    // Then Lambda's retry still sees the password: the same reason, with its short id
+    assert_eq!(
+        verdict_of(&run(&g, A, "pending").await),
+        Some(("deny", Some("expired"), Action::Stopped))
+    );
+    let deny = g.alerts.alerts().into_iter().find(|a| a.verdict == "deny");
+    assert_eq!(
+        deny.and_then(|a| a.password_short_id).as_deref(),
+        Some(short_id.as_str())
+    );
+    assert!(!g.ec2.tags(A).contains_key("Auth"));
+}
+
+#[tokio::test]
 async fn malformed_events_are_acknowledged_without_touching_anything() {
     let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
     for payload in [
@@ -859,6 +973,39 @@ async fn the_sweep_decides_undecided_starts_since_activation_and_leaves_older_on
             .await
             .map(|r| r.len()),
         Ok(0)
+    );
+}
+
+#[tokio::test]
+async fn the_sweeps_retry_stops_a_denied_instance_whose_stop_failed() {
+    // Given a start whose events were lost, and StopInstances failing once
+    let g = guard_with(
+        MemoryStore::new(),
+        FakeEc2::with(vec![instance(A, "running", &[])]),
+        config(&[("EC2PASS_ACTIVATION_TIME", "1795255090")]),
+    );
+    lock(&g.ec2.stop_script).push_back(Err(StopError::Failed(aws_error("StopInstances"))));
+    // When the sweep records the deny but cannot stop it, it fails; Lambda retries it
+    let first = g.handle(&sweep_event(), &inv("sweep")).await;
+    assert_eq!(first.err().map(|e| e.what), Some("stop"));
+    assert_eq!(g.ec2.state(A).as_deref(), Some("running"));
+    let retry = g.handle(&sweep_event(), &inv("sweep")).await;
+    // Then the retry enforces the recorded deny (deciding nothing anew) and alerts it, once
+    let enforced: Vec<_> = retry
+        .iter()
+        .flatten()
+        .map(|r| (r.verdict.as_str(), r.decided_here, r.action, r.alerted))
+        .collect();
+    assert_eq!(enforced, [("deny", false, Action::Stopped, true)]);
+    assert_eq!(g.ec2.state(A).as_deref(), Some("stopping"));
+    assert_eq!(g.store.verdicts().len(), 1);
+    assert_eq!(
+        g.alerts
+            .alerts()
+            .iter()
+            .filter(|a| a.verdict == "deny")
+            .count(),
+        1
     );
 }
 

@@ -22,6 +22,9 @@ pub mod enforce;
 pub mod event;
 pub mod guard;
 
+#[cfg(test)]
+mod fault_matrix;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
