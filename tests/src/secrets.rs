@@ -187,7 +187,7 @@ mod tests {
         let mut secrets = Secrets::default();
         secrets.add_password("k7qm-2x9f-h4tr-8wzn-c3pd");
         secrets.add_needle("the-signing-secret");
-        let found = scan(&[dir.clone()], &secrets).expect("scan");
+        let found = scan(std::slice::from_ref(&dir), &secrets).expect("scan");
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(found.lines, 2);
         found.leaks.len()
@@ -217,6 +217,9 @@ mod tests {
 
     #[test]
     fn a_clean_log_has_no_leaks() {
-        assert_eq!(planted("instance i-0abc denied: unknown password (short id 7f3k9)"), 0);
+        assert_eq!(
+            planted("instance i-0abc denied: unknown password (short id 7f3k9)"),
+            0
+        );
     }
 }
