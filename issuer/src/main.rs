@@ -1,8 +1,10 @@
 //! The issuer Lambda: wires the real AWS clients into the handler, once, at cold start.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 use ec2pass_shared::config::{Env, IssuerConfig};
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
@@ -14,7 +16,15 @@ use lambda_http::{Error, Request, run, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = IssuerConfig::from_env(&Env::process())?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    // Bounded AWS calls: Slack waits 3 s in all: an answer that says "try again" beats none.
+    let timeouts = TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(1))
+        .operation_timeout(Duration::from_secs(2))
+        .build();
+    let aws = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await;
     let secret = issuer::secret::resolve(&config.signing_secret, &aws).await?;
     let issuer = Issuer {
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone()),
