@@ -627,3 +627,152 @@ pub async fn invoke(
         .expect("a JSON answer")
 }
 
+/// The issuer wired to the emulator in-process, as `issuer`'s `main` wires it to AWS, on a clock
+/// of the caller's choosing (a `FixedClock` holds the rate-limit window still).
+pub type LocalIssuer<C> = issuer::handler::Issuer<
+    ec2pass_shared::store::dynamo::DynamoStore,
+    issuer::instances::Ec2Directory,
+    C,
+>;
+
+/// Builds the issuer against the emulator with `dev/local.env`'s settings.
+pub fn local_issuer<C: ec2pass_shared::time::Clock>(
+    local: &Local,
+    aws: &SdkConfig,
+    clock: C,
+) -> LocalIssuer<C> {
+    let config = ec2pass_shared::config::IssuerConfig::from_env(
+        &ec2pass_shared::config::Env::from_fn(local.lookup()),
+    )
+    .expect("issuer configuration from dev/local.env");
+    issuer::handler::Issuer {
+        store: ec2pass_shared::store::dynamo::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(aws),
+            config.table.clone(),
+        ),
+        directory: issuer::instances::Ec2Directory::new(aws_sdk_ec2::Client::new(aws)),
+        secret: local.signing_secret(),
+        clock,
+        config,
+    }
+}
+
+/// The password shown in an answer's text (`xxxx-xxxx-xxxx-xxxx-xxxx`), if there is one. Unlike
+/// [`Answer::password`] it reads any text, such as an in-process [`issuer::handler::Reply`]'s.
+pub fn password_in(text: &str) -> Option<String> {
+    text.split(|c: char| c.is_whitespace() || c == '`')
+        .find(|w| ec2pass_shared::password::Password::from_tag(w).is_some() && w.len() == 24)
+        .map(str::to_owned)
+}
+
+/// A small deterministic pseudo-random sequence (xorshift64*), so load tests shuffle and pick
+/// the same way on every run and a failure can be replayed.
+#[derive(Debug, Clone)]
+pub struct Deterministic(u64);
+
+impl Deterministic {
+    /// A sequence from a seed (0 is replaced by a fixed odd constant).
+    pub fn new(seed: u64) -> Self {
+        Self(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn between(&mut self, lo: usize, hi: usize) -> usize {
+        let span = u64::try_from(hi - lo + 1).unwrap_or(u64::MAX);
+        lo + usize::try_from(self.next_u64() % span).unwrap_or(0)
+    }
+
+    /// Shuffles in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.between(0, i);
+            items.swap(i, j);
+        }
+    }
+}
+
+/// Runs every job with at most `limit` in flight at once (tokio `JoinSet` + `Semaphore`); the
+/// results in the jobs' order, and the most that were ever in flight together.
+pub async fn run_bounded<T, F>(limit: usize, jobs: Vec<F>) -> (Vec<T>, usize)
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut set = tokio::task::JoinSet::new();
+    for (index, job) in jobs.into_iter().enumerate() {
+        let (permits, in_flight, peak) = (permits.clone(), in_flight.clone(), peak.clone());
+        set.spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let out = job.await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            (index, out)
+        });
+    }
+    let mut results: Vec<(usize, T)> = set.join_all().await.into_iter().collect();
+    results.sort_by_key(|(i, _)| *i);
+    (
+        results.into_iter().map(|(_, t)| t).collect(),
+        peak.load(Ordering::SeqCst),
+    )
+}
+
+/// Deletes items by `pk` (BatchWriteItem, 25 at a time), so a test that writes hundreds of items
+/// leaves the shared emulator's table as it found it. moto copies the whole table for every
+/// transaction it runs (to roll back), so every item left behind slows every later transaction.
+pub async fn delete_items(ddb: &aws_sdk_dynamodb::Client, table: &str, keys: &[String]) {
+    use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+    for chunk in keys.chunks(25) {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|k| {
+                WriteRequest::builder()
+                    .delete_request(
+                        DeleteRequest::builder()
+                            .key("pk", AttributeValue::S(k.clone()))
+                            .build()
+                            .expect("a delete request with its key"),
+                    )
+                    .build()
+            })
+            .collect();
+        for _ in 0..10 {
+            if requests.is_empty() {
+                break;
+            }
+            let out = ddb
+                .batch_write_item()
+                .request_items(table, requests)
+                .send()
+                .await
+                .expect("BatchWriteItem against moto");
+            requests = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(table))
+                .unwrap_or_default();
+        }
+    }
+}

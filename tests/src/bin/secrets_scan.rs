@@ -39,7 +39,9 @@ fn main() -> ExitCode {
         found.leaks.len()
     );
     if secrets.passwords == 0 || found.lines == 0 {
-        println!("secrets-scan: nothing to compare (no passwords recorded or no log lines): run the tests first");
+        println!(
+            "secrets-scan: nothing to compare (no passwords recorded or no log lines): run the tests first"
+        );
         return ExitCode::FAILURE;
     }
     if found.leaks.is_empty() {
