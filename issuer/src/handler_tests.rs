@@ -604,16 +604,30 @@ impl Captured {
     }
 }
 
+/// The process-wide subscriber, installed once. A thread-scoped one (`set_default`) misses events
+/// whose callsites other test threads met first with no subscriber: tracing caches that nobody
+/// is interested. Installing a global one re-asks every callsite. Other tests' lines land here
+/// too, which only widens what is searched.
+fn capture_every_log_line() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        if tracing::subscriber::set_global_default(subscriber).is_err() {
+            panic!("another global subscriber is installed in this test process");
+        }
+        captured
+    })
+}
+
 #[tokio::test]
 async fn no_log_line_of_any_request_path_holds_a_password_a_digest_or_the_secret() {
-    // Given every log line captured at TRACE while requests take every path
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logs = tracing::subscriber::set_default(subscriber);
+    // Given every log line of this test process captured at TRACE while requests take every path
+    let captured = capture_every_log_line();
     let issuer = issuer();
     let pasted = Password::generate();
     let mut shown = Vec::new();

@@ -149,7 +149,11 @@ mod tests {
                 by_position[position][symbol] += 1;
                 value = value << 5 | symbol as u128;
             }
-            assert!(seen.insert(value), "duplicate password after {} draws", seen.len());
+            assert!(
+                seen.insert(value),
+                "duplicate password after {} draws",
+                seen.len()
+            );
         }
         // Each symbol is expected 31,250 times in each position (σ ≈ 174). A bias in the bit
         // slicing (a symbol never drawn in some position, or twice as often) lands far outside
