@@ -51,6 +51,11 @@ struct StateChangeDetail {
 
 /// Reads an invocation payload.
 pub fn parse(payload: &Value) -> Trigger {
+    // serde reads a struct from a JSON list too (its fields in order); EventBridge never sends
+    // one, so neither the event nor its detail may be anything but an object.
+    if !payload.is_object() {
+        return Trigger::Ignore("not an EventBridge event: not a JSON object".into());
+    }
     let event: EventBridgeEvent<Value> = match serde_json::from_value(payload.clone()) {
         Ok(e) => e,
         Err(e) => return Trigger::Ignore(format!("not an EventBridge event: {e}")),
@@ -67,6 +72,9 @@ pub fn parse(payload: &Value) -> Trigger {
     };
     match (event.source.as_str(), event.detail_type.as_str()) {
         ("aws.ec2", "EC2 Instance State-change Notification") => {
+            if !event.detail.is_object() {
+                return Trigger::Ignore("state change whose detail is not an object".into());
+            }
             let detail: StateChangeDetail = match serde_json::from_value(event.detail) {
                 Ok(d) => d,
                 Err(e) => {
@@ -160,6 +168,28 @@ mod tests {
         let mut other = state_change("pending");
         other["source"] = json!("aws.s3");
         assert!(matches!(parse(&other), Trigger::Ignore(_)));
+    }
+
+    /// Found by `guard/tests/properties.rs`: serde read the event, or its detail, from a JSON
+    /// list of the fields' values, so `"detail": ["i-…", "pending"]` was a state change.
+    #[test]
+    fn an_event_or_detail_written_as_a_list_is_ignored() {
+        let mut listed_detail = state_change("pending");
+        listed_detail["detail"] = json!(["i-0123456789abcdef0", "pending"]);
+        assert!(matches!(parse(&listed_detail), Trigger::Ignore(_)));
+        let e = state_change("pending");
+        let listed_event = json!([
+            e["version"],
+            e["id"],
+            e["detail-type"],
+            e["source"],
+            e["account"],
+            e["time"],
+            e["region"],
+            e["resources"],
+            e["detail"]
+        ]);
+        assert!(matches!(parse(&listed_event), Trigger::Ignore(_)));
     }
 
     #[test]

@@ -83,12 +83,18 @@ impl Alert {
         let head = format!("[ec2pass] {what} {}", self.instance_id);
         let tail = format!(" in {}/{}: {}", self.account, self.region, self.reason);
         let room = MAX.saturating_sub(head.chars().count() + tail.chars().count());
-        let name = match self.instance_name.as_deref().map(one_line) {
-            // " (" + name + ")" needs 3 characters besides the name; show at least 4 of it.
-            Some(n) if room >= 7 => format!(" ({})", truncate(&n, room - 3)),
+        let blank = |n: &str| n.chars().all(|c| c.is_whitespace() || c.is_control());
+        let name = match self.instance_name.as_deref().filter(|n| !blank(n)) {
+            // " (" + name + ")" needs 3 characters besides the name: the whole name when it
+            // fits, else at least 4 characters of it, else none.
+            Some(n) if n.chars().count() + 3 <= room || room >= 7 => {
+                format!(" ({})", truncate(n, room - 3))
+            }
             _ => String::new(),
         };
-        truncate(&format!("{head}{name}{tail}"), MAX)
+        // Every part can come from outside (the Name tag; account and region from the event),
+        // so the whole line is cleaned. Character for character: the count above still holds.
+        one_line(&truncate(&format!("{head}{name}{tail}"), MAX))
     }
 
     /// The SNS message attributes (all Strings), for subscription filter policies.
@@ -108,10 +114,17 @@ impl Alert {
     }
 }
 
-/// SNS subjects must be one line of printable ASCII-ish text.
+/// SNS subjects must be one line without control characters: those and Unicode's line and
+/// paragraph separators become spaces.
 fn one_line(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -169,6 +182,51 @@ mod tests {
             s.contains(" (line brea…) in "),
             "the name is shortened, not dropped: {s}"
         );
+    }
+
+    /// Found by `guard/tests/properties.rs`: control characters in the account or region (which
+    /// come from the invocation payload) reached the subject, which SNS documents it refuses.
+    #[test]
+    fn no_part_of_the_subject_can_break_its_line() {
+        let mut a = alert();
+        a.account = "1234\u{0}5678\r\n9012".into();
+        a.region = "us-east-1\u{2028}x\u{1b}".into();
+        a.instance_name = Some("web\u{2029}prod\u{85}".into());
+        a.reason = "expired\t".into();
+        let s = a.subject();
+        assert_eq!(
+            s,
+            "[ec2pass] DENIED start of i-0abc1234 (web prod ) in 1234 5678  9012/us-east-1 x : expired "
+        );
+    }
+
+    /// Found by `guard/tests/properties.rs`: a short name that fitted was dropped when there was
+    /// room for it but not for four characters and an ellipsis; and an empty name showed `()`.
+    #[test]
+    fn a_short_name_that_fits_is_shown_and_a_blank_one_is_not() {
+        let mut a = alert();
+        a.instance_id = "i-0123456789abcdef0".into();
+        a.region = "us-gov-central-1".into();
+        a.reason = "wrong-instance".into();
+        // head 45 + tail 49 characters leave room for 6: " (web)" fits, nothing longer does.
+        a.instance_name = Some("web".into());
+        assert_eq!(
+            a.subject(),
+            "[ec2pass] DENIED start of i-0123456789abcdef0 (web) in 123456789012/us-gov-central-1: wrong-instance"
+        );
+        a.instance_name = Some("web-prod".into());
+        assert_eq!(
+            a.subject(),
+            "[ec2pass] DENIED start of i-0123456789abcdef0 in 123456789012/us-gov-central-1: wrong-instance"
+        );
+        for blank in ["", " ", "\n\t"] {
+            let mut a = alert();
+            a.instance_name = Some(blank.into());
+            assert_eq!(
+                a.subject(),
+                "[ec2pass] DENIED start of i-0abc1234 in 123456789012/us-east-1: expired"
+            );
+        }
     }
 
     #[test]
