@@ -6,7 +6,7 @@ VENV := .venv
 STACK := VENV=$(VENV) dev/stack.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev up down demo test fuzz unit template-check lint fmt package deploy clean
+.PHONY: help venv dev up down demo test bench fuzz unit template-check lint fmt package deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -32,20 +32,26 @@ demo: venv ## the narrated story against the local emulator; fails if any step d
 	$(STACK) run -- cargo run --quiet -p ec2pass-tests --bin demo
 
 # What `make test` shows while it runs; everything is in .dev/test.log.
-export SHOWN := ^(test |test result:|     Running|error|warning: unused|failures:|thread |---- )
+export SHOWN := ^(test |test result:|     Running|error|warning: unused|failures:|thread |---- |bench-smoke)
 
 test: venv ## every test: template checks, unit, against moto, and end to end under cargo lambda watch
 	$(VENV)/bin/python infra/check.py --self-test
 	cargo build --workspace --all-targets
 	@mkdir -p .dev; rm -rf .dev/secrets .dev/logs/tests-*.log; status=0; \
-	$(STACK) run -- cargo test --workspace --all-targets --no-fail-fast -- --show-output 2>&1 \
+	$(STACK) run -- sh -c 'cargo test --workspace --all-targets --no-fail-fast -- --show-output; s=$$?; \
+		target/debug/bench --smoke || s=1; exit $$s' 2>&1 \
 		| tee .dev/test.log | grep --line-buffered -E "$$SHOWN" || status=$$?; \
 	echo; grep -hE '^(fault-matrix|guard-load|issuer-load|issuer-nasty|threat-model|bench-smoke):' .dev/test.log || true; \
-	grep -hoE '^property [^:]+: [0-9]+ cases passed' .dev/test.log \
+	{ grep -hoE '^property [^:]+: [0-9]+ cases passed' .dev/test.log || true; } \
 		| awk '{ c += $$(NF-2) } END { printf "properties: %d properties, %d cases\n", NR, c }'; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' .dev/test.log; \
 	cargo run --quiet -p ec2pass-tests --bin secrets-scan || status=1; \
 	exit $$status
+
+bench: venv ## performance figures from release builds: a table and target/bench/results.json (docs/performance.md)
+	cargo build --release -p issuer -p guard
+	cargo build --release --workspace --bin bench
+	$(STACK) run -- target/release/bench
 
 fuzz: ## the long property run over every outside-facing parser (100,000 cases per property, ~7 min)
 	EC2PASS_FUZZ_CASES=$${EC2PASS_FUZZ_CASES:-100000} cargo test --workspace --test properties -- --nocapture
