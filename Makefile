@@ -42,8 +42,8 @@ test: venv ## every test: template checks, unit, against moto, and end to end un
 		target/debug/bench --smoke || s=1; exit $$s' 2>&1 \
 		| tee .dev/test.log | grep --line-buffered -E "$$SHOWN" || status=$$?; \
 	echo; grep -hE '^(fault-matrix|guard-load|issuer-load|issuer-nasty|threat-model|bench-smoke):' .dev/test.log || true; \
-	{ grep -hoE '^property [^:]+: [0-9]+ cases passed' .dev/test.log || true; } \
-		| awk '{ c += $$(NF-2) } END { printf "properties: %d properties, %d cases\n", NR, c }'; \
+	awk '/^property .* cases passed/ { n++; for (i = 2; i < NF; i++) if ($$i == "cases" && $$(i+1) == "passed") c += $$(i-1) } \
+		END { printf "properties: %d properties, %d cases\n", n, c }' .dev/test.log; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' .dev/test.log; \
 	cargo run --quiet -p ec2pass-tests --bin secrets-scan || status=1; \
 	exit $$status
