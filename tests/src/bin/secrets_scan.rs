@@ -2,7 +2,8 @@
 //! a password's full digest or the signing secret. See `ec2pass_tests::secrets`.
 //!
 //! Reads `.dev/logs/*.log` (the functions under `cargo lambda watch`, moto, and the in-process
-//! tests' own tracing output) and `.dev/test.log` (what `cargo test` printed), against the ledger
+//! tests' own tracing output), `.dev/test.log` (what `cargo test` printed) and
+//! `target/bench/logs/*.log` (the bench's functions and its in-process run), against the ledger
 //! of every password the tests handled. An empty ledger or no logs fails too: a scan of nothing
 //! proves nothing.
 
@@ -20,7 +21,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let paths = [logs_dir(), ec2pass_tests::root().join(".dev/test.log")];
+    let paths = [
+        logs_dir(),
+        ec2pass_tests::root().join(".dev/test.log"),
+        ec2pass_tests::root().join("target/bench/logs"),
+    ];
     let found = match scan(&paths, &secrets) {
         Ok(f) => f,
         Err(e) => {

@@ -180,8 +180,10 @@ impl World {
         Ok(ids)
     }
 
-    /// Sets the `Auth` tag.
+    /// Sets the `Auth` tag; the value goes in the secrets ledger, so `secrets-scan` looks for
+    /// it in the bench's logs too.
     pub async fn tag_auth(&self, id: &InstanceId, value: &str) -> Fallible<()> {
+        ec2pass_tests::secrets::remember(value);
         self.ec2
             .create_tags()
             .resources(id.as_str())
