@@ -576,12 +576,28 @@ fn smoke_check(r: &Value) -> Fallible<usize> {
             &format!("round_trips.{name}"),
             &p["sequential_calls"],
         );
+        missing.extend(round_trip_regression(name, p));
     }
     if missing.is_empty() {
         Ok(checked)
     } else {
-        Err(format!("figures missing: {}", missing.join(", ")))
+        Err(format!("figures missing or wrong: {}", missing.join(", ")))
     }
+}
+
+/// Round trips are not speed: a path that makes one more call before its decision than its
+/// target, or starts an untag or publish before the stop, is a regression even in smoke mode.
+fn round_trip_regression(name: &str, p: &Value) -> Option<String> {
+    let target = p["target"].as_u64()?;
+    let early = p["other_calls_before_decision"]
+        .as_array()
+        .map_or(0, Vec::len);
+    (p["sequential_calls"].as_u64() != Some(target) || early > 0).then(|| {
+        format!(
+            "round_trips.{name}: {} sequential calls (target {target}), {early} before the decision",
+            p["sequential_calls"]
+        )
+    })
 }
 
 fn verdict(pass: &Value) -> &'static str {
@@ -815,6 +831,18 @@ mod tests {
         assert!(parse(&["--starts", "0"]).is_err());
         assert!(parse(&["--fast"]).is_err());
         assert_eq!(parse(&["--starts", "3"]).map(|o| o.starts), Ok(3));
+    }
+
+    #[test]
+    fn a_round_trip_count_off_target_or_an_early_call_is_a_regression() {
+        let ok = json!({"target": 3, "sequential_calls": 3, "other_calls_before_decision": []});
+        let more = json!({"target": 3, "sequential_calls": 4, "other_calls_before_decision": []});
+        let early = json!({"target": 2, "sequential_calls": 2, "other_calls_before_decision": ["DeleteTags"]});
+        let untargeted = json!({"target": null, "sequential_calls": 2});
+        assert_eq!(round_trip_regression("deny", &ok), None);
+        assert!(round_trip_regression("deny", &more).is_some());
+        assert!(round_trip_regression("allow", &early).is_some());
+        assert_eq!(round_trip_regression("mint", &untargeted), None);
     }
 
     #[test]
