@@ -11,8 +11,6 @@
 //! `--nocapture`. A failing input's seed is saved in `properties.proptest-regressions` next to
 //! this file and replayed first on every later run; commit it with the fix.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -31,38 +29,13 @@ use issuer::request::{
 };
 use issuer::verify::{HeaderValue, MAX_SKEW_SECS, VerifyError, sign, verify};
 use proptest::prelude::*;
-use proptest::test_runner::{FileFailurePersistence, TestCaseResult, TestRunner};
+use proptest::test_runner::TestCaseResult;
 use serde_json::Value;
 use sha2::Sha256;
 
 // ---------------------------------------------------------------------------------------------
 // Running properties
 // ---------------------------------------------------------------------------------------------
-
-/// Cases per property when `EC2PASS_FUZZ_CASES` is not set.
-const DEFAULT_CASES: u32 = 512;
-
-/// Cases per property: `EC2PASS_FUZZ_CASES` when set, else [`DEFAULT_CASES`].
-fn cases() -> u32 {
-    match std::env::var("EC2PASS_FUZZ_CASES") {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("EC2PASS_FUZZ_CASES={v:?} is not a whole number")),
-        Err(_) => DEFAULT_CASES,
-    }
-}
-
-thread_local! {
-    /// How often each outcome came up in the property running on this thread.
-    static OUTCOMES: RefCell<BTreeMap<String, u64>> = const { RefCell::new(BTreeMap::new()) };
-}
-
-/// Counts an outcome of the current case, for the property's summary line: it shows that the
-/// inputs reach every documented outcome, not just one.
-fn outcome(label: impl Into<String>) {
-    OUTCOMES.with(|o| *o.borrow_mut().entry(label.into()).or_default() += 1);
-}
 
 /// The variant name of an enum value (what its `Debug` shows before any fields).
 fn variant(v: &impl Debug) -> String {
@@ -84,39 +57,17 @@ fn label<T: Debug, E: Debug>(r: &Result<T, E>) -> String {
     }
 }
 
-/// Runs one property, prints how many cases it ran and what they came to, and fails with the
-/// minimal failing input.
+#[path = "../../shared/tests/support/harness.rs"]
+mod harness;
+use harness::outcome;
+
+/// Runs one property with the shared runner, keeping its failing seeds beside this file.
 fn check<S>(name: &str, strategy: S, test: impl Fn(S::Value) -> TestCaseResult)
 where
     S: Strategy,
     S::Value: Debug,
 {
-    OUTCOMES.with(|o| o.borrow_mut().clear());
-    let mut config = ProptestConfig::with_cases(cases());
-    config.source_file = Some(file!());
-    config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
-        "proptest-regressions",
-    )));
-    let ran = Cell::new(0u64);
-    let result = TestRunner::new(config).run(&strategy, |value| {
-        ran.set(ran.get() + 1);
-        test(value)
-    });
-    match result {
-        Ok(()) => {
-            let seen = OUTCOMES.with(|o| o.take());
-            let seen: Vec<String> = seen.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            println!(
-                "property {name}: {} cases passed [{}]",
-                ran.get(),
-                seen.join(", ")
-            );
-        }
-        Err(e) => panic!(
-            "property {name} failed ({} cases run, shrinking included): {e}",
-            ran.get()
-        ),
-    }
+    harness::check(file!(), name, strategy, test);
 }
 
 // ---------------------------------------------------------------------------------------------
