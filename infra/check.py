@@ -353,7 +353,7 @@ def invariants(template):
         sts = statements(template, "IssuerFunction")
         granted = {a for st in sts for a in actions(st)}
         for forbidden in ("ec2:StopInstances", "ec2:DeleteTags", "ec2:TerminateInstances", "ec2:CreateTags",
-                          "ec2:ModifyInstanceAttribute", "sns:Publish", "dynamodb:Scan", "dynamodb:BatchWriteItem"):
+                          "ec2:ModifyInstanceAttribute", "sns:Publish", "dynamodb:Scan", "dynamodb:Query", "dynamodb:BatchWriteItem"):
             if forbidden in granted:
                 problems.append(f"IssuerFunction: must not be allowed {forbidden}")
         env = issuer["Properties"].get("Environment", {}).get("Variables", {})
@@ -907,8 +907,10 @@ def claims(w):
          ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem"], [w.table],
          {"dynamodb:LeadingKeys": ["verdict#i-0123456789abcdef0@1700000000"]}, "all", False),
         ("table: the issuer's role cannot reach meta items", ISS, ["dynamodb:PutItem", "dynamodb:GetItem"], [w.table], {"dynamodb:LeadingKeys": ["meta#activation"]}, "all", False),
-        ("table: the issuer's role queries the by-owner index", ISS, ["dynamodb:Query"], [f"{w.table}/index/by-owner"], {"dynamodb:LeadingKeys": ["T0123#U0123"]}, "all", True),
-        ("table: the issuer's role cannot query the alerts-due index", ISS, ["dynamodb:Query"], [f"{w.table}/index/alerts-due"], {}, "all", False),
+        ("table: the issuer's role reads its passwords in one batch", ISS, ["dynamodb:BatchGetItem"], [w.table], {"dynamodb:LeadingKeys": ["pw#0123", "pw#4567"]}, "all", True),
+        ("table: the issuer's role cannot batch-read a verdict with its passwords", ISS, ["dynamodb:BatchGetItem"], [w.table],
+         {"dynamodb:LeadingKeys": ["pw#0123", "verdict#i-0123456789abcdef0@1700000000"]}, "all", False),
+        ("table: the issuer's role queries no index", ISS, ["dynamodb:Query"], [f"{w.table}/index/by-owner", f"{w.table}/index/alerts-due"], {}, "all", False),
         ("table: the guard's role queries the alerts-due index", GRD,
          ["dynamodb:Query"], [f"{w.table}/index/alerts-due"], {}, "all", True),
         ("table: the guard's role describes the table and withdraws a verdict", GRD, ["dynamodb:DescribeTable", "dynamodb:DeleteItem"], [w.table],
@@ -964,6 +966,21 @@ def evaluate_claims(template, policies):
 # ---------------------------------------------------------------------------------------------
 # Settings: the code's variables, the template's environment, the documentation.
 # ---------------------------------------------------------------------------------------------
+
+SAMCONFIG = ROOT / "infra" / "samconfig.toml"
+
+
+def samconfig_matches(template):
+    """Named roles deploy only with CAPABILITY_NAMED_IAM, which `make deploy` takes from samconfig."""
+    import tomllib
+
+    named = any(r.get("Type") == "AWS::IAM::Role" and "RoleName" in r.get("Properties", {})
+                for r in template.get("Resources", {}).values())
+    caps = tomllib.loads(SAMCONFIG.read_text()).get("default", {}).get("deploy", {}).get("parameters", {}).get("capabilities", "")
+    if named and "CAPABILITY_NAMED_IAM" not in str(caps):
+        return ["infra/samconfig.toml: the roles have names, so the deploy needs capabilities = \"CAPABILITY_NAMED_IAM\""]
+    return []
+
 
 def local_table_matches(template):
     """The local setup's create_table call is built from this very resource."""
@@ -1055,6 +1072,7 @@ def check(template, path=None, policies=None, lint=True):
     except Exception as e:  # a broken copy can break the checks' own assumptions
         findings.append(f"invariants: the template cannot be read: {e!r}")
     findings += local_table_matches(template)
+    findings += samconfig_matches(template)
     findings += settings_match(template)
     try:
         identity = {f"{who} role policy {i}": d for who, docs in World(template, policies).identity.items()
