@@ -14,8 +14,9 @@ Nothing here talks to AWS. Layers, because each one misses what the next one see
 4. Settings: every EC2PASS_* variable that shared/src/config.rs reads is set by the template from
    a parameter, and docs/configuration.md describes it and names that parameter.
 5. The example policies (infra/policies/*.json): their shape (Deny only, exact carve-outs, the
-   5,120-character limit of AWS Organizations), and parliament (a maintained IAM policy linter)
-   finds no unknown action and no condition key that AWS never sets for an action.
+   5,120-character limit of AWS Organizations); and parliament (a maintained IAM policy linter),
+   on them and on the stack's own policies, finds no unknown action and no condition key that
+   AWS never sets for an action.
 6. Policy claims ("only the issuer's role can read the secret", "only the admin can mute the
    alerts", ...), each evaluated by Principal Mapper's local IAM simulator (PyPI principalmapper,
    NCC Group) over the SCPs, the key policies, the secret's resource policy and the roles'
@@ -679,8 +680,9 @@ def policy_invariants(template, policies):
     return problems
 
 
-def parliament_findings(policies, identity_policies):
-    """parliament, on the example policies and on the roles' resolved policies: unknown actions,
+def parliament_findings(policies, stack_policies):
+    """parliament, on the example policies and on the stack's resolved policies (the roles', the
+    keys', the secret's): unknown actions,
     condition keys AWS never sets for an action (a Deny on such a key never matches), malformed
     statements. parliament checks a condition key against the action's own keys only, so a key
     of the action's resource type (kms:ResourceAliases on key) is looked up in its definitions."""
@@ -699,7 +701,7 @@ def parliament_findings(policies, identity_policies):
         return any(key in r["condition_keys"] for r in service.get("resources", []) if r["resource"] in types)
 
     problems = []
-    for name, doc in list(policies.items()) + list(identity_policies.items()):
+    for name, doc in list(policies.items()) + list(stack_policies.items()):
         for f in parliament.analyze_policy_string(json.dumps(doc)).findings:
             if f.issue == "UNKNOWN_CONDITION_FOR_ACTION" and resource_type_key(str(f.detail)):
                 continue
@@ -1075,11 +1077,12 @@ def check(template, path=None, policies=None, lint=True):
     findings += samconfig_matches(template)
     findings += settings_match(template)
     try:
-        identity = {f"{who} role policy {i}": d for who, docs in World(template, policies).identity.items()
-                    for i, d in enumerate(docs)}
+        world = World(template, policies)
+        stack_policies = {f"{who} role policy {i}": d for who, docs in world.identity.items() for i, d in enumerate(docs)}
+        stack_policies.update({f"resource policy of {arn}": d for arn, d in world.resource_policies.items()})
     except Exception:
-        identity = {}
-    findings += parliament_findings(policies, identity)
+        stack_policies = {}
+    findings += parliament_findings(policies, stack_policies)
     findings += [message for _, holds, message in evaluate_claims(template, policies) if not holds]
     return findings
 
@@ -1170,6 +1173,11 @@ def broken_copies(template):
         rp = t["Resources"]["SigningSecretPolicy"]["Properties"]["ResourcePolicy"]["Statement"]
         next(s for s in rp if s["Sid"] == "OnlyTheAdminChangesIt")["Action"].remove("secretsmanager:PutResourcePolicy")
 
+    def secret_policy_misspells_an_action(t):
+        # A Deny of an action that does not exist denies nothing.
+        rp = t["Resources"]["SigningSecretPolicy"]["Properties"]["ResourcePolicy"]["Statement"]
+        next(s for s in rp if s["Sid"] == "OnlyTheAdminChangesIt")["Action"].append("secretsmanager:PutSecretValues")
+
     def guard_reads_the_secret(t):
         t["Resources"]["GuardRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(
             {"Sid": "Peek", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": {"Ref": "SigningSecret"}})
@@ -1241,7 +1249,7 @@ def broken_copies(template):
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
                     managed_topic_key, forget_a_setting, bad_alarm_operator, dangling_output_getatt,
                     secret_in_environment, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
-                    issuer_decrypts_directly, secret_policy_lets_everyone_read, secret_policy_lets_anyone_repolicy,
+                    issuer_decrypts_directly, secret_policy_lets_everyone_read, secret_policy_lets_anyone_repolicy, secret_policy_misspells_an_action,
                     guard_reads_the_secret, role_by_path, role_trusts_ec2, guard_without_reserved_concurrency,
                     issuer_uncapped, forget_the_event_age_alarm, forget_the_rule_failures_alarm, forget_the_throttles_alarm,
                     alarm_without_a_name, queue_without_a_name, issuer_reaches_verdicts, issuer_leading_keys_without_null,
