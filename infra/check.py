@@ -950,6 +950,8 @@ def evaluate_claims(template, policies):
     """[(name, holds, message)] for every claim."""
     try:
         w = World(template, policies)
+    except ImportError as e:
+        return [("the simulator", False, f"Principal Mapper is not installed ({e}): run make venv (dev/requirements.txt)")]
     except Exception as e:
         return [("the simulator's world", False, f"the template or the policies cannot be resolved for the simulator: {e!r}")]
     results = []
