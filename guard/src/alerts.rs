@@ -86,6 +86,27 @@ pub fn for_verdict(
     }
 }
 
+/// The alert for a sweep that failed as a whole (its listing or a lookup): no one instance is
+/// concerned, so the instance id reads `sweep`.
+pub fn for_sweep_error(origin: &Origin, failed: &str, detail: String) -> Alert {
+    Alert {
+        schema_version: SCHEMA_VERSION,
+        verdict: "guard-error".to_owned(),
+        reason: failed.to_owned(),
+        instance_id: "sweep".to_owned(),
+        instance_name: None,
+        account: origin.account.clone(),
+        region: origin.region.clone(),
+        event_id: origin.event_id.clone(),
+        event_time: origin.event_time.clone(),
+        launch_time: None,
+        action: Action::None,
+        password_short_id: None,
+        issuer_user_id: None,
+        detail: Some(detail),
+    }
+}
+
 /// The alert for a guard error: what failed, and what was done about it.
 pub fn for_error(
     instance: &InstanceId,

@@ -13,6 +13,16 @@ use crate::ec2::InstanceFacts;
 /// The Auto Scaling group tag AWS puts on group members.
 pub const ASG_TAG: &str = "aws:autoscaling:groupName";
 
+/// Tags AWS puts on instances that a service launched on someone's behalf: an Auto Scaling group
+/// (EKS node groups and Batch make groups too), an EC2 Fleet, a Spot Fleet. Users cannot write
+/// `aws:` tags, so they are true. Such a launch is done by the service's own role, which SCPs do
+/// not restrict, and its tags come from a launch template or a group's propagated tags that
+/// anyone allowed to make a template or a group wrote: an exemption tag on such an instance
+/// proves nothing about an admin, so it is not honoured (docs/policies.md, "Exemptions through a
+/// service").
+pub const LAUNCHED_BY_A_SERVICE: [&str; 3] =
+    [ASG_TAG, "aws:ec2:fleet-id", "aws:ec2spot:fleet-request-id"];
+
 /// Why an instance is not guarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exemption {
@@ -20,7 +30,7 @@ pub enum Exemption {
     Tagged,
     /// Opt-in mode and the guard tag is not `true`.
     NotOptedIn,
-    /// An Auto Scaling member (stopping it makes the group replace it).
+    /// A member of an Auto Scaling group an admin listed in `EC2PASS_EXEMPT_GROUPS`.
     AutoScaling,
 }
 
@@ -40,10 +50,19 @@ fn is_true(v: Option<&String>) -> bool {
     v.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
+/// Whether a service launched the instance on someone's behalf (see [`LAUNCHED_BY_A_SERVICE`]).
+pub fn launched_by_a_service(facts: &InstanceFacts) -> bool {
+    LAUNCHED_BY_A_SERVICE
+        .iter()
+        .any(|t| facts.tags.contains_key(*t))
+}
+
 /// Decides whether the instance is guarded and reads its `Auth` tag.
 pub fn assess(facts: &InstanceFacts, config: &GuardConfig) -> Assessment {
     match &config.mode {
-        GuardMode::OptOut { exempt_tag } if is_true(facts.tags.get(exempt_tag)) => {
+        GuardMode::OptOut { exempt_tag }
+            if is_true(facts.tags.get(exempt_tag)) && !launched_by_a_service(facts) =>
+        {
             return Assessment::Exempt(Exemption::Tagged);
         }
         GuardMode::OptIn { guard_tag } if !is_true(facts.tags.get(guard_tag)) => {
@@ -51,7 +70,12 @@ pub fn assess(facts: &InstanceFacts, config: &GuardConfig) -> Assessment {
         }
         _ => {}
     }
-    if config.exempt_autoscaling && facts.tags.contains_key(ASG_TAG) {
+    // Anyone with `autoscaling:*` can make a group: only a group an admin listed exempts.
+    if facts
+        .tags
+        .get(ASG_TAG)
+        .is_some_and(|group| config.exempt_groups.exempts(group))
+    {
         return Assessment::Exempt(Exemption::AutoScaling);
     }
     match facts.tags.get(&config.auth_tag).map(|v| v.trim()) {
@@ -63,10 +87,16 @@ pub fn assess(facts: &InstanceFacts, config: &GuardConfig) -> Assessment {
     }
 }
 
-/// Whether a tagless pending instance should be described once more before a `missing` deny
-/// (tags given at launch can lag behind the `pending` event).
-pub fn worth_a_second_look(facts: &InstanceFacts) -> bool {
-    facts.state == "pending" && facts.tags.is_empty()
+/// Whether a pending instance should be described once more before it is denied `missing` (or,
+/// in opt-in mode, passed over as not opted in): a tag set just before the start can lag behind
+/// the others, and a pending instance cannot be stopped yet anyway, so the pause costs no
+/// exposure.
+pub fn worth_a_second_look(facts: &InstanceFacts, config: &GuardConfig) -> bool {
+    facts.state == "pending"
+        && matches!(
+            assess(facts, config),
+            Assessment::NoPassword(DenyReason::Missing) | Assessment::Exempt(Exemption::NotOptedIn)
+        )
 }
 
 /// Why the consumption condition failed, from the password item as it was (SPEC §4.3.5).
@@ -82,6 +112,8 @@ pub fn why_refused(
     };
     let cycle_id = cycle.id();
     match (&r.consumed_by, &r.scope) {
+        // Burned by this very cycle: a retry of the leaked-password deny says so again.
+        (Some(by), _) if *by == cycle.burn_mark() => DenyReason::WrongInstance,
         (Some(by), _) if *by != cycle_id => DenyReason::Reused,
         _ if r.is_expired(now) => DenyReason::Expired,
         (_, Some(scope)) if *scope != cycle.instance => DenyReason::WrongInstance,
@@ -207,26 +239,65 @@ mod tests {
     }
 
     #[test]
-    fn auto_scaling_members_are_exempt_by_default_only() {
+    fn auto_scaling_members_are_exempt_only_when_an_admin_listed_their_group() {
+        // Anyone with autoscaling:* (in AmazonEC2FullAccess) can make a group.
         let asg = facts(&[(ASG_TAG, "web")]);
         assert_eq!(
             assess(&asg, &config(&[])),
+            Assessment::NoPassword(DenyReason::Missing)
+        );
+        let listed = config(&[("EC2PASS_EXEMPT_GROUPS", "batch,web")]);
+        assert_eq!(
+            assess(&asg, &listed),
             Assessment::Exempt(Exemption::AutoScaling)
         );
-        let c = config(&[("EC2PASS_EXEMPT_AUTOSCALING", "false")]);
+        let other = facts(&[(ASG_TAG, "miner")]);
         assert_eq!(
-            assess(&asg, &c),
+            assess(&other, &listed),
             Assessment::NoPassword(DenyReason::Missing)
+        );
+        let all = config(&[("EC2PASS_EXEMPT_GROUPS", "*")]);
+        assert_eq!(
+            assess(&other, &all),
+            Assessment::Exempt(Exemption::AutoScaling)
         );
     }
 
     #[test]
-    fn only_a_tagless_pending_instance_gets_a_second_look() {
-        assert!(worth_a_second_look(&facts(&[])));
-        assert!(!worth_a_second_look(&facts(&[("Name", "x")])));
+    fn an_exemption_tag_that_a_service_applied_is_not_honoured() {
+        // A launch template's or a group's tags reach the instance through the service's own
+        // role, which no SCP restricts: the tag proves nothing about an admin.
+        for service_tag in LAUNCHED_BY_A_SERVICE {
+            let f = facts(&[(service_tag, "x"), ("ec2pass:exempt", "true")]);
+            assert_eq!(
+                assess(&f, &config(&[])),
+                Assessment::NoPassword(DenyReason::Missing),
+                "{service_tag}"
+            );
+        }
+        // Launched by a person (RunInstances, where the SCP sees the tag): honoured.
+        assert_eq!(
+            assess(&facts(&[("ec2pass:exempt", "true")]), &config(&[])),
+            Assessment::Exempt(Exemption::Tagged)
+        );
+    }
+
+    #[test]
+    fn a_pending_instance_without_a_password_gets_a_second_look_whatever_else_it_carries() {
+        let c = config(&[]);
+        assert!(worth_a_second_look(&facts(&[]), &c));
+        // Other tags visible, the Auth tag not yet: the README's own "tag, then start".
+        assert!(worth_a_second_look(&facts(&[("Name", "x")]), &c));
+        assert!(!worth_a_second_look(&facts(&[("Auth", "junk")]), &c));
+        assert!(!worth_a_second_look(
+            &facts(&[("ec2pass:exempt", "true")]),
+            &c
+        ));
         let mut running = facts(&[]);
         running.state = "running".into();
-        assert!(!worth_a_second_look(&running));
+        assert!(!worth_a_second_look(&running, &c));
+        let opt_in = config(&[("EC2PASS_GUARD_MODE", "opt-in")]);
+        assert!(worth_a_second_look(&facts(&[("Name", "x")]), &opt_in));
     }
 
     fn record(digest: Digest, scope: Option<&str>, consumed_by: Option<&str>) -> PasswordRecord {
@@ -285,6 +356,12 @@ mod tests {
             ),
             (
                 Some(record(d, Some(other), None)),
+                now,
+                DenyReason::WrongInstance,
+            ),
+            // The retry of a leaked-password deny, after the burn: still wrong-instance.
+            (
+                Some(record(d, Some(other), Some(cycle.burn_mark().as_str()))),
                 now,
                 DenyReason::WrongInstance,
             ),

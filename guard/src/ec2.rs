@@ -65,6 +65,12 @@ impl InstanceFacts {
         )
     }
 
+    /// Whether the instance is in a start (`pending` or `running`): any other state means the
+    /// start an event was about is over.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "running")
+    }
+
     /// Whether its root volume is instance store (it cannot be stopped).
     pub fn has_instance_store_root(&self) -> bool {
         self.root_device_type.as_deref() == Some("instance-store")
@@ -107,8 +113,9 @@ pub trait Ec2: Send + Sync {
     /// StopInstances.
     fn stop(&self, id: &InstanceId) -> impl Future<Output = Result<(), StopError>> + Send;
 
-    /// TerminateInstances.
-    fn terminate(&self, id: &InstanceId) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// TerminateInstances. `Protected` when termination protection is on; `Gone` when the
+    /// instance no longer exists.
+    fn terminate(&self, id: &InstanceId) -> impl Future<Output = Result<(), StopError>> + Send;
 
     /// Turns stop protection off (ModifyInstanceAttribute `DisableApiStop=false`).
     fn clear_stop_protection(
@@ -116,11 +123,20 @@ pub trait Ec2: Send + Sync {
         id: &InstanceId,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 
-    /// DeleteTags for exactly one key (never an empty tag list, which deletes every tag).
+    /// Turns termination protection off (ModifyInstanceAttribute `DisableApiTermination=false`).
+    fn clear_termination_protection(
+        &self,
+        id: &InstanceId,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// DeleteTags for exactly one key *with its value*: EC2 deletes the tag only while it still
+    /// holds `value`, so a password tagged since (for the next start) stays. Never an empty tag
+    /// list, which deletes every tag.
     fn delete_tag(
         &self,
         id: &InstanceId,
         key: &str,
+        value: &str,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 
     /// Every `pending` or `running` instance, all pages (for the sweep).
@@ -221,7 +237,7 @@ impl Ec2 for Ec2Client {
         }
     }
 
-    async fn terminate(&self, id: &InstanceId) -> Result<(), AwsError> {
+    async fn terminate(&self, id: &InstanceId) -> Result<(), StopError> {
         match self
             .client
             .terminate_instances()
@@ -230,9 +246,21 @@ impl Ec2 for Ec2Client {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(failed("TerminateInstances", &e)),
+            Err(e) if not_found(&e) => Err(StopError::Gone),
+            Err(e) if e.code() == Some("OperationNotPermitted") => Err(StopError::Protected),
+            Err(e) => Err(StopError::Failed(failed("TerminateInstances", &e))),
         }
+    }
+
+    async fn clear_termination_protection(&self, id: &InstanceId) -> Result<(), AwsError> {
+        self.client
+            .modify_instance_attribute()
+            .instance_id(id.as_str())
+            .disable_api_termination(AttributeBooleanValue::builder().value(false).build())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| failed("ModifyInstanceAttribute", &e))
     }
 
     async fn clear_stop_protection(&self, id: &InstanceId) -> Result<(), AwsError> {
@@ -246,12 +274,12 @@ impl Ec2 for Ec2Client {
             .map_err(|e| failed("ModifyInstanceAttribute", &e))
     }
 
-    async fn delete_tag(&self, id: &InstanceId, key: &str) -> Result<(), AwsError> {
+    async fn delete_tag(&self, id: &InstanceId, key: &str, value: &str) -> Result<(), AwsError> {
         match self
             .client
             .delete_tags()
             .resources(id.as_str())
-            .tags(Tag::builder().key(key).build())
+            .tags(Tag::builder().key(key).value(value).build())
             .send()
             .await
         {
@@ -390,7 +418,7 @@ mod tests {
             [&describe, &untag]
         ));
         assert_eq!(ec2.describe(&id()).await, Ok(None));
-        assert_eq!(ec2.delete_tag(&id(), "Auth").await, Ok(()));
+        assert_eq!(ec2.delete_tag(&id(), "Auth", "x").await, Ok(()));
     }
 
     #[tokio::test]

@@ -2,9 +2,11 @@
 //!
 //! A freshly launched instance still in `pending` answers StopInstances with
 //! `IncorrectInstanceState`; the stop is retried with backoff until the invocation's time runs
-//! out (the `running` event enforces again). Instances that can never be stopped are terminated
-//! or only alerted on, as configured; stop protection is alerted on, or cleared first if so
-//! configured.
+//! out (the `running` event enforces again). A launch flag must not beat the guard, so by default
+//! stop protection (`--disable-api-stop`) is cleared and the instance stopped, and an instance that
+//! can never be stopped (instance-store root, one-time Spot) is terminated, its termination
+//! protection (`--disable-api-termination`) cleared first. Alert-only for either is an opt-in
+//! (docs/configuration.md states the risk).
 
 use std::time::Duration;
 
@@ -53,7 +55,7 @@ pub async fn stop<E: Ec2>(
                 cleared_protection = true;
             }
             Err(StopError::Protected) => {
-                warn!(instance_id = %facts.id, "stop protection is on: alert only");
+                warn!(instance_id = %facts.id, "stop protection is on: alert only, as configured");
                 return Ok(Action::AlertOnly);
             }
             Err(StopError::Failed(e)) => return Err(e),
@@ -68,9 +70,29 @@ async fn unstoppable<E: Ec2>(
 ) -> Result<Action, AwsError> {
     match config.unstoppable {
         Unstoppable::Terminate => {
-            warn!(instance_id = %facts.id, "cannot be stopped: terminating as configured");
-            ec2.terminate(&facts.id).await?;
-            Ok(Action::Terminated)
+            warn!(instance_id = %facts.id, spot = facts.spot, "cannot be stopped: terminating");
+            match ec2.terminate(&facts.id).await {
+                Ok(()) | Err(StopError::Gone) => return Ok(Action::Terminated),
+                Err(StopError::Protected) => {}
+                Err(StopError::Failed(e)) => return Err(e),
+                Err(other) => {
+                    return Err(AwsError {
+                        operation: "TerminateInstances",
+                        message: format!("unexpected answer {other:?}"),
+                    });
+                }
+            }
+            // `--disable-api-termination` (OperationNotPermitted): clear it, then terminate.
+            info!(instance_id = %facts.id, "clearing termination protection to terminate a denied instance");
+            ec2.clear_termination_protection(&facts.id).await?;
+            match ec2.terminate(&facts.id).await {
+                Ok(()) | Err(StopError::Gone) => Ok(Action::Terminated),
+                Err(StopError::Failed(e)) => Err(e),
+                Err(other) => Err(AwsError {
+                    operation: "TerminateInstances",
+                    message: format!("still refused after clearing protection: {other:?}"),
+                }),
+            }
         }
         Unstoppable::AlertOnly => {
             warn!(instance_id = %facts.id, spot = facts.spot, "cannot be stopped: alert only");

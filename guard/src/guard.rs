@@ -15,24 +15,39 @@
 //!
 //! Every deny path therefore makes three sequential AWS calls before the stop (describe, one
 //! conditional write, stop); the allow path two (describe, one transaction). Calls that do not
-//! decide the outcome (untag, burn, publish) run with or after the stop.
+//! decide the outcome (untag, burn, publish) run with or after the stop. The activation time is
+//! read once per cold start, alongside the first describe.
 //!
-//! The invocation that records a verdict owns its alert; if publishing (or the stop before it)
-//! fails it gives the alert back and returns an error, and the retry that finds the verdict
-//! publishes it. When AWS cannot be reached after the SDK's retries the guard fails closed
-//! (stops, alerts `guard-error`, returns an error so Lambda retries), or open if so configured.
+//! What an event may touch (SPEC §4.2): only a start that is still going (`pending` or
+//! `running`), launched after the guard's activation and within the sweep window. A late or
+//! duplicated event about a start that has ended changes nothing; a forged event about an
+//! instance that predates the guard changes nothing; a start too old to have a verdict any more is
+//! never decided anew (time must never stop an authorized server). A tag is removed only with the
+//! value the verdict was about, so a password tagged since, for the next start, stays.
+//!
+//! Every verdict that alerts is recorded with its alert owed and leased to the recording
+//! invocation ([`ec2pass_shared::verdict::ALERT_LEASE`]); publishing marks it sent. If the
+//! recorder dies anywhere in between, its own retry, a later event of the cycle or the sweep (which
+//! also queries owed alerts of instances no longer running) takes the alert over once the lease
+//! lapses. When AWS cannot be reached after the SDK's retries the guard fails closed (stops,
+//! alerts `guard-error`, returns an error so Lambda retries), or open if so configured.
+
+use std::collections::HashSet;
 
 use ec2pass_shared::alert::Action;
 use ec2pass_shared::config::{FailMode, GuardConfig};
 use ec2pass_shared::digest::Digest;
 use ec2pass_shared::ids::InstanceId;
+use ec2pass_shared::password::Password;
 use ec2pass_shared::store::{
-    Consume, ConsumeOutcome, ConsumeStore, PasswordLookup, PasswordRecord, Recorded, VerdictStore,
+    AlertStore, Consume, ConsumeOutcome, ConsumeStore, PasswordLookup, PasswordRecord, Recorded,
+    VerdictStore,
 };
 use ec2pass_shared::time::{Clock, UnixTime};
-use ec2pass_shared::verdict::{Cycle, DenyReason, Verdict, VerdictRecord};
+use ec2pass_shared::verdict::{AlertClaim, Cycle, DenyReason, Verdict, VerdictRecord};
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -42,12 +57,16 @@ use crate::ec2::{Ec2, InstanceFacts};
 use crate::enforce;
 use crate::event::{self, Origin, Trigger};
 
+/// How many owed alerts one sweep takes over at most (the rest wait for the next sweep).
+pub const SWEEP_ALERTS: usize = 100;
+
 /// One invocation: who it is (to own alerts) and when its time runs out.
 #[derive(Debug, Clone)]
 pub struct Invocation {
     /// Lambda's request id.
     pub request_id: String,
-    /// When to give up retrying a stop (before Lambda's own timeout).
+    /// When to give up retrying a stop: Lambda's own deadline less the time to announce the
+    /// verdict ([`crate::DEADLINE_MARGIN`]).
     pub deadline: Instant,
 }
 
@@ -56,7 +75,8 @@ pub struct Invocation {
 pub struct Report {
     /// The instance.
     pub instance_id: String,
-    /// The cycle's verdict (`allow`, `deny`, `exempt`), or `none` when the instance is gone.
+    /// The cycle's verdict (`allow`, `deny`, `exempt`), or `none` when nothing was decided or
+    /// enforced (the instance is gone, its start is over, or it is not the guard's to touch).
     pub verdict: String,
     /// The deny reason, if any.
     pub reason: Option<String>,
@@ -87,6 +107,10 @@ impl Report {
             alerted,
         }
     }
+
+    fn untouched(id: &InstanceId) -> Self {
+        Self::new(id, None, false, Action::None, false)
+    }
 }
 
 /// An invocation that must fail so Lambda retries it (and, at last, the on-failure destination
@@ -96,7 +120,8 @@ impl Report {
 pub struct GuardError {
     /// The instance (or `sweep`).
     pub instance: String,
-    /// What failed: `describe`, `consume`, `record-verdict`, `stop`, `publish`, `list`.
+    /// What failed: `describe`, `activation`, `consume`, `record-verdict`, `stop`, `publish`,
+    /// `list`, `verdict-lookup`.
     pub what: &'static str,
     /// Details (never a password or digest).
     pub detail: String,
@@ -111,6 +136,14 @@ impl From<GuardError> for lambda_runtime::Diagnostic {
     }
 }
 
+/// What became of a cycle that already had a verdict.
+enum Existing {
+    /// Enforced.
+    Enforced(Report),
+    /// It was an exemption whose reason went away: withdrawn, so decide the cycle anew.
+    Withdrawn,
+}
+
 /// The guard and what it depends on.
 pub struct Guard<S, E, A, C> {
     /// Validated configuration.
@@ -123,15 +156,29 @@ pub struct Guard<S, E, A, C> {
     pub alerts: A,
     /// The time.
     pub clock: C,
+    /// The activation time, read once per cold start.
+    activation: OnceCell<UnixTime>,
 }
 
 impl<S, E, A, C> Guard<S, E, A, C>
 where
-    S: ConsumeStore + VerdictStore + PasswordLookup,
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
     E: Ec2,
     A: Alerts,
     C: Clock,
 {
+    /// A guard over these parts.
+    pub fn new(config: GuardConfig, store: S, ec2: E, alerts: A, clock: C) -> Self {
+        Self {
+            config,
+            store,
+            ec2,
+            alerts,
+            clock,
+            activation: OnceCell::new(),
+        }
+    }
+
     /// Handles one invocation payload.
     pub async fn handle(
         &self,
@@ -157,17 +204,39 @@ where
         }
     }
 
-    /// describe → (a second look at a tagless pending instance) → decide.
+    /// The activation time: configured, or the table's creation time, read once.
+    async fn activation(&self) -> Result<UnixTime, String> {
+        if let Some(t) = self.config.activation_time {
+            return Ok(UnixTime(t));
+        }
+        self.activation
+            .get_or_try_init(|| self.store.activation())
+            .await
+            .copied()
+            .map_err(|e| e.to_string())
+    }
+
+    /// describe (with the activation time, on a cold start) → guard the facts.
     async fn guard_instance(
         &self,
         id: &InstanceId,
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Report, GuardError> {
-        match self.describe(id, origin, inv).await? {
-            Some(facts) => self.guard_facts(facts, origin, inv).await,
-            None => Ok(Report::new(id, None, false, Action::None, false)),
-        }
+        let (described, activation) =
+            tokio::join!(self.describe(id, origin, inv), self.activation());
+        let Some(facts) = described? else {
+            return Ok(Report::untouched(id));
+        };
+        let activation = match activation {
+            Ok(t) => t,
+            // Without it the guard cannot tell an instance that predates it from a new start:
+            // touch nothing, say so, and let Lambda retry.
+            Err(detail) => {
+                return Err(self.alert_error(&facts, origin, "activation", detail).await);
+            }
+        };
+        self.guard_facts(facts, activation, origin, inv).await
     }
 
     async fn describe(
@@ -188,21 +257,30 @@ where
         }
     }
 
-    /// decide → consume or record → enforce → alert, for an instance already described (by
-    /// the event path or the sweep's listing: both get the same second look).
+    /// What an event may touch, then decide → consume or record → enforce → alert, for an
+    /// instance already described (by the event path or the sweep's listing).
     async fn guard_facts(
         &self,
         mut facts: InstanceFacts,
+        activation: UnixTime,
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Report, GuardError> {
-        // Tags given at launch can lag behind a pending instance: look once more before a
-        // tagless instance is denied `missing` (or, in opt-in mode, passed over as exempt).
-        if decide::worth_a_second_look(&facts) {
+        if !facts.is_active() {
+            // The start this event was about is over: change nothing. Only an alert its
+            // recorder owed and never sent is finished (the retry of an invocation that died
+            // after stopping the instance lands here).
+            info!(instance_id = %facts.id, state = %facts.state, "the start is over: nothing to do");
+            return self.finish_owed_alert(&facts, origin, inv).await;
+        }
+        // A password tag set just before the start can lag behind the pending event: look once
+        // more before denying `missing` (a pending instance cannot be stopped yet anyway).
+        if decide::worth_a_second_look(&facts, &self.config) {
             tokio::time::sleep(self.config.tag_retry_delay).await;
             facts = match self.describe(&facts.id, origin, inv).await? {
-                Some(f) => f,
-                None => return Ok(Report::new(&facts.id, None, false, Action::None, false)),
+                Some(f) if f.is_active() => f,
+                Some(f) => return self.finish_owed_alert(&f, origin, inv).await,
+                None => return Ok(Report::untouched(&facts.id)),
             };
         }
         let Some(cycle) = facts.cycle() else {
@@ -217,20 +295,84 @@ where
                 )
                 .await);
         };
+        if cycle.launch_time <= activation {
+            // Started before the guard was installed, whatever the event says: never touched.
+            info!(instance_id = %facts.id, "started before the guard's activation: left alone");
+            return Ok(Report::untouched(&facts.id));
+        }
         let now = self.clock.now();
-        match decide::assess(&facts, &self.config) {
-            Assessment::Exempt(why) => {
-                info!(instance_id = %facts.id, ?why, "exempt");
-                self.exempt(&facts, cycle, origin, inv, now).await
+        if cycle.launch_time < now.minus(self.config.sweep_window) {
+            return self.old_start(&facts, &cycle, origin, inv).await;
+        }
+        self.decide(&facts, cycle, origin, inv, now).await
+    }
+
+    /// A start older than the sweep window: enforce its verdict if the table still has one,
+    /// and otherwise leave it alone. Its verdict may have aged out (TTL), and time must never
+    /// stop an authorized server; a start that old was never seen only if the guard was down.
+    async fn old_start(
+        &self,
+        facts: &InstanceFacts,
+        cycle: &Cycle,
+        origin: &Origin,
+        inv: &Invocation,
+    ) -> Result<Report, GuardError> {
+        match self.store.verdict(cycle).await {
+            Ok(Some(theirs)) if theirs.verdict != Verdict::Exempt => {
+                match self.enforce_existing(facts, theirs, origin, inv).await? {
+                    Existing::Enforced(report) => Ok(report),
+                    Existing::Withdrawn => Ok(Report::untouched(&facts.id)),
+                }
             }
-            Assessment::NoPassword(reason) => {
-                self.deny_without_password(&facts, cycle, reason, origin, inv, now)
-                    .await
+            Ok(_) => {
+                warn!(instance_id = %facts.id, "a start older than the sweep window without a verdict: left alone");
+                Ok(Report::untouched(&facts.id))
             }
-            Assessment::Password(digest) => {
-                self.consume(&facts, cycle, digest, origin, inv, now).await
+            Err(e) => Err(GuardError {
+                instance: facts.id.to_string(),
+                what: "verdict-lookup",
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Decides the cycle: exempt, deny without a password, or consume the password. A cycle
+    /// whose exemption went away since it was recorded is decided a second time.
+    async fn decide(
+        &self,
+        facts: &InstanceFacts,
+        cycle: Cycle,
+        origin: &Origin,
+        inv: &Invocation,
+        now: UnixTime,
+    ) -> Result<Report, GuardError> {
+        for _ in 0..2 {
+            let existing = match decide::assess(facts, &self.config) {
+                Assessment::Exempt(why) => {
+                    info!(instance_id = %facts.id, ?why, "exempt");
+                    self.exempt(facts, cycle.clone(), origin, inv, now).await?
+                }
+                Assessment::NoPassword(reason) => {
+                    self.deny_without_password(facts, cycle.clone(), reason, origin, inv, now)
+                        .await?
+                }
+                Assessment::Password(digest) => {
+                    self.consume(facts, cycle.clone(), digest, origin, inv, now)
+                        .await?
+                }
+            };
+            match existing {
+                Existing::Enforced(report) => return Ok(report),
+                Existing::Withdrawn => {
+                    info!(instance_id = %facts.id, "the exemption's reason went away: deciding again");
+                }
             }
         }
+        Err(GuardError {
+            instance: facts.id.to_string(),
+            what: "record-verdict",
+            detail: "the cycle's verdict changed while it was being decided".into(),
+        })
     }
 
     fn record_for(
@@ -238,6 +380,7 @@ where
         cycle: Cycle,
         verdict: Verdict,
         origin: &Origin,
+        inv: &Invocation,
         now: UnixTime,
     ) -> VerdictRecord {
         VerdictRecord {
@@ -249,13 +392,37 @@ where
             decided_at: now,
             event_id: origin.event_id.clone(),
             retain_until: now.plus(self.config.verdict_retention),
-            alert_owner: None,
+            alert: self
+                .alerts_on(verdict)
+                .then(|| AlertClaim::by(&inv.request_id, now)),
         }
     }
 
-    /// Whether a verdict gets an alert: every deny; allows and exemptions only when auditing.
+    /// Whether a verdict gets an alert: every deny; every exemption unless turned off (an
+    /// exemption is a door); allows only when auditing.
     fn alerts_on(&self, verdict: Verdict) -> bool {
-        matches!(verdict, Verdict::Deny(_)) || self.config.audit_alerts
+        match verdict {
+            Verdict::Deny(_) => true,
+            Verdict::Exempt => self.config.alert_exemptions || self.config.audit_alerts,
+            Verdict::Allow => self.config.audit_alerts,
+        }
+    }
+
+    /// The `Auth` tag's value as this describe read it: what a verdict decided now is about.
+    fn tag_value<'f>(&self, facts: &'f InstanceFacts) -> Option<&'f str> {
+        facts.tags.get(&self.config.auth_tag).map(String::as_str)
+    }
+
+    /// The `Auth` tag's value if it holds the password an existing verdict was about.
+    fn tag_value_of<'f>(
+        &self,
+        facts: &'f InstanceFacts,
+        theirs: &VerdictRecord,
+    ) -> Option<&'f str> {
+        let key = theirs.password_key.as_deref()?;
+        self.tag_value(facts).filter(|value| {
+            Password::from_tag(value.trim()).is_some_and(|p| p.digest().table_key() == key)
+        })
     }
 
     async fn exempt(
@@ -265,28 +432,25 @@ where
         origin: &Origin,
         inv: &Invocation,
         now: UnixTime,
-    ) -> Result<Report, GuardError> {
-        let mut v = self.record_for(cycle, Verdict::Exempt, origin, now);
-        v.alert_owner = self
-            .alerts_on(Verdict::Exempt)
-            .then(|| inv.request_id.clone());
+    ) -> Result<Existing, GuardError> {
+        let v = self.record_for(cycle, Verdict::Exempt, origin, inv, now);
         match self.store.record(&v).await {
             Ok(Recorded::Ours) => {
                 // Not guarded, so never stopped; but a password left in its tag is removed all
-                // the same, so none lingers (the issue: the tag goes on every verdict).
-                self.untag(facts).await;
-                let alerted = self.alerts_on(Verdict::Exempt);
+                // the same, so none lingers.
+                self.untag(facts, self.tag_value(facts)).await;
+                let alerted = v.alert.is_some();
                 if alerted {
                     self.publish_ours(&v, facts, origin, Action::None, inv)
                         .await?;
                 }
-                Ok(Report::new(
+                Ok(Existing::Enforced(Report::new(
                     &facts.id,
                     Some(Verdict::Exempt),
                     true,
                     Action::None,
                     alerted,
-                ))
+                )))
             }
             Ok(Recorded::Theirs(theirs)) => self.enforce_existing(facts, theirs, origin, inv).await,
             // An exempt instance is not stopped for want of an audit record; Lambda retries it.
@@ -308,13 +472,15 @@ where
         origin: &Origin,
         inv: &Invocation,
         now: UnixTime,
-    ) -> Result<Report, GuardError> {
-        let mut v = self.record_for(cycle, Verdict::Deny(reason), origin, now);
-        v.alert_owner = Some(inv.request_id.clone());
+    ) -> Result<Existing, GuardError> {
+        let v = self.record_for(cycle, Verdict::Deny(reason), origin, inv, now);
         match self.store.record(&v).await {
             Ok(Recorded::Ours) => {
                 info!(instance_id = %facts.id, reason = reason.as_str(), "deny");
-                let action = match self.stop_and_untag(facts, origin, inv).await {
+                let action = match self
+                    .stop_and_untag(facts, self.tag_value(facts), origin, inv)
+                    .await
+                {
                     Ok(action) => action,
                     Err(e) => {
                         // The retry that finds this verdict stops again and alerts.
@@ -323,7 +489,13 @@ where
                     }
                 };
                 self.publish_ours(&v, facts, origin, action, inv).await?;
-                Ok(Report::new(&facts.id, Some(v.verdict), true, action, true))
+                Ok(Existing::Enforced(Report::new(
+                    &facts.id,
+                    Some(v.verdict),
+                    true,
+                    action,
+                    true,
+                )))
             }
             Ok(Recorded::Theirs(theirs)) => self.enforce_existing(facts, theirs, origin, inv).await,
             Err(e) => Err(self
@@ -348,12 +520,9 @@ where
         origin: &Origin,
         inv: &Invocation,
         now: UnixTime,
-    ) -> Result<Report, GuardError> {
-        let mut allow = self.record_for(cycle.clone(), Verdict::Allow, origin, now);
+    ) -> Result<Existing, GuardError> {
+        let mut allow = self.record_for(cycle.clone(), Verdict::Allow, origin, inv, now);
         allow.password_key = Some(digest.table_key());
-        allow.alert_owner = self
-            .alerts_on(Verdict::Allow)
-            .then(|| inv.request_id.clone());
         let consume = Consume {
             digest,
             cycle: cycle.clone(),
@@ -363,31 +532,36 @@ where
         match self.store.consume(&consume).await {
             Ok(ConsumeOutcome::Allowed) => {
                 info!(instance_id = %facts.id, "allow");
-                // The verdict is recorded, so the tag can go now.
-                self.untag(facts).await;
-                let alerted = self.alerts_on(Verdict::Allow);
+                // The verdict is recorded, so the tag can go now; then the verdict learns which
+                // password it was (short id, issuer), for audit.
+                self.untag(facts, self.tag_value(facts)).await;
+                let password = self.store.find(&digest).await.ok().flatten();
+                if let Some(p) = &password
+                    && let Err(e) = self.store.annotate(&cycle, &p.short_id, &p.owner).await
+                {
+                    warn!(instance_id = %facts.id, error = %e, "could not note the password on the allow verdict");
+                }
+                let alerted = allow.alert.is_some();
                 if alerted {
-                    let password = self.store.find(&digest).await.ok().flatten();
                     describe_password(&mut allow, password.as_ref());
                     self.publish_ours(&allow, facts, origin, Action::None, inv)
                         .await?;
                 }
-                Ok(Report::new(
+                Ok(Existing::Enforced(Report::new(
                     &facts.id,
                     Some(Verdict::Allow),
                     true,
                     Action::None,
                     alerted,
-                ))
+                )))
             }
             Ok(ConsumeOutcome::Decided(theirs)) => {
                 self.enforce_existing(facts, theirs, origin, inv).await
             }
             Ok(ConsumeOutcome::Refused(stored)) => {
                 let reason = decide::why_refused(stored.as_ref(), &digest, &cycle, now);
-                let mut v = self.record_for(cycle.clone(), Verdict::Deny(reason), origin, now);
+                let mut v = self.record_for(cycle.clone(), Verdict::Deny(reason), origin, inv, now);
                 v.password_key = Some(digest.table_key());
-                v.alert_owner = Some(inv.request_id.clone());
                 describe_password(&mut v, stored.as_ref().filter(|r| r.digest.ct_eq(&digest)));
                 info!(instance_id = %facts.id, reason = reason.as_str(), short_id = ?v.short_id, "deny");
                 // Certain for this cycle: stop while recording; burn alongside.
@@ -403,7 +577,7 @@ where
                 // Untag once the verdict is recorded: if recording failed, the retry must still
                 // see the password to give the same reason.
                 if recorded.is_ok() {
-                    self.untag(facts).await;
+                    self.untag(facts, self.tag_value(facts)).await;
                 }
                 let action = match action {
                     Ok(action) => action,
@@ -417,20 +591,31 @@ where
                 match recorded {
                     Ok(Recorded::Ours) => {
                         self.publish_ours(&v, facts, origin, action, inv).await?;
-                        Ok(Report::new(&facts.id, Some(v.verdict), true, action, true))
+                        Ok(Existing::Enforced(Report::new(
+                            &facts.id,
+                            Some(v.verdict),
+                            true,
+                            action,
+                            true,
+                        )))
+                    }
+                    Ok(Recorded::Theirs(theirs)) if theirs.verdict == Verdict::Exempt => {
+                        // Exempt when it was decided, guarded now (it left its group): the stop
+                        // stands; the exemption is withdrawn and the deny recorded.
+                        self.withdraw(facts, &theirs).await
                     }
                     Ok(Recorded::Theirs(theirs)) => {
                         if theirs.verdict == Verdict::Allow {
                             // Only possible if the tag changed during the start.
                             error!(instance_id = %facts.id, "stopped a start another invocation allowed: the Auth tag changed mid-start");
                         }
-                        Ok(Report::new(
+                        Ok(Existing::Enforced(Report::new(
                             &facts.id,
                             Some(theirs.verdict),
                             false,
                             action,
                             false,
-                        ))
+                        )))
                     }
                     Err(e) => Err(self
                         .fail(
@@ -457,33 +642,111 @@ where
         }
     }
 
-    /// Another invocation decided the cycle: enforce its verdict, decide nothing.
+    /// Withdraws an exemption whose reason went away, so the caller decides the cycle anew.
+    async fn withdraw(
+        &self,
+        facts: &InstanceFacts,
+        theirs: &VerdictRecord,
+    ) -> Result<Existing, GuardError> {
+        match self.store.withdraw_exemption(&theirs.cycle).await {
+            // Withdrawn by us, or by a concurrent invocation: either way, decide again.
+            Ok(_) => Ok(Existing::Withdrawn),
+            Err(e) => Err(GuardError {
+                instance: facts.id.to_string(),
+                what: "record-verdict",
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Another invocation decided the cycle: enforce its verdict, decide nothing (unless it was
+    /// an exemption whose reason has gone away: then it is withdrawn, to be decided again).
     async fn enforce_existing(
         &self,
         facts: &InstanceFacts,
         theirs: VerdictRecord,
         origin: &Origin,
         inv: &Invocation,
-    ) -> Result<Report, GuardError> {
+    ) -> Result<Existing, GuardError> {
+        if theirs.verdict == Verdict::Exempt
+            && !matches!(decide::assess(facts, &self.config), Assessment::Exempt(_))
+        {
+            return self.withdraw(facts, &theirs).await;
+        }
+        let value = self.tag_value_of(facts, &theirs);
         let action = match theirs.verdict {
-            Verdict::Deny(_) => self.stop_and_untag(facts, origin, inv).await?,
-            Verdict::Allow | Verdict::Exempt => Action::None,
+            Verdict::Deny(_) => self.stop_and_untag(facts, value, origin, inv).await?,
+            Verdict::Allow | Verdict::Exempt => {
+                self.untag(facts, value).await;
+                Action::None
+            }
         };
-        // The recorder owns the alert; if it gave it back (its publish failed), take it over.
-        // This holds for every verdict that alerts: denies always, allows and exemptions when
-        // auditing.
-        let mut alerted = false;
-        if self.alerts_on(theirs.verdict) && theirs.alert_owner.is_none() {
-            match self.store.claim_alert(&theirs.cycle, &inv.request_id).await {
-                Ok(true) => {
-                    self.publish_ours(&theirs, facts, origin, action, inv)
-                        .await?;
-                    alerted = true;
-                }
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "could not claim a verdict's alert"),
+        let alerted = self
+            .take_over_alert(&theirs, facts, origin, action, inv)
+            .await?;
+        Ok(Existing::Enforced(Report::new(
+            &facts.id,
+            Some(theirs.verdict),
+            false,
+            action,
+            alerted,
+        )))
+    }
+
+    /// Publishes a verdict's owed alert if this invocation may take it over: the recorder gave
+    /// it back, its lease lapsed, or this is the recorder's own retry.
+    async fn take_over_alert(
+        &self,
+        theirs: &VerdictRecord,
+        facts: &InstanceFacts,
+        origin: &Origin,
+        action: Action,
+        inv: &Invocation,
+    ) -> Result<bool, GuardError> {
+        let now = self.clock.now();
+        if !theirs.alert_claimable_by(&inv.request_id, now) {
+            return Ok(false);
+        }
+        match self
+            .store
+            .claim_alert(&theirs.cycle, &inv.request_id, now)
+            .await
+        {
+            Ok(true) => {
+                self.publish_ours(theirs, facts, origin, action, inv)
+                    .await?;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                warn!(error = %e, "could not claim a verdict's alert");
+                Ok(false)
             }
         }
+    }
+
+    /// An instance whose start is over: if its cycle's verdict still owes an alert, announce it.
+    async fn finish_owed_alert(
+        &self,
+        facts: &InstanceFacts,
+        origin: &Origin,
+        inv: &Invocation,
+    ) -> Result<Report, GuardError> {
+        let Some(cycle) = facts.cycle() else {
+            return Ok(Report::untouched(&facts.id));
+        };
+        let theirs = match self.store.verdict(&cycle).await {
+            Ok(Some(v)) if v.alert.is_some() => v,
+            Ok(_) => return Ok(Report::untouched(&facts.id)),
+            Err(e) => {
+                warn!(instance_id = %facts.id, error = %e, "could not read the verdict of an ended start");
+                return Ok(Report::untouched(&facts.id));
+            }
+        };
+        let action = ended_action(theirs.verdict);
+        let alerted = self
+            .take_over_alert(&theirs, facts, origin, action, inv)
+            .await?;
         Ok(Report::new(
             &facts.id,
             Some(theirs.verdict),
@@ -526,24 +789,28 @@ where
         }
     }
 
-    /// Stops a denied instance and removes its `Auth` tag, at the same time.
+    /// Stops a denied instance and removes the `Auth` tag with `value`, at the same time.
     async fn stop_and_untag(
         &self,
         facts: &InstanceFacts,
+        value: Option<&str>,
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Action, GuardError> {
-        let (action, ()) = tokio::join!(self.stop(facts, origin, inv), self.untag(facts));
+        let (action, ()) = tokio::join!(self.stop(facts, origin, inv), self.untag(facts, value));
         action
     }
 
-    /// Removes the `Auth` tag, if the instance has one. Best effort: the password it held is
-    /// consumed, burned or worthless by now, so a failure is logged, not fatal.
-    async fn untag(&self, facts: &InstanceFacts) {
-        if !facts.tags.contains_key(&self.config.auth_tag) {
-            return;
-        }
-        if let Err(e) = self.ec2.delete_tag(&facts.id, &self.config.auth_tag).await {
+    /// Removes the `Auth` tag, but only while it holds `value` (DeleteTags with a value deletes
+    /// the tag only if it still has that value). Best effort: the password it held is consumed,
+    /// burned or worthless by now, so a failure is logged, not fatal.
+    async fn untag(&self, facts: &InstanceFacts, value: Option<&str>) {
+        let Some(value) = value else { return };
+        if let Err(e) = self
+            .ec2
+            .delete_tag(&facts.id, &self.config.auth_tag, value)
+            .await
+        {
             warn!(instance_id = %facts.id, error = %e, "could not remove the Auth tag");
         }
     }
@@ -558,7 +825,14 @@ where
     ) -> Result<(), GuardError> {
         let alert = alerts::for_verdict(v, facts, origin, action);
         match self.alerts.publish(&alert).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // If this mark is lost, the alert is announced once more after the lease:
+                // at least once, never never.
+                if let Err(e) = self.store.alert_sent(&v.cycle, self.clock.now()).await {
+                    warn!(instance_id = %facts.id, error = %e, "could not mark the alert sent");
+                }
+                Ok(())
+            }
             Err(e) => {
                 self.give_back_alert(&v.cycle, inv).await;
                 error!(instance_id = %facts.id, error = %e, "publishing the alert failed");
@@ -571,10 +845,38 @@ where
         }
     }
 
-    /// Gives a verdict's alert back, so the retry that finds the verdict publishes it.
+    /// Gives a verdict's alert back, so the retry that finds the verdict publishes it. If this
+    /// fails too, the lease still lapses and the alert is taken over then.
     async fn give_back_alert(&self, cycle: &Cycle, inv: &Invocation) {
         if let Err(e) = self.store.release_alert(cycle, &inv.request_id).await {
-            error!(error = %e, "could not give back a verdict's alert");
+            error!(error = %e, "could not give back a verdict's alert; it is taken over when its lease lapses");
+        }
+    }
+
+    /// A `guard-error` alert without enforcement (nothing may be touched), and the error.
+    async fn alert_error(
+        &self,
+        facts: &InstanceFacts,
+        origin: &Origin,
+        what: &'static str,
+        detail: String,
+    ) -> GuardError {
+        error!(instance_id = %facts.id, what, %detail, "guard error");
+        let alert = alerts::for_error(
+            &facts.id,
+            Some(facts),
+            origin,
+            what,
+            detail.clone(),
+            Action::None,
+        );
+        if let Err(e) = self.alerts.publish(&alert).await {
+            error!(error = %e, "could not publish a guard-error alert");
+        }
+        GuardError {
+            instance: facts.id.to_string(),
+            what,
+            detail,
         }
     }
 
@@ -614,71 +916,180 @@ where
         }
     }
 
-    /// The sweep: decide every guarded, running start since activation that has no verdict, and
-    /// enforce again a verdict left unfinished (a deny still up because its stop failed, or an
-    /// alert given back because its publish failed): the sweep's own retries, and later sweeps,
-    /// see only instances still pending or running.
-    async fn sweep(&self, origin: &Origin, inv: &Invocation) -> Result<Vec<Report>, GuardError> {
-        let now = self.clock.now();
-        let sweep_error = |what: &'static str, detail: String| GuardError {
+    /// A sweep failure that concerns no one instance: alerted as `guard-error`, returned.
+    async fn sweep_failed(
+        &self,
+        origin: &Origin,
+        what: &'static str,
+        detail: String,
+    ) -> GuardError {
+        error!(what, %detail, "sweep failed");
+        let alert = alerts::for_sweep_error(origin, what, detail.clone());
+        if let Err(e) = self.alerts.publish(&alert).await {
+            error!(error = %e, "could not publish a guard-error alert");
+        }
+        GuardError {
             instance: "sweep".into(),
             what,
             detail,
+        }
+    }
+
+    /// The sweep: for every running start since activation and within the window, decide it if
+    /// it has no verdict, and finish a verdict left unfinished (a deny still up because its stop
+    /// failed, an alert still owed, an exemption whose reason went away); then announce owed
+    /// alerts of instances no longer running. Verdicts are read 100 per request.
+    async fn sweep(&self, origin: &Origin, inv: &Invocation) -> Result<Vec<Report>, GuardError> {
+        let now = self.clock.now();
+        let activation = match self.activation().await {
+            Ok(t) => t,
+            Err(detail) => return Err(self.sweep_failed(origin, "activation", detail).await),
         };
-        let activation = match self.config.activation_time {
-            Some(t) => UnixTime(t),
-            None => self
-                .store
-                .activation(now)
-                .await
-                .map_err(|e| sweep_error("activation", e.to_string()))?,
+        let instances = match self.ec2.active_instances().await {
+            Ok(list) => list,
+            Err(e) => return Err(self.sweep_failed(origin, "list", e.to_string()).await),
         };
-        let instances = self
-            .ec2
-            .active_instances()
-            .await
-            .map_err(|e| sweep_error("list", e.to_string()))?;
+        let oldest = now.minus(self.config.sweep_window);
+        let candidates: Vec<(InstanceFacts, Cycle)> = instances
+            .into_iter()
+            .filter_map(|f| {
+                let cycle = f.cycle()?;
+                // Before the guard, or too old to decide: never touched (see `old_start`).
+                (cycle.launch_time > activation && cycle.launch_time >= oldest)
+                    .then_some((f, cycle))
+            })
+            .collect();
+        let cycles: Vec<Cycle> = candidates.iter().map(|(_, c)| c.clone()).collect();
+        let verdicts = match self.store.verdicts(&cycles).await {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self
+                    .sweep_failed(origin, "verdict-lookup", e.to_string())
+                    .await);
+            }
+        };
         let mut reports = Vec::new();
         let mut first_error = None;
-        for facts in instances {
-            if matches!(decide::assess(&facts, &self.config), Assessment::Exempt(_)) {
-                continue;
-            }
-            let Some(cycle) = facts.cycle() else { continue };
-            if cycle.launch_time <= activation {
-                continue; // started before the guard was installed: never touched
-            }
-            match self.store.verdict(&cycle).await {
-                Ok(Some(theirs)) => {
-                    let unfinished = matches!(theirs.verdict, Verdict::Deny(_))
-                        || (self.alerts_on(theirs.verdict) && theirs.alert_owner.is_none());
-                    if unfinished {
-                        info!(instance_id = %facts.id, "sweep: enforcing an unfinished verdict again");
-                        match self.enforce_existing(&facts, theirs, origin, inv).await {
-                            Ok(report) => reports.push(report),
-                            Err(e) => {
-                                first_error.get_or_insert(e);
-                            }
-                        }
+        let mut seen = HashSet::new();
+        for (facts, cycle) in candidates {
+            seen.insert(cycle.verdict_key());
+            let result = match verdicts.get(&cycle.verdict_key()) {
+                Some(theirs) if self.unfinished(theirs, &facts, now, inv) => {
+                    info!(instance_id = %facts.id, "sweep: finishing a verdict");
+                    match self
+                        .enforce_existing(&facts, theirs.clone(), origin, inv)
+                        .await
+                    {
+                        Ok(Existing::Enforced(report)) => Ok(Some(report)),
+                        Ok(Existing::Withdrawn) => self
+                            .guard_facts(facts, activation, origin, inv)
+                            .await
+                            .map(Some),
+                        Err(e) => Err(e),
                     }
-                    continue;
                 }
+                Some(_) => Ok(None),
+                None => {
+                    info!(instance_id = %facts.id, "sweep: a start without a verdict");
+                    self.guard_facts(facts, activation, origin, inv)
+                        .await
+                        .map(Some)
+                }
+            };
+            match result {
+                Ok(Some(report)) => reports.push(report),
                 Ok(None) => {}
-                Err(e) => {
-                    first_error.get_or_insert(sweep_error("verdict-lookup", e.to_string()));
-                    continue;
-                }
-            }
-            info!(instance_id = %facts.id, "sweep: a start without a verdict");
-            match self.guard_facts(facts, origin, inv).await {
-                Ok(report) => reports.push(report),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
-        info!(decided = reports.len(), "sweep done");
+        match self.store.due_alerts(now, SWEEP_ALERTS).await {
+            Ok(due) => {
+                for theirs in due {
+                    if seen.contains(&theirs.cycle.verdict_key()) {
+                        continue;
+                    }
+                    match self.announce_owed(theirs, origin, inv).await {
+                        Ok(report) => reports.push(report),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(
+                    self.sweep_failed(origin, "alert-lookup", e.to_string())
+                        .await,
+                );
+            }
+        }
+        info!(finished = reports.len(), "sweep done");
         first_error.map_or(Ok(reports), Err)
+    }
+
+    /// Whether a verdict found by the sweep still needs work.
+    fn unfinished(
+        &self,
+        theirs: &VerdictRecord,
+        facts: &InstanceFacts,
+        now: UnixTime,
+        inv: &Invocation,
+    ) -> bool {
+        match theirs.verdict {
+            Verdict::Deny(_) => true,
+            Verdict::Exempt
+                if !matches!(decide::assess(facts, &self.config), Assessment::Exempt(_)) =>
+            {
+                true
+            }
+            _ => theirs.alert_claimable_by(&inv.request_id, now),
+        }
+    }
+
+    /// An owed alert whose instance the sweep did not list (stopped, terminated or gone):
+    /// announce it, enforcing the verdict first if the start is somehow still going.
+    async fn announce_owed(
+        &self,
+        theirs: VerdictRecord,
+        origin: &Origin,
+        inv: &Invocation,
+    ) -> Result<Report, GuardError> {
+        let id = theirs.cycle.instance.clone();
+        let facts = match self.ec2.describe(&id).await {
+            Ok(Some(f)) => f,
+            Ok(None) => InstanceFacts::unknown(id.clone()),
+            Err(e) => {
+                warn!(instance_id = %id, error = %e, "sweep: could not describe; announcing what is known");
+                InstanceFacts::unknown(id.clone())
+            }
+        };
+        if facts.is_active() && facts.cycle().as_ref() == Some(&theirs.cycle) {
+            return match self.enforce_existing(&facts, theirs, origin, inv).await? {
+                Existing::Enforced(report) => Ok(report),
+                Existing::Withdrawn => Ok(Report::untouched(&id)),
+            };
+        }
+        let action = ended_action(theirs.verdict);
+        let alerted = self
+            .take_over_alert(&theirs, &facts, origin, action, inv)
+            .await?;
+        Ok(Report::new(
+            &id,
+            Some(theirs.verdict),
+            false,
+            action,
+            alerted,
+        ))
+    }
+}
+
+/// What an alert says was done for a verdict whose start is over: a deny's instance is down.
+fn ended_action(verdict: Verdict) -> Action {
+    match verdict {
+        Verdict::Deny(_) => Action::Stopped,
+        Verdict::Allow | Verdict::Exempt => Action::None,
     }
 }
 

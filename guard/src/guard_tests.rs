@@ -12,6 +12,7 @@ use ec2pass_shared::password::{Password, new_short_id};
 use ec2pass_shared::store::StoreError;
 use ec2pass_shared::store::memory::MemoryStore;
 use ec2pass_shared::time::FixedClock;
+use ec2pass_shared::verdict::ALERT_LEASE;
 use serde_json::json;
 
 use super::*;
@@ -33,7 +34,9 @@ struct FakeEc2 {
     describe_failures: Mutex<VecDeque<AwsError>>,
     second_looks: Mutex<VecDeque<InstanceFacts>>,
     stop_script: Mutex<VecDeque<Result<(), StopError>>>,
+    terminate_script: Mutex<VecDeque<Result<(), StopError>>>,
     untag_fails: bool,
+    list_fails: bool,
     calls: Mutex<Vec<String>>,
 }
 
@@ -108,29 +111,49 @@ impl Ec2 for FakeEc2 {
         }
         next
     }
-    async fn terminate(&self, instance: &InstanceId) -> Result<(), AwsError> {
+    async fn terminate(&self, instance: &InstanceId) -> Result<(), StopError> {
         self.log(format!("terminate {instance}"));
-        if let Some(f) = lock(&self.instances).get_mut(instance.as_str()) {
+        let next = lock(&self.terminate_script).pop_front().unwrap_or(Ok(()));
+        if next.is_ok()
+            && let Some(f) = lock(&self.instances).get_mut(instance.as_str())
+        {
             f.state = "shutting-down".into();
         }
-        Ok(())
+        next
     }
     async fn clear_stop_protection(&self, instance: &InstanceId) -> Result<(), AwsError> {
         self.log(format!("clear-protection {instance}"));
         Ok(())
     }
-    async fn delete_tag(&self, instance: &InstanceId, key: &str) -> Result<(), AwsError> {
+    async fn clear_termination_protection(&self, instance: &InstanceId) -> Result<(), AwsError> {
+        self.log(format!("clear-termination-protection {instance}"));
+        Ok(())
+    }
+    /// As EC2 does: a key given with a value is deleted only while the tag holds that value
+    /// (EC2 API Reference, DeleteTags: "If you specify a tag key with a value, we delete the tag
+    /// only if its value matches").
+    async fn delete_tag(
+        &self,
+        instance: &InstanceId,
+        key: &str,
+        value: &str,
+    ) -> Result<(), AwsError> {
         self.log(format!("untag {instance} {key}"));
         if self.untag_fails {
             return Err(aws_error("DeleteTags"));
         }
-        if let Some(f) = lock(&self.instances).get_mut(instance.as_str()) {
+        if let Some(f) = lock(&self.instances).get_mut(instance.as_str())
+            && f.tags.get(key).map(String::as_str) == Some(value)
+        {
             f.tags.remove(key);
         }
         Ok(())
     }
     async fn active_instances(&self) -> Result<Vec<InstanceFacts>, AwsError> {
         self.log("list".into());
+        if self.list_fails {
+            return Err(aws_error("DescribeInstances"));
+        }
         Ok(lock(&self.instances)
             .values()
             .filter(|f| !f.is_down())
@@ -198,14 +221,11 @@ fn instance(iid: &str, state: &str, tags: &[(&str, &str)]) -> InstanceFacts {
 
 type TestGuard<S = MemoryStore> = Guard<S, FakeEc2, FakeSns, FixedClock>;
 
-fn guard_with<S>(store: S, ec2: FakeEc2, config: GuardConfig) -> TestGuard<S> {
-    Guard {
-        config,
-        store,
-        ec2,
-        alerts: FakeSns::default(),
-        clock: FixedClock(NOW),
-    }
+fn guard_with<S>(store: S, ec2: FakeEc2, config: GuardConfig) -> TestGuard<S>
+where
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+{
+    Guard::new(config, store, ec2, FakeSns::default(), FixedClock(NOW))
 }
 
 fn guard(ec2: FakeEc2) -> TestGuard {
@@ -266,7 +286,7 @@ fn inv(name: &str) -> Invocation {
 
 async fn run<S>(g: &TestGuard<S>, iid: &str, state: &str) -> Result<Report, GuardError>
 where
-    S: ConsumeStore + VerdictStore + PasswordLookup,
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
 {
     g.handle(&event(iid, state), &inv(&format!("req-{state}")))
         .await
@@ -407,13 +427,17 @@ async fn a_password_for_another_instance_is_denied_and_burned() {
 
 #[tokio::test]
 async fn exempt_instances_are_recorded_and_untagged_but_never_stopped() {
+    let quiet = ("EC2PASS_ALERT_EXEMPTIONS", "false");
     for (tags, extra) in [
-        (vec![("ec2pass:exempt", "true"), ("Auth", "x")], vec![]),
+        (vec![("ec2pass:exempt", "true"), ("Auth", "x")], vec![quiet]),
         (
             vec![("aws:autoscaling:groupName", "web"), ("Auth", "x")],
-            vec![],
+            vec![quiet, ("EC2PASS_EXEMPT_GROUPS", "web")],
         ),
-        (vec![("Auth", "x")], vec![("EC2PASS_GUARD_MODE", "opt-in")]),
+        (
+            vec![("Auth", "x")],
+            vec![quiet, ("EC2PASS_GUARD_MODE", "opt-in")],
+        ),
     ] {
         let g = guard_with(
             MemoryStore::new(),
@@ -432,10 +456,11 @@ async fn exempt_instances_are_recorded_and_untagged_but_never_stopped() {
         );
         assert!(g.alerts.alerts().is_empty());
     }
+    // By default every exemption is announced: an exemption is a door.
     let audited = guard_with(
         MemoryStore::new(),
         FakeEc2::with(vec![instance(A, "running", &[("ec2pass:exempt", "true")])]),
-        config(&[("EC2PASS_AUDIT_ALERTS", "true")]),
+        config(&[]),
     );
     run(&audited, A, "running").await.ok();
     assert_eq!(
@@ -624,43 +649,57 @@ async fn unstoppable_instances_are_alerted_or_terminated_as_configured() {
     let mut spot = instance(B, "running", &[]);
     spot.spot = true;
     for (target, f) in [(A, store_root), (B, spot)] {
+        // By default a launch flag does not beat the guard: what cannot stop is terminated.
         let g = guard(FakeEc2::with(vec![f.clone()]));
-        lock(&g.ec2.stop_script).push_back(Err(StopError::Unstoppable));
-        assert_eq!(
-            verdict_of(&run(&g, target, "running").await).map(|v| v.2),
-            Some(Action::AlertOnly)
-        );
-        assert_eq!(g.ec2.calls("terminate"), 0);
-
-        let g = guard_with(
-            MemoryStore::new(),
-            FakeEc2::with(vec![f]),
-            config(&[("EC2PASS_UNSTOPPABLE_ACTION", "terminate")]),
-        );
         lock(&g.ec2.stop_script).push_back(Err(StopError::Unstoppable));
         assert_eq!(
             verdict_of(&run(&g, target, "running").await).map(|v| v.2),
             Some(Action::Terminated)
         );
         assert_eq!(g.ec2.calls("terminate"), 1);
+        assert_eq!(g.ec2.state(target).as_deref(), Some("shutting-down"));
+
+        let g = guard_with(
+            MemoryStore::new(),
+            FakeEc2::with(vec![f]),
+            config(&[("EC2PASS_UNSTOPPABLE_ACTION", "alert-only")]),
+        );
+        lock(&g.ec2.stop_script).push_back(Err(StopError::Unstoppable));
+        assert_eq!(
+            verdict_of(&run(&g, target, "running").await).map(|v| v.2),
+            Some(Action::AlertOnly)
+        );
+        assert_eq!(g.ec2.calls("terminate"), 0);
     }
 }
 
 #[tokio::test]
-async fn stop_protection_is_alerted_or_cleared_as_configured() {
-    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
-    lock(&g.ec2.stop_script).push_back(Err(StopError::Protected));
+async fn termination_protection_does_not_keep_an_unstoppable_instance_running() {
+    // Given a one-time Spot instance launched with --disable-api-termination
+    let mut spot = instance(A, "running", &[]);
+    spot.spot = true;
+    let g = guard(FakeEc2::with(vec![spot]));
+    lock(&g.ec2.stop_script).push_back(Err(StopError::Unstoppable));
+    lock(&g.ec2.terminate_script).push_back(Err(StopError::Protected));
+    // Then the guard clears the protection and terminates it
     assert_eq!(
-        verdict_of(&run(&g, A, "running").await).map(|v| v.2),
-        Some(Action::AlertOnly)
+        verdict_of(&run(&g, A, "running").await),
+        Some(("deny", Some("missing"), Action::Terminated))
     );
-    assert_eq!(g.ec2.calls("clear-protection"), 0);
+    assert_eq!(
+        (
+            g.ec2.calls("terminate"),
+            g.ec2.calls("clear-termination-protection")
+        ),
+        (2, 1)
+    );
+    assert_eq!(g.ec2.state(A).as_deref(), Some("shutting-down"));
+}
 
-    let g = guard_with(
-        MemoryStore::new(),
-        FakeEc2::with(vec![instance(A, "running", &[])]),
-        config(&[("EC2PASS_CLEAR_STOP_PROTECTION", "true")]),
-    );
+#[tokio::test]
+async fn stop_protection_is_cleared_by_default_and_alerted_only_on_request() {
+    // Given an instance launched with --disable-api-stop: by default it is cleared and stopped
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
     lock(&g.ec2.stop_script).push_back(Err(StopError::Protected));
     assert_eq!(
         verdict_of(&run(&g, A, "running").await).map(|v| v.2),
@@ -670,6 +709,19 @@ async fn stop_protection_is_alerted_or_cleared_as_configured() {
         (g.ec2.calls("clear-protection"), g.ec2.calls("stop")),
         (1, 2)
     );
+    assert_eq!(g.ec2.state(A).as_deref(), Some("stopping"));
+
+    let g = guard_with(
+        MemoryStore::new(),
+        FakeEc2::with(vec![instance(A, "running", &[])]),
+        config(&[("EC2PASS_CLEAR_STOP_PROTECTION", "false")]),
+    );
+    lock(&g.ec2.stop_script).push_back(Err(StopError::Protected));
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await).map(|v| v.2),
+        Some(Action::AlertOnly)
+    );
+    assert_eq!(g.ec2.calls("clear-protection"), 0);
 }
 
 #[tokio::test]
@@ -681,13 +733,19 @@ async fn an_instance_that_is_gone_is_logged_and_done() {
 }
 
 #[tokio::test]
-async fn an_instance_already_down_counts_as_stopped_without_a_call() {
-    let g = guard(FakeEc2::with(vec![instance(A, "stopped", &[])]));
-    assert_eq!(
-        verdict_of(&run(&g, A, "running").await).map(|v| v.2),
-        Some(Action::Stopped)
-    );
-    assert_eq!(g.ec2.calls("stop"), 0);
+async fn an_event_about_a_start_that_is_over_changes_nothing() {
+    // Given an instance already stopped (or terminated) when its event arrives
+    for state in ["stopping", "stopped", "shutting-down", "terminated"] {
+        let g = guard(FakeEc2::with(vec![instance(A, state, &[])]));
+        // Then nothing is decided, stopped, recorded or alerted
+        assert_eq!(
+            verdict_of(&run(&g, A, "running").await),
+            Some(("none", None, Action::None)),
+            "{state}"
+        );
+        assert_eq!(g.ec2.calls("stop"), 0, "{state}");
+        assert!(g.store.verdicts().is_empty() && g.alerts.alerts().is_empty());
+    }
 }
 
 #[tokio::test]
@@ -736,14 +794,32 @@ impl VerdictStore for DownStore {
     async fn verdict(&self, _: &Cycle) -> Result<Option<VerdictRecord>, StoreError> {
         Err(down("GetItem"))
     }
-    async fn claim_alert(&self, _: &Cycle, _: &str) -> Result<bool, StoreError> {
+    async fn verdicts(&self, _: &[Cycle]) -> Result<HashMap<String, VerdictRecord>, StoreError> {
+        Err(down("BatchGetItem"))
+    }
+    async fn annotate(&self, _: &Cycle, _: &ShortId, _: &Owner) -> Result<(), StoreError> {
+        Err(down("UpdateItem"))
+    }
+    async fn withdraw_exemption(&self, _: &Cycle) -> Result<bool, StoreError> {
+        Err(down("DeleteItem"))
+    }
+    async fn activation(&self) -> Result<UnixTime, StoreError> {
+        // The activation is read once per cold start; these tests are about what comes after.
+        Ok(UnixTime(0))
+    }
+}
+impl AlertStore for DownStore {
+    async fn claim_alert(&self, _: &Cycle, _: &str, _: UnixTime) -> Result<bool, StoreError> {
         Err(down("UpdateItem"))
     }
     async fn release_alert(&self, _: &Cycle, _: &str) -> Result<(), StoreError> {
         Err(down("UpdateItem"))
     }
-    async fn activation(&self, _: UnixTime) -> Result<UnixTime, StoreError> {
-        Err(down("PutItem"))
+    async fn alert_sent(&self, _: &Cycle, _: UnixTime) -> Result<(), StoreError> {
+        Err(down("UpdateItem"))
+    }
+    async fn due_alerts(&self, _: UnixTime, _: usize) -> Result<Vec<VerdictRecord>, StoreError> {
+        Err(down("Query"))
     }
 }
 impl PasswordLookup for DownStore {
@@ -871,14 +947,38 @@ impl VerdictStore for FlakyRecord {
     async fn verdict(&self, cycle: &Cycle) -> Result<Option<VerdictRecord>, StoreError> {
         self.inner.verdict(cycle).await
     }
-    async fn claim_alert(&self, cycle: &Cycle, owner: &str) -> Result<bool, StoreError> {
-        self.inner.claim_alert(cycle, owner).await
+    async fn verdicts(
+        &self,
+        cycles: &[Cycle],
+    ) -> Result<HashMap<String, VerdictRecord>, StoreError> {
+        VerdictStore::verdicts(&self.inner, cycles).await
+    }
+    async fn annotate(&self, c: &Cycle, id: &ShortId, o: &Owner) -> Result<(), StoreError> {
+        self.inner.annotate(c, id, o).await
+    }
+    async fn withdraw_exemption(&self, cycle: &Cycle) -> Result<bool, StoreError> {
+        self.inner.withdraw_exemption(cycle).await
+    }
+    async fn activation(&self) -> Result<UnixTime, StoreError> {
+        self.inner.activation().await
+    }
+}
+impl AlertStore for FlakyRecord {
+    async fn claim_alert(&self, c: &Cycle, owner: &str, now: UnixTime) -> Result<bool, StoreError> {
+        self.inner.claim_alert(c, owner, now).await
     }
     async fn release_alert(&self, cycle: &Cycle, owner: &str) -> Result<(), StoreError> {
         self.inner.release_alert(cycle, owner).await
     }
-    async fn activation(&self, now: UnixTime) -> Result<UnixTime, StoreError> {
-        self.inner.activation(now).await
+    async fn alert_sent(&self, cycle: &Cycle, now: UnixTime) -> Result<(), StoreError> {
+        self.inner.alert_sent(cycle, now).await
+    }
+    async fn due_alerts(
+        &self,
+        now: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<VerdictRecord>, StoreError> {
+        self.inner.due_alerts(now, limit).await
     }
 }
 impl PasswordLookup for FlakyRecord {
@@ -904,10 +1004,15 @@ async fn a_failed_verdict_write_keeps_the_tag_so_the_retry_denies_for_the_same_r
         )]),
         config(&[]),
     );
-    // When the deny cannot be recorded, the invocation fails (the instance is stopped anyway)
-    let first = run(&g, A, "pending").await;
+    // When the deny cannot be recorded while the fresh instance still refuses to stop, the
+    // invocation fails
+    lock(&g.ec2.stop_script).extend([Err(StopError::NotYet), Err(StopError::NotYet)]);
+    let short = Invocation {
+        request_id: "req-pending".into(),
+        deadline: Instant::now() + Duration::from_millis(100),
+    };
+    let first = g.handle(&event(A, "pending"), &short).await;
     assert_eq!(first.err().map(|e| e.what), Some("record-verdict"));
-    assert_eq!(g.ec2.state(A).as_deref(), Some("stopping"));
     assert!(
         g.ec2.tags(A).contains_key("Auth"),
         "the tag stays until the verdict is recorded"
@@ -917,6 +1022,9 @@ async fn a_failed_verdict_write_keeps_the_tag_so_the_retry_denies_for_the_same_r
         verdict_of(&run(&g, A, "pending").await),
         Some(("deny", Some("expired"), Action::Stopped))
     );
+    // (Had the first invocation stopped the instance, the retry would find the start over and
+    // change nothing: the stop and the guard-error alert stand; see
+    // `an_event_about_a_start_that_is_over_changes_nothing`.)
     let deny = g.alerts.alerts().into_iter().find(|a| a.verdict == "deny");
     assert_eq!(
         deny.and_then(|a| a.password_short_id).as_deref(),
@@ -1010,16 +1118,33 @@ async fn the_sweeps_retry_stops_a_denied_instance_whose_stop_failed() {
 }
 
 #[tokio::test]
-async fn without_a_configured_activation_the_first_sweep_sets_it() {
-    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
-    // LAUNCH is before NOW, the first sweep's time: A predates activation and is left alone
+async fn without_a_configured_activation_the_tables_creation_is_the_activation() {
+    // The table was created (the stack deployed) after A was launched: A predates the guard
+    let g = guard_with(
+        MemoryStore::activated_at(UnixTime(LAUNCH.0 + 1)),
+        FakeEc2::with(vec![instance(A, "running", &[])]),
+        config(&[]),
+    );
     assert_eq!(
         g.handle(&sweep_event(), &inv("sweep"))
             .await
             .map(|r| r.len()),
         Ok(0)
     );
-    assert_eq!(g.store.activation(UnixTime(0)).await.ok(), Some(NOW));
+    assert_eq!(g.ec2.state(A).as_deref(), Some("running"));
+    // A start after the deploy is swept at once: not only after a first sweep has run
+    let g = guard_with(
+        MemoryStore::activated_at(UnixTime(LAUNCH.0 - 1)),
+        FakeEc2::with(vec![instance(A, "running", &[])]),
+        config(&[]),
+    );
+    let swept = g.handle(&sweep_event(), &inv("sweep")).await;
+    assert_eq!(
+        swept
+            .ok()
+            .map(|r| r.iter().map(|r| r.verdict.clone()).collect::<Vec<_>>()),
+        Some(vec!["deny".to_owned()])
+    );
 }
 
 #[tokio::test]
@@ -1078,4 +1203,337 @@ async fn an_audit_alert_whose_publish_failed_is_published_by_the_retry() {
         ["allow"]
     );
     assert_eq!(g.ec2.calls("stop"), 0);
+}
+
+// ---- the attacker playbook (docs/threat-model.md) ------------------------------------------
+
+/// The cycle of `iid` at LAUNCH.
+fn cycle_of(iid: &str) -> Cycle {
+    Cycle {
+        instance: id(iid),
+        launch_time: LAUNCH,
+    }
+}
+
+#[tokio::test]
+async fn an_authorized_server_still_running_after_its_verdict_aged_out_is_never_stopped() {
+    // Given a start allowed on day 0 with the shortest retention the configuration accepts
+    let (mut g, _, _) = tagged(
+        A,
+        Some(A),
+        NOW.plus(Duration::from_secs(900)),
+        config(&[
+            ("EC2PASS_ACTIVATION_TIME", "1795255090"),
+            ("EC2PASS_VERDICT_RETENTION", "90d"),
+        ]),
+    );
+    assert_eq!(
+        verdict_of(&run(&g, A, "pending").await).map(|v| v.0),
+        Some("allow")
+    );
+    // When the server is still running on day 91, its verdict deleted by the table's TTL
+    let day_91 = NOW.plus(Duration::from_secs(91 * 86_400));
+    g.store.expire_verdicts(day_91);
+    assert!(g.store.verdicts().is_empty(), "the TTL took the verdict");
+    g.clock = FixedClock(day_91);
+    let swept = g.handle(&sweep_event(), &inv("sweep-day-91")).await;
+    // Then the sweep leaves it alone: time never stops an authorized server
+    assert_eq!(swept.map(|r| r.len()), Ok(0));
+    assert_eq!(g.ec2.calls("stop"), 0);
+    assert!(g.store.verdicts().is_empty() && g.alerts.alerts().is_empty());
+    // Nor does a (forged or very late) event about that start
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await),
+        Some(("none", None, Action::None))
+    );
+    assert_eq!(g.ec2.calls("stop"), 0);
+}
+
+#[tokio::test]
+async fn a_late_duplicate_of_a_denied_start_leaves_the_next_starts_password_alone() {
+    // Given a start denied and stopped
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    run(&g, A, "running").await.ok();
+    assert_eq!(g.ec2.state(A).as_deref(), Some("stopping"));
+    // and the operator has since minted a password and tagged it for the next start
+    let (password, _) = mint(&g.store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let mut stopped = instance(A, "stopped", &[("Auth", &password.display())]);
+    stopped.launch_time = Some(LAUNCH);
+    g.ec2.put(stopped);
+    // When a late duplicate of the old start's event arrives
+    let late = run(&g, A, "pending").await;
+    // Then it changes nothing: the tag and the password are there for the next start
+    assert_eq!(verdict_of(&late), Some(("none", None, Action::None)));
+    assert_eq!(
+        g.ec2.tags(A).get("Auth").map(String::as_str),
+        Some(password.display().as_str())
+    );
+    assert_eq!(g.ec2.calls("untag"), 0);
+    assert!(g.store.records().iter().all(|r| r.consumed_by.is_none()));
+    assert_eq!(g.store.verdicts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_tag_is_removed_only_while_it_holds_the_value_the_verdict_was_about() {
+    // Given a deny whose stop is still pending at the deadline (a fresh instance)
+    let g = guard(FakeEc2::with(vec![instance(A, "pending", &[])]));
+    lock(&g.ec2.stop_script).extend([Err(StopError::NotYet), Err(StopError::NotYet)]);
+    let short = Invocation {
+        request_id: "req-pending".into(),
+        deadline: Instant::now() + Duration::from_millis(300),
+    };
+    g.handle(&event(A, "pending"), &short).await.ok();
+    // and a password tagged since, for the next start
+    let (password, _) = mint(&g.store, Some(A), NOW.plus(Duration::from_secs(900)));
+    g.ec2
+        .put(instance(A, "running", &[("Auth", &password.display())]));
+    // When the running event enforces the deny
+    let report = run(&g, A, "running").await;
+    // Then the instance is stopped, but the new password's tag is not the deny's to remove
+    assert_eq!(
+        verdict_of(&report),
+        Some(("deny", Some("missing"), Action::Stopped))
+    );
+    assert!(g.ec2.tags(A).contains_key("Auth"));
+    assert!(g.store.records().iter().all(|r| r.consumed_by.is_none()));
+}
+
+#[tokio::test]
+async fn a_forged_event_about_an_instance_that_predates_the_guard_touches_nothing() {
+    // Given the stack deployed (table created) after A last started
+    let g = guard_with(
+        MemoryStore::activated_at(UnixTime(LAUNCH.0 + 60)),
+        FakeEc2::with(vec![instance(A, "running", &[])]),
+        config(&[]),
+    );
+    // When someone invokes the guard directly with a forged running event for A
+    for state in ["pending", "running"] {
+        let report = run(&g, A, state).await;
+        // Then A is neither decided nor stopped
+        assert_eq!(verdict_of(&report), Some(("none", None, Action::None)));
+    }
+    assert_eq!(g.ec2.calls("stop"), 0);
+    assert!(g.store.verdicts().is_empty() && g.alerts.alerts().is_empty());
+}
+
+#[tokio::test]
+async fn an_auto_scaling_group_anyone_can_create_is_no_way_past_the_guard() {
+    // Given an instance launched through a group nobody listed, with the exemption tag the
+    // group propagated
+    let g = guard(FakeEc2::with(vec![instance(
+        A,
+        "running",
+        &[
+            ("aws:autoscaling:groupName", "miner"),
+            ("ec2pass:exempt", "true"),
+        ],
+    )]));
+    // Then it is denied, stopped and alerted
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await),
+        Some(("deny", Some("missing"), Action::Stopped))
+    );
+    assert_eq!(g.alerts.alerts().len(), 1);
+}
+
+#[tokio::test]
+async fn an_exemption_whose_reason_went_away_is_assessed_again_by_the_sweep() {
+    // Given a member of a listed group, exempt at its start (and alerted)
+    let g = guard_with(
+        MemoryStore::new(),
+        FakeEc2::with(vec![instance(
+            A,
+            "running",
+            &[("aws:autoscaling:groupName", "web")],
+        )]),
+        config(&[
+            ("EC2PASS_EXEMPT_GROUPS", "web"),
+            ("EC2PASS_ACTIVATION_TIME", "1795255090"),
+        ]),
+    );
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await).map(|v| v.0),
+        Some("exempt")
+    );
+    // When it is detached from the group (the group's tag goes with it)
+    g.ec2.put(instance(A, "running", &[]));
+    let swept = g.handle(&sweep_event(), &inv("sweep")).await;
+    // Then the sweep decides it again: denied and stopped
+    assert_eq!(
+        swept.ok().map(|r| r
+            .iter()
+            .map(|r| (r.verdict.clone(), r.action))
+            .collect::<Vec<_>>()),
+        Some(vec![("deny".to_owned(), Action::Stopped)])
+    );
+    assert_eq!(g.ec2.state(A).as_deref(), Some("stopping"));
+    assert_eq!(
+        g.store
+            .verdict(&cycle_of(A))
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.verdict),
+        Some(Verdict::Deny(DenyReason::Missing))
+    );
+    assert_eq!(
+        g.alerts
+            .alerts()
+            .iter()
+            .map(|a| a.verdict.as_str())
+            .collect::<Vec<_>>(),
+        ["exempt", "deny"]
+    );
+}
+
+/// Records a deny for A's cycle whose alert `owner` claimed at `at` and never published: the
+/// recorder died between recording and publishing (a Lambda timeout), after stopping A.
+async fn a_recorder_died(g: &TestGuard, owner: &str, at: UnixTime) {
+    let v = VerdictRecord {
+        cycle: cycle_of(A),
+        verdict: Verdict::Deny(DenyReason::Missing),
+        short_id: None,
+        issuer: None,
+        password_key: None,
+        decided_at: at,
+        event_id: "evt".into(),
+        retain_until: at.plus(Duration::from_secs(86_400 * 90)),
+        alert: Some(AlertClaim::by(owner, at)),
+    };
+    assert_eq!(g.store.record(&v).await.ok(), Some(Recorded::Ours));
+    g.ec2.put(instance(A, "stopped", &[]));
+}
+
+#[tokio::test]
+async fn a_deny_whose_recorder_died_before_publishing_is_announced_by_its_retry() {
+    let g = guard(FakeEc2::default());
+    a_recorder_died(&g, "req-running", NOW).await;
+    // When Lambda retries the invocation (same request id), the start is over
+    let retry = run(&g, A, "running").await;
+    // Then the retry announces the deny it owed, once, and changes nothing else
+    assert!(retry.as_ref().is_ok_and(|r| r.alerted), "{retry:?}");
+    run(&g, A, "running").await.ok();
+    let alerts = g.alerts.alerts();
+    assert_eq!(
+        alerts
+            .iter()
+            .map(|a| (a.verdict.as_str(), a.action))
+            .collect::<Vec<_>>(),
+        [("deny", Action::Stopped)]
+    );
+    assert_eq!(g.ec2.calls("stop"), 0);
+}
+
+#[tokio::test]
+async fn a_deny_whose_recorder_died_is_announced_by_the_sweep_once_the_lease_lapses() {
+    let mut g = guard_with(
+        MemoryStore::new(),
+        FakeEc2::default(),
+        config(&[("EC2PASS_ACTIVATION_TIME", "1795255090")]),
+    );
+    a_recorder_died(&g, "req-dead", NOW).await;
+    // While the lease holds, another invocation leaves the alert to its owner
+    assert!(
+        run(&g, A, "running")
+            .await
+            .is_ok_and(|r| !r.alerted && r.verdict == "deny")
+    );
+    let early = g.handle(&sweep_event(), &inv("sweep")).await;
+    assert_eq!(early.map(|r| r.len()), Ok(0));
+    assert!(g.alerts.alerts().is_empty());
+    // When the lease has lapsed (the instance stopped, so the sweep does not list it)
+    g.clock = FixedClock(NOW.plus(ALERT_LEASE));
+    let swept = g.handle(&sweep_event(), &inv("sweep-2")).await;
+    // Then the sweep announces it, once
+    assert!(swept.is_ok_and(|r| r.len() == 1 && r[0].alerted));
+    g.handle(&sweep_event(), &inv("sweep-3")).await.ok();
+    assert_eq!(g.alerts.alerts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_pending_instance_with_other_tags_but_no_password_yet_is_looked_at_again() {
+    // Given "tag, then start": Name is visible at pending, the Auth tag only a moment later
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
+    let ec2 = FakeEc2::with(vec![instance(A, "pending", &[("Name", "web")])]);
+    lock(&ec2.second_looks).push_back(instance(
+        A,
+        "pending",
+        &[("Name", "web"), ("Auth", &password.display())],
+    ));
+    let g = guard_with(store, ec2, config(&[]));
+    // Then the second look finds the password: allowed, not stopped
+    assert_eq!(
+        verdict_of(&run(&g, A, "pending").await).map(|v| v.0),
+        Some("allow")
+    );
+    assert_eq!(g.ec2.calls("stop"), 0);
+}
+
+#[tokio::test]
+async fn an_allow_verdict_names_its_password_and_issuer() {
+    let (g, _, short_id) = tagged(A, Some(A), NOW.plus(Duration::from_secs(900)), config(&[]));
+    run(&g, A, "pending").await.ok();
+    let v = g.store.verdict(&cycle_of(A)).await.ok().flatten();
+    assert_eq!(
+        v.map(|v| (v.short_id, v.issuer.map(|o| o.user_id))),
+        Some((Some(short_id), Some("U1".to_owned())))
+    );
+}
+
+#[tokio::test]
+async fn the_retry_of_a_leaked_password_deny_still_says_wrong_instance() {
+    // Given a password for B presented on A, and the verdict write failing once
+    let store = MemoryStore::new();
+    let (password, _) = mint(&store, Some(B), NOW.plus(Duration::from_secs(900)));
+    let g = guard_with(
+        FlakyRecord {
+            inner: store,
+            failures: Mutex::new(1),
+        },
+        FakeEc2::with(vec![instance(
+            A,
+            "pending",
+            &[("Auth", &password.display())],
+        )]),
+        config(&[]),
+    );
+    // (the stop fails too, so the instance is still going when Lambda retries)
+    lock(&g.ec2.stop_script).push_back(Err(StopError::Failed(aws_error("StopInstances"))));
+    assert!(run(&g, A, "pending").await.is_err());
+    assert_eq!(g.ec2.state(A).as_deref(), Some("pending"));
+    // When Lambda retries, the password is burned already
+    let retry = run(&g, A, "pending").await;
+    // Then the reason is still what happened: it leaked
+    assert_eq!(
+        verdict_of(&retry),
+        Some(("deny", Some("wrong-instance"), Action::Stopped))
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_whose_listing_fails_alerts_guard_error() {
+    let ec2 = FakeEc2 {
+        list_fails: true,
+        ..FakeEc2::default()
+    };
+    let g = guard_with(
+        MemoryStore::new(),
+        ec2,
+        config(&[("EC2PASS_ACTIVATION_TIME", "1795255090")]),
+    );
+    let result = g.handle(&sweep_event(), &inv("sweep")).await;
+    assert_eq!(result.err().map(|e| e.what), Some("list"));
+    assert_eq!(
+        g.alerts
+            .alerts()
+            .iter()
+            .map(|a| (
+                a.verdict.as_str(),
+                a.reason.as_str(),
+                a.instance_id.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [("guard-error", "list", "sweep")]
+    );
 }

@@ -9,8 +9,9 @@
 //!    why a password did not work.
 //! 4. consume and record ([`ec2pass_shared::store`]): one conditional transaction consumes the
 //!    password for this start and records the allow, or a create-once write records the deny.
-//! 5. [`enforce`]: stopping a denied instance, patiently while it is still `pending`.
-//! 6. [`alerts`]: the SNS alert, once per verdict.
+//! 5. [`enforce`]: stopping a denied instance, patiently while it is still `pending`; clearing
+//!    stop protection, and terminating what cannot stop.
+//! 6. [`alerts`]: the SNS alert, at least once per verdict that alerts.
 //!
 //! [`guard`] strings them together and holds the rules that keep it right under duplicates,
 //! retries and races. `main.rs` only wires real AWS clients into [`guard::Guard`].
@@ -29,8 +30,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-/// How long before Lambda's own timeout the guard stops retrying a stop.
-pub const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
+/// How long before Lambda's own timeout the guard stops retrying a stop: the time to announce
+/// the verdict afterwards (a publish is bounded at 6 s by the SDK's operation timeout, and the
+/// mark that it was sent follows it). Should the invocation die anyway, the alert's lease lapses
+/// and a retry or the sweep announces it.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(7);
 
 /// The point to give up retrying, from Lambda's deadline (milliseconds since the epoch).
 pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {

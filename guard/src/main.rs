@@ -28,13 +28,13 @@ async fn main() -> Result<(), Error> {
         .timeout_config(timeouts)
         .load()
         .await;
-    let guard = Guard {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone()),
-        ec2: Ec2Client::new(aws_sdk_ec2::Client::new(&aws)),
-        alerts: SnsAlerts::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone()),
-        clock: SystemClock,
-        config,
-    };
+    let guard = Guard::new(
+        config.clone(),
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone()),
+        Ec2Client::new(aws_sdk_ec2::Client::new(&aws)),
+        SnsAlerts::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone()),
+        SystemClock,
+    );
     let guard = &guard;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let inv = Invocation {

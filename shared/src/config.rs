@@ -158,14 +158,15 @@ impl fmt::Debug for SigningSecret {
     }
 }
 
-/// Where the issuer gets the Slack signing secret.
+/// Where the issuer gets the Slack signing secret: a Secrets Manager secret (ARN or name), read
+/// once at cold start. The stack encrypts it under a key whose policy lets only the issuer's
+/// role and the admin decrypt, so neither `lambda:GetFunctionConfiguration` nor AWS's
+/// `ReadOnlyAccess` reveals it (there is deliberately no way to pass the secret itself in an
+/// environment variable).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretSource {
-    /// Directly from `EC2PASS_SLACK_SIGNING_SECRET`.
-    Value(SigningSecret),
-    /// From the SSM SecureString parameter named in `EC2PASS_SLACK_SIGNING_SECRET_PARAM`, read once
-    /// at cold start.
-    SsmParameter(String),
+pub struct SecretSource {
+    /// `EC2PASS_SLACK_SIGNING_SECRET_ARN`.
+    pub secret_id: String,
 }
 
 /// Password lifetimes: the default and the bounds a requester may choose within.
@@ -216,26 +217,8 @@ pub struct IssuerConfig {
 impl IssuerConfig {
     /// Reads and validates the issuer's configuration.
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
-        let signing_secret = match (
-            env.get("EC2PASS_SLACK_SIGNING_SECRET"),
-            env.get("EC2PASS_SLACK_SIGNING_SECRET_PARAM"),
-        ) {
-            (Some(v), None) => SecretSource::Value(SigningSecret::new(v)),
-            (None, Some(name)) => SecretSource::SsmParameter(name),
-            (None, None) => {
-                return Err(ConfigError {
-                    var: "EC2PASS_SLACK_SIGNING_SECRET",
-                    problem: "is required (or set EC2PASS_SLACK_SIGNING_SECRET_PARAM to an SSM \
-                              SecureString parameter holding it)"
-                        .into(),
-                });
-            }
-            (Some(_), Some(_)) => {
-                return Err(ConfigError {
-                    var: "EC2PASS_SLACK_SIGNING_SECRET_PARAM",
-                    problem: "set either it or EC2PASS_SLACK_SIGNING_SECRET, not both".into(),
-                });
-            }
+        let signing_secret = SecretSource {
+            secret_id: env.required("EC2PASS_SLACK_SIGNING_SECRET_ARN")?,
         };
         Ok(Self {
             table: table_name(env)?,
@@ -272,10 +255,35 @@ pub enum GuardMode {
 /// What to do with an instance that cannot be stopped (instance-store root, one-time Spot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unstoppable {
-    /// Alert loudly, leave it running (default: terminating loses its data).
+    /// Alert loudly, leave it running (an opt-in: a launch flag then beats the guard).
     AlertOnly,
-    /// Terminate it.
+    /// Terminate it, clearing termination protection first (default).
     Terminate,
+}
+
+/// Which Auto Scaling groups' members are exempt. Anyone with `autoscaling:*` (it is in
+/// `AmazonEC2FullAccess`) can make a group, so membership alone proves nothing: only groups an
+/// admin listed count.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ExemptGroups {
+    /// No group's members are exempt (default).
+    #[default]
+    None,
+    /// Members of these groups (by name) are exempt.
+    Named(Vec<String>),
+    /// Every group's members are exempt (`*`): an opt-in whose risk docs/configuration.md states.
+    All,
+}
+
+impl ExemptGroups {
+    /// Whether members of the group `name` are exempt.
+    pub fn exempts(&self, name: &str) -> bool {
+        match self {
+            ExemptGroups::None => false,
+            ExemptGroups::Named(names) => names.iter().any(|n| n == name),
+            ExemptGroups::All => true,
+        }
+    }
 }
 
 /// What to do when AWS cannot be reached after the SDK's retries.
@@ -298,24 +306,33 @@ pub struct GuardConfig {
     pub auth_tag: String,
     /// Opt-out or opt-in (`EC2PASS_GUARD_MODE`, default `opt-out`).
     pub mode: GuardMode,
-    /// Whether Auto Scaling members are exempt (`EC2PASS_EXEMPT_AUTOSCALING`, default true).
-    pub exempt_autoscaling: bool,
-    /// Unstoppable instances (`EC2PASS_UNSTOPPABLE_ACTION`: `alert-only` (default) or `terminate`).
+    /// Auto Scaling groups whose members are exempt (`EC2PASS_EXEMPT_GROUPS`: comma-separated
+    /// names, `*` for all; default none).
+    pub exempt_groups: ExemptGroups,
+    /// Unstoppable instances (`EC2PASS_UNSTOPPABLE_ACTION`: `terminate` (default) or `alert-only`).
     pub unstoppable: Unstoppable,
     /// Whether to clear stop protection to stop a denied instance
-    /// (`EC2PASS_CLEAR_STOP_PROTECTION`, default false).
+    /// (`EC2PASS_CLEAR_STOP_PROTECTION`, default true).
     pub clear_stop_protection: bool,
+    /// Alerts for every exemption, auditing or not (`EC2PASS_ALERT_EXEMPTIONS`, default true):
+    /// an exemption is a door.
+    pub alert_exemptions: bool,
     /// `EC2PASS_FAIL_MODE`: `closed` (default) or `open`.
     pub fail_mode: FailMode,
     /// Alerts for allows and exemptions too (`EC2PASS_AUDIT_ALERTS`, default false).
     pub audit_alerts: bool,
-    /// How long verdicts are kept (`EC2PASS_VERDICT_RETENTION`, default `90d`).
+    /// How long verdicts are kept (`EC2PASS_VERDICT_RETENTION`, default `90d`); longer than
+    /// [`GuardConfig::sweep_window`].
     pub verdict_retention: Duration,
+    /// How old a start may be and still be decided (`EC2PASS_SWEEP_WINDOW`, default `24h`).
+    /// A start older than this with no verdict is left alone on every path: its verdict may
+    /// simply have aged out of the table, and time must never stop an authorized server.
+    pub sweep_window: Duration,
     /// Pause before describing a tagless pending instance again (`EC2PASS_TAG_RETRY_DELAY`,
     /// default 1s; tags can lag behind a launch).
     pub tag_retry_delay: Duration,
-    /// Instances launched before this (epoch seconds) are never touched by the sweep
-    /// (`EC2PASS_ACTIVATION_TIME`; default: the first sweep's time, remembered in the table).
+    /// Starts at or before this (epoch seconds) are never touched, on any path
+    /// (`EC2PASS_ACTIVATION_TIME`; default: when the stack created the table).
     pub activation_time: Option<i64>,
 }
 
@@ -354,8 +371,8 @@ impl GuardConfig {
             }
         };
         let unstoppable = match env.get("EC2PASS_UNSTOPPABLE_ACTION").as_deref() {
-            None | Some("alert-only") => Unstoppable::AlertOnly,
-            Some("terminate") => Unstoppable::Terminate,
+            Some("alert-only") => Unstoppable::AlertOnly,
+            None | Some("terminate") => Unstoppable::Terminate,
             Some(other) => {
                 return Err(ConfigError {
                     var: "EC2PASS_UNSTOPPABLE_ACTION",
@@ -394,24 +411,75 @@ impl GuardConfig {
                 problem: "at most 10s: an unauthorized instance runs meanwhile".into(),
             });
         }
+        let sweep_window = env.duration("EC2PASS_SWEEP_WINDOW", Duration::from_secs(86_400))?;
+        if sweep_window < Duration::from_secs(3600) {
+            return Err(ConfigError {
+                var: "EC2PASS_SWEEP_WINDOW",
+                problem: "at least 1h: a lost event must still be caught by a sweep".into(),
+            });
+        }
+        let verdict_retention = env.duration(
+            "EC2PASS_VERDICT_RETENTION",
+            Duration::from_secs(90 * 86_400),
+        )?;
+        if verdict_retention < sweep_window + Duration::from_secs(86_400) {
+            return Err(ConfigError {
+                var: "EC2PASS_VERDICT_RETENTION",
+                problem: format!(
+                    "must be at least a day longer than EC2PASS_SWEEP_WINDOW ({}): a start the \
+                     guard may still decide must keep its verdict",
+                    format_duration(sweep_window)
+                ),
+            });
+        }
         Ok(Self {
             table: table_name(env)?,
             topic_arn,
             auth_tag: tag("EC2PASS_AUTH_TAG", "Auth")?,
             mode,
-            exempt_autoscaling: env.flag("EC2PASS_EXEMPT_AUTOSCALING", true)?,
+            exempt_groups: exempt_groups(env)?,
             unstoppable,
-            clear_stop_protection: env.flag("EC2PASS_CLEAR_STOP_PROTECTION", false)?,
+            clear_stop_protection: env.flag("EC2PASS_CLEAR_STOP_PROTECTION", true)?,
+            alert_exemptions: env.flag("EC2PASS_ALERT_EXEMPTIONS", true)?,
             fail_mode,
             audit_alerts: env.flag("EC2PASS_AUDIT_ALERTS", false)?,
-            verdict_retention: env.duration(
-                "EC2PASS_VERDICT_RETENTION",
-                Duration::from_secs(90 * 86_400),
-            )?,
+            verdict_retention,
+            sweep_window,
             tag_retry_delay,
             activation_time,
         })
     }
+}
+
+/// `EC2PASS_EXEMPT_GROUPS`: Auto Scaling group names (1 to 255 characters, no commas), or `*`.
+fn exempt_groups(env: &Env<'_>) -> Result<ExemptGroups, ConfigError> {
+    let var = "EC2PASS_EXEMPT_GROUPS";
+    let Some(v) = env.get(var) else {
+        return Ok(ExemptGroups::None);
+    };
+    if v == "*" {
+        return Ok(ExemptGroups::All);
+    }
+    let names: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.len() > 255 || n.contains('*') || n.chars().any(char::is_control))
+    {
+        return Err(ConfigError {
+            var,
+            problem: format!("{bad:?} is not an Auto Scaling group name (or use * alone)"),
+        });
+    }
+    Ok(if names.is_empty() {
+        ExemptGroups::None
+    } else {
+        ExemptGroups::Named(names)
+    })
 }
 
 /// `EC2PASS_TABLE`, checked against DynamoDB's naming rules.
@@ -484,7 +552,10 @@ mod tests {
 
     const MINIMAL: &[(&str, &str)] = &[
         ("EC2PASS_TABLE", "ec2pass"),
-        ("EC2PASS_SLACK_SIGNING_SECRET", "s3cr3t"),
+        (
+            "EC2PASS_SLACK_SIGNING_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:ec2pass-slack-AbCdEf",
+        ),
     ];
 
     #[test]
@@ -514,14 +585,9 @@ mod tests {
             ("EC2PASS_TABLE", None, "EC2PASS_TABLE"),
             ("EC2PASS_TABLE", Some("t t t"), "EC2PASS_TABLE"),
             (
-                "EC2PASS_SLACK_SIGNING_SECRET",
+                "EC2PASS_SLACK_SIGNING_SECRET_ARN",
                 None,
-                "EC2PASS_SLACK_SIGNING_SECRET",
-            ),
-            (
-                "EC2PASS_SLACK_SIGNING_SECRET_PARAM",
-                Some("/p"),
-                "EC2PASS_SLACK_SIGNING_SECRET_PARAM",
+                "EC2PASS_SLACK_SIGNING_SECRET_ARN",
             ),
             (
                 "EC2PASS_LIFETIME_DEFAULT",
@@ -581,16 +647,19 @@ mod tests {
     ];
 
     #[test]
-    fn the_guard_defaults_to_opt_out_fail_closed_alert_only() {
+    fn the_guard_defaults_leave_no_launch_flag_a_way_past_it() {
         let c = read_guard(GUARD).map_err(|e| e.to_string());
         let c = c.as_ref().map(|c| {
             (
                 c.mode.clone(),
                 c.fail_mode,
                 c.unstoppable,
-                c.exempt_autoscaling,
+                c.clear_stop_protection,
+                c.exempt_groups.clone(),
+                c.alert_exemptions,
                 c.audit_alerts,
                 c.auth_tag.as_str(),
+                c.sweep_window,
             )
         });
         assert_eq!(
@@ -600,11 +669,52 @@ mod tests {
                     exempt_tag: "ec2pass:exempt".into()
                 },
                 FailMode::Closed,
-                Unstoppable::AlertOnly,
+                Unstoppable::Terminate,
+                true,
+                ExemptGroups::None,
                 true,
                 false,
-                "Auth"
+                "Auth",
+                Duration::from_secs(86_400),
             ))
+        );
+    }
+
+    #[test]
+    fn exempt_groups_are_named_or_all() {
+        let named = [GUARD, &[("EC2PASS_EXEMPT_GROUPS", " web , batch,")]].concat();
+        let groups = read_guard(&named).map(|c| c.exempt_groups);
+        assert_eq!(
+            groups,
+            Ok(ExemptGroups::Named(vec!["web".into(), "batch".into()]))
+        );
+        let g = groups.unwrap_or_default();
+        assert!(g.exempts("web") && !g.exempts("we") && !g.exempts("attacker"));
+        let all = [GUARD, &[("EC2PASS_EXEMPT_GROUPS", "*")]].concat();
+        assert!(read_guard(&all).is_ok_and(|c| c.exempt_groups.exempts("anything")));
+        assert!(!ExemptGroups::None.exempts("web"));
+    }
+
+    #[test]
+    fn verdicts_outlive_the_window_in_which_starts_are_decided() {
+        let short = [GUARD, &[("EC2PASS_VERDICT_RETENTION", "24h")]].concat();
+        assert_eq!(
+            read_guard(&short).err().map(|e| e.var),
+            Some("EC2PASS_VERDICT_RETENTION")
+        );
+        let fits = [
+            GUARD,
+            &[
+                ("EC2PASS_VERDICT_RETENTION", "3d"),
+                ("EC2PASS_SWEEP_WINDOW", "2d"),
+            ],
+        ]
+        .concat();
+        assert!(read_guard(&fits).is_ok());
+        let too_wide = [GUARD, &[("EC2PASS_SWEEP_WINDOW", "90d")]].concat();
+        assert_eq!(
+            read_guard(&too_wide).err().map(|e| e.var),
+            Some("EC2PASS_VERDICT_RETENTION")
         );
     }
 
@@ -620,6 +730,10 @@ mod tests {
             ("EC2PASS_ACTIVATION_TIME", "yesterday"),
             ("EC2PASS_TAG_RETRY_DELAY", "1h"),
             ("EC2PASS_VERDICT_RETENTION", "forever"),
+            ("EC2PASS_SWEEP_WINDOW", "10m"),
+            ("EC2PASS_EXEMPT_GROUPS", "web*"),
+            ("EC2PASS_ALERT_EXEMPTIONS", "hush"),
+            ("EC2PASS_CLEAR_STOP_PROTECTION", "nah"),
         ] {
             let mut pairs: Vec<(&str, &str)> =
                 GUARD.iter().copied().filter(|(k, _)| *k != var).collect();
@@ -649,10 +763,21 @@ mod tests {
 
     #[test]
     fn the_signing_secret_never_shows_in_debug_output() {
-        let c = read(MINIMAL).map(|c| format!("{c:?}"));
-        assert!(
-            c.as_ref()
-                .is_ok_and(|d| !d.contains("s3cr3t") && d.contains("redacted"))
+        let secret = SigningSecret::new("s3cr3t");
+        assert_eq!(format!("{secret:?}"), "SigningSecret(<redacted>)");
+    }
+
+    #[test]
+    fn the_signing_secret_cannot_come_from_the_environment() {
+        // `lambda:GetFunctionConfiguration` shows a function's environment to read-only users:
+        // a secret set there is read, so the issuer reads only the Secrets Manager secret.
+        let mut pairs = vec![("EC2PASS_TABLE", "ec2pass")];
+        pairs.push(("EC2PASS_SLACK_SIGNING_SECRET", "s3cr3t"));
+        assert_eq!(
+            read(&pairs).err().map(|e| e.var),
+            Some("EC2PASS_SLACK_SIGNING_SECRET_ARN")
         );
+        let c = read(MINIMAL).map(|c| c.signing_secret.secret_id);
+        assert!(c.is_ok_and(|id| id.starts_with("arn:aws:secretsmanager:")));
     }
 }

@@ -9,11 +9,16 @@
 //! | password | `pw#<first 16 digest bytes, hex>` | `digest` (B, full), `short_id`, `owner` (`team#user`), `team_id`, `user_id`, `channel_id`, `scope` (absent when unscoped), `issued_at`, `expires_at`, `ttl`, later `consumed_by` |
 //! | Slack trigger | `trigger#<trigger_id>` | `ttl` |
 //! | rate counter | `rate#<team>#<user>#<hour>` | `n`, `ttl` |
-//! | verdict | `verdict#<instance>@<launch time>` | `verdict`, `reason`, `instance_id`, `launch_time`, `short_id`, `team_id`, `user_id`, `password_key`, `decided_at`, `event_id`, `alert_owner`, `ttl` |
-//! | activation | `meta#activation` | `at` |
+//! | requester's ledger | `owner#<team>#<user>` | `passwords` (string set of password keys), `ttl` |
+//! | verdict | `verdict#<instance>@<launch time>` | `verdict`, `reason`, `instance_id`, `launch_time`, `short_id`, `team_id`, `user_id`, `password_key`, `decided_at`, `event_id`, `ttl`; while its alert is owed `alert_due`, `alert_owner`, `alert_lease_until`; once published `alert_sent_at` |
 //!
-//! Passwords are indexed by owner in the sparse global secondary index [`OWNER_INDEX`]
-//! (hash `owner`, range `expires_at`), which `list` and `revoke` query.
+//! `list` and `revoke` find a requester's passwords through the requester's ledger, read with
+//! strong consistency (the global secondary index [`OWNER_INDEX`] by `owner`/`expires_at` is no
+//! longer read: it is only eventually consistent). Verdicts whose alert is owed are indexed in
+//! the sparse [`ALERTS_DUE_INDEX`], which the sweep queries.
+//!
+//! The guard's activation time is the table's creation time (`DescribeTable`): the stack
+//! creates the table when it deploys the guard.
 
 /// Partition key of every item.
 pub const PK: &str = "pk";
@@ -30,8 +35,12 @@ pub const TRIGGER_PREFIX: &str = "trigger#";
 pub const RATE_PREFIX: &str = "rate#";
 /// Key prefix of verdicts (one per start cycle).
 pub const VERDICT_PREFIX: &str = "verdict#";
-/// Key of the guard's activation marker (for the sweep).
-pub const ACTIVATION_KEY: &str = "meta#activation";
+/// Key prefix of per-requester ledgers: the keys of the requester's passwords, read with strong
+/// consistency by `list` and `revoke all` (a global secondary index is only eventually
+/// consistent, and could miss a password minted a moment before).
+pub const OWNER_PREFIX: &str = "owner#";
+/// String set of password keys in an owner's ledger.
+pub const PASSWORDS: &str = "passwords";
 
 /// Verdict: `allow`, `deny` or `exempt`.
 pub const VERDICT: &str = "verdict";
@@ -49,10 +58,19 @@ pub const DECIDED_AT: &str = "decided_at";
 pub const EVENT_ID: &str = "event_id";
 /// The invocation publishing a verdict's alert.
 pub const ALERT_OWNER: &str = "alert_owner";
+/// Present (always [`ALERT_DUE_VALUE`]) while a verdict's alert is owed and not yet published:
+/// hash key of the sparse index [`ALERTS_DUE_INDEX`], so the sweep finds owed alerts of
+/// instances it no longer lists. Removed once the alert is published.
+pub const ALERT_DUE: &str = "alert_due";
+/// The one value of [`ALERT_DUE`].
+pub const ALERT_DUE_VALUE: &str = "due";
+/// Until when (epoch seconds) the alert's owner may publish before anyone else may take the
+/// alert over; range key of [`ALERTS_DUE_INDEX`].
+pub const ALERT_LEASE_UNTIL: &str = "alert_lease_until";
+/// When the verdict's alert was published (epoch seconds).
+pub const ALERT_SENT_AT: &str = "alert_sent_at";
 /// When a password was consumed (epoch seconds).
 pub const CONSUMED_AT: &str = "consumed_at";
-/// Activation time of the guard (epoch seconds).
-pub const AT: &str = "at";
 
 /// Full SHA-256 digest of the password (binary).
 pub const DIGEST: &str = "digest";
@@ -77,8 +95,12 @@ pub const CONSUMED_BY: &str = "consumed_by";
 /// Counter of a rate-limit window.
 pub const COUNT: &str = "n";
 
-/// Global secondary index of passwords by owner.
+/// Global secondary index of passwords by owner (no longer read by the code: `list` and
+/// `revoke` read the owner's ledger, [`OWNER_PREFIX`]).
 pub const OWNER_INDEX: &str = "by-owner";
+/// Sparse global secondary index of verdicts whose alert is still owed (hash [`ALERT_DUE`],
+/// range [`ALERT_LEASE_UNTIL`]).
+pub const ALERTS_DUE_INDEX: &str = "alerts-due";
 
 /// How long after expiry DynamoDB may delete a password item. Kept a while so a late retry of
 /// the guard still finds its own consumption, and so `reused` can be told from `unknown`.

@@ -24,6 +24,12 @@ impl Cycle {
         format!("{}@{}", self.instance, self.launch_time.0)
     }
 
+    /// What a password burned by this cycle says in its `consumed_by` (it was presented here,
+    /// but was issued for another instance).
+    pub fn burn_mark(&self) -> String {
+        format!("burned:{}", self.id())
+    }
+
     /// The table key of the cycle's verdict.
     pub fn verdict_key(&self) -> String {
         format!("{}{}", crate::table::VERDICT_PREFIX, self.id())
@@ -129,6 +135,67 @@ pub struct VerdictRecord {
     pub event_id: String,
     /// Until when the record is kept (DynamoDB TTL).
     pub retain_until: UnixTime,
-    /// The invocation that has taken on publishing this verdict's alert, if any.
-    pub alert_owner: Option<String>,
+    /// The verdict's alert while it is owed (not yet published); `None` when no alert is owed.
+    pub alert: Option<AlertClaim>,
+}
+
+/// How long an invocation may hold a verdict's alert before anyone else may take it over. Longer
+/// than the guard's Lambda timeout (30 s), so a live owner is never overtaken; short enough that
+/// a retry or the next sweep announces the verdict of an owner that died.
+pub const ALERT_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An owed alert: who is publishing it, and until when their claim holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertClaim {
+    /// The invocation (Lambda request id) publishing it; `None` once given back.
+    pub owner: Option<String>,
+    /// When the owner's lease lapses (epoch seconds).
+    pub lease_until: UnixTime,
+}
+
+impl AlertClaim {
+    /// A fresh claim by `owner`, from `now`.
+    pub fn by(owner: &str, now: UnixTime) -> Self {
+        Self {
+            owner: Some(owner.to_owned()),
+            lease_until: now.plus(ALERT_LEASE),
+        }
+    }
+
+    /// Whether `me` may publish the alert at `now`: nobody holds it, or `me` does (a Lambda
+    /// retry reuses the request id, and runs only after the earlier attempt ended), or the
+    /// holder's lease has lapsed (it died between recording and publishing).
+    pub fn claimable_by(&self, me: &str, now: UnixTime) -> bool {
+        match &self.owner {
+            None => true,
+            Some(owner) => owner == me || self.lease_until <= now,
+        }
+    }
+}
+
+impl VerdictRecord {
+    /// Whether the verdict's alert is owed and `me` may publish it at `now`.
+    pub fn alert_claimable_by(&self, me: &str, now: UnixTime) -> bool {
+        self.alert.as_ref().is_some_and(|c| c.claimable_by(me, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_is_claimable_when_free_ours_or_its_lease_lapsed() {
+        let now = UnixTime(1_000);
+        let held = AlertClaim::by("req-1", now);
+        assert!(held.claimable_by("req-1", now), "a retry of the owner");
+        assert!(!held.claimable_by("req-2", now), "a live owner elsewhere");
+        assert!(!held.claimable_by("req-2", UnixTime(now.plus(ALERT_LEASE).0 - 1)));
+        assert!(held.claimable_by("req-2", now.plus(ALERT_LEASE)), "lapsed");
+        let given_back = AlertClaim {
+            owner: None,
+            ..held
+        };
+        assert!(given_back.claimable_by("req-2", now));
+    }
 }

@@ -1,8 +1,15 @@
 //! The password table in DynamoDB.
 //!
 //! Every write that must not happen twice is conditional, and the mint is a single
-//! `TransactWriteItems` (trigger claim + rate counter + password), so the mint path costs one
-//! round trip and can never leave a counted-but-unstored or stored-but-replayable state behind.
+//! `TransactWriteItems` (rate counter + password + the owner's ledger, and the trigger claim
+//! unless the issuer claimed it already), so it can never leave a counted-but-unstored or a
+//! stored-but-unlisted state behind.
+//!
+//! `list` and `revoke` find a requester's passwords through the requester's ledger item
+//! (`owner#<team>#<user>`, a string set of password keys), read with strong consistency; a
+//! global secondary index is only eventually consistent and could miss a password minted a
+//! moment before. Keys of passwords that are gone, used or expired are pruned from the ledger
+//! as they are found.
 
 use std::collections::HashMap;
 
@@ -10,12 +17,12 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    AttributeValue, CancellationReason, KeysAndAttributes, Put,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
 use super::{
-    Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
+    AlertStore, Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
     OutstandingStore, PasswordLookup, PasswordRecord, Recorded, StoreError, TriggerClaim,
     TriggerStore, VerdictStore,
 };
@@ -23,7 +30,7 @@ use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
 use crate::table as t;
 use crate::time::UnixTime;
-use crate::verdict::{Cycle, DenyReason, Verdict, VerdictRecord};
+use crate::verdict::{AlertClaim, Cycle, DenyReason, Verdict, VerdictRecord};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -32,7 +39,18 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    ledger_cap: usize,
 }
+
+/// How many password keys an owner's ledger holds at most (about 35 bytes each, far below
+/// DynamoDB's 400 KB item limit). A mint that finds it full prunes it and tries once more.
+pub const LEDGER_CAP: usize = 2000;
+
+/// How long an owner's ledger outlives the owner's latest mint: the longest lifetime the
+/// configuration allows (`EC2PASS_LIFETIME_MAX` is at most 24 h) plus the grace a password item
+/// is kept after its expiry. Every mint sets it anew, so the ledger outlives every item in it.
+const LEDGER_KEEP: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600 + t::PASSWORD_TTL_GRACE.as_secs());
 
 impl DynamoStore {
     /// A store on `table`, using a client built once at cold start.
@@ -40,6 +58,16 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
+            ledger_cap: LEDGER_CAP,
+        }
+    }
+
+    /// The same store with another ledger cap than [`LEDGER_CAP`] (tests reach it with a few
+    /// mints).
+    pub fn with_ledger_cap(self, cap: usize) -> Self {
+        Self {
+            ledger_cap: cap,
+            ..self
         }
     }
 
@@ -88,36 +116,137 @@ impl DynamoStore {
         Ok(None)
     }
 
-    /// The owner's passwords that have not expired at `now` and are not consumed, as full items.
-    async fn query_outstanding(
+    /// The password keys in the owner's ledger, read with strong consistency.
+    async fn ledger(&self, owner: &Owner) -> Result<Vec<String>, StoreError> {
+        let key = ledger_key(owner);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(t::PK, s(&key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        match out.item.as_ref().and_then(|i| i.get(t::PASSWORDS)) {
+            None => Ok(Vec::new()),
+            Some(AttributeValue::Ss(keys)) => Ok(keys.clone()),
+            Some(_) => Err(StoreError::Malformed {
+                key,
+                problem: format!("{} is not a string set", t::PASSWORDS),
+            }),
+        }
+    }
+
+    /// The items with these keys (absent ones are left out), read with strong consistency:
+    /// `BatchGetItem`, at most 100 keys a request, keys it could not serve in time asked for
+    /// again a few times.
+    async fn get_all(&self, keys: &[String]) -> Result<Vec<Item>, StoreError> {
+        const BATCH: usize = 100;
+        const ATTEMPTS: u32 = 5;
+        let mut items = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH) {
+            let keys = chunk
+                .iter()
+                .map(|k| HashMap::from([(t::PK.to_owned(), s(k))]))
+                .collect();
+            let mut wanted = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| build_error("password batch get", e))?,
+            );
+            let mut attempt = 0;
+            while let Some(request) = wanted.take() {
+                attempt += 1;
+                if attempt > ATTEMPTS {
+                    return Err(StoreError::Unavailable {
+                        operation: "BatchGetItem",
+                        message: "password keys still unprocessed after retries".into(),
+                    });
+                }
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("BatchGetItem", e))?;
+                items.extend(
+                    out.responses
+                        .unwrap_or_default()
+                        .remove(&self.table)
+                        .unwrap_or_default(),
+                );
+                wanted = out
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .filter(|k| !k.keys().is_empty());
+                if wanted.is_some() {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    /// The owner's passwords through the ledger: those outstanding at `now`, soonest expiry
+    /// first, and the ledger's dead keys (the password is gone, used, expired, or, which never
+    /// happens, not the owner's).
+    async fn owned(
         &self,
         owner: &Owner,
         now: UnixTime,
-    ) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(t::OWNER_INDEX)
-                .key_condition_expression("#owner = :owner AND #exp > :now")
-                .filter_expression("attribute_not_exists(#consumed)")
-                .expression_attribute_names("#owner", t::OWNER)
-                .expression_attribute_names("#exp", t::EXPIRES_AT)
-                .expression_attribute_names("#consumed", t::CONSUMED_BY)
-                .expression_attribute_values(":owner", s(owner.key()))
-                .expression_attribute_values(":now", n(now.0))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
+    ) -> Result<(Vec<PasswordRecord>, Vec<String>), StoreError> {
+        let keys = self.ledger(owner).await?;
+        if keys.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut live = Vec::new();
+        for item in self.get_all(&keys).await? {
+            let record = record_from_item(&item)?;
+            if &record.owner == owner && record.is_outstanding(now) {
+                live.push(record);
             }
+        }
+        live.sort_by(|a, b| (a.expires_at, &a.short_id).cmp(&(b.expires_at, &b.short_id)));
+        let live_keys: std::collections::HashSet<String> =
+            live.iter().map(|r| r.digest.table_key()).collect();
+        let dead = keys
+            .into_iter()
+            .filter(|k| !live_keys.contains(k))
+            .collect();
+        Ok((live, dead))
+    }
+
+    /// Removes dead keys from the owner's ledger (a mint adding a key meanwhile is unaffected).
+    async fn prune(&self, owner: &Owner, dead: Vec<String>) -> Result<(), StoreError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(ledger_key(owner)))
+            .update_expression("DELETE #pw :dead")
+            // Without it, an update of a ledger that is gone would create an empty one.
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#pw", t::PASSWORDS)
+            .expression_attribute_values(":dead", AttributeValue::Ss(dead))
+            .send()
+            .await;
+        applied(result, "UpdateItem").map(|_| ())
+    }
+
+    /// Prunes after a read that has its answer already: a failure only leaves dead keys for
+    /// the next read to prune, so it is logged, not returned.
+    async fn prune_after_read(&self, owner: &Owner, dead: Vec<String>) {
+        if let Err(e) = self.prune(owner, dead).await {
+            tracing::warn!(error = %e, "could not prune the owner's ledger; the next read will");
         }
     }
 
@@ -128,25 +257,41 @@ impl DynamoStore {
             .delete_item()
             .table_name(&self.table)
             .key(t::PK, s(key))
-            .condition_expression("#owner = :owner AND attribute_not_exists(#consumed)")
-            .expression_attribute_names("#owner", t::OWNER)
+            .condition_expression(
+                "#team = :team AND #user = :user AND attribute_not_exists(#consumed)",
+            )
+            .expression_attribute_names("#team", t::TEAM_ID)
+            .expression_attribute_names("#user", t::USER_ID)
             .expression_attribute_names("#consumed", t::CONSUMED_BY)
-            .expression_attribute_values(":owner", s(owner.key()))
+            .expression_attribute_values(":team", s(&owner.team_id))
+            .expression_attribute_values(":user", s(&owner.user_id))
             .send()
             .await;
         applied(result, "DeleteItem")
     }
 }
 
-impl MintStore for DynamoStore {
-    async fn mint(&self, mint: &Mint) -> Result<MintOutcome, StoreError> {
-        let trigger = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(trigger_item(&mint.trigger)))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", t::PK)
-            .build()
-            .map_err(|e| build_error("trigger put", e))?;
+/// One try of a mint's transaction.
+enum MintAttempt {
+    /// Decided.
+    Done(MintOutcome),
+    /// The owner's ledger is full; nothing was written.
+    LedgerFull,
+}
+
+impl DynamoStore {
+    async fn mint_once(&self, mint: &Mint) -> Result<MintAttempt, StoreError> {
+        let mut items = Vec::with_capacity(4);
+        if !mint.trigger_claimed {
+            let trigger = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(trigger_item(&mint.trigger)))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", t::PK)
+                .build()
+                .map_err(|e| build_error("trigger put", e))?;
+            items.push(TransactWriteItem::builder().put(trigger).build());
+        }
         let rate = Update::builder()
             .table_name(&self.table)
             .key(t::PK, s(rate_key(&mint.rate.owner, mint.rate.window)))
@@ -168,29 +313,56 @@ impl MintStore for DynamoStore {
             .expression_attribute_names("#pk", t::PK)
             .build()
             .map_err(|e| build_error("password put", e))?;
+        let ledger = Update::builder()
+            .table_name(&self.table)
+            .key(t::PK, s(ledger_key(&mint.record.owner)))
+            .update_expression("SET #ttl = :ttl, #kind = :kind ADD #pw :key")
+            .condition_expression("attribute_not_exists(#pw) OR size(#pw) < :cap")
+            .expression_attribute_names("#ttl", t::TTL)
+            .expression_attribute_names("#kind", t::KIND)
+            .expression_attribute_names("#pw", t::PASSWORDS)
+            .expression_attribute_values(":ttl", n(mint.record.issued_at.plus(LEDGER_KEEP).0))
+            .expression_attribute_values(":kind", s("ledger"))
+            .expression_attribute_values(
+                ":key",
+                AttributeValue::Ss(vec![mint.record.digest.table_key()]),
+            )
+            .expression_attribute_values(
+                ":cap",
+                n(i64::try_from(self.ledger_cap).unwrap_or(i64::MAX)),
+            )
+            .build()
+            .map_err(|e| build_error("ledger update", e))?;
+        items.push(TransactWriteItem::builder().update(rate).build());
+        items.push(TransactWriteItem::builder().put(password).build());
+        items.push(TransactWriteItem::builder().update(ledger).build());
 
-        let items = [
-            TransactWriteItem::builder().put(trigger).build(),
-            TransactWriteItem::builder().update(rate).build(),
-            TransactWriteItem::builder().put(password).build(),
-        ];
         let Some(reasons) = self.transact(&items).await? else {
-            return Ok(MintOutcome::Minted);
+            return Ok(MintAttempt::Done(MintOutcome::Minted));
         };
-        // Which of the three conditions failed decides the answer (in this order of precedence).
+        // Which condition failed decides the answer (in this order of precedence).
         let failed: Vec<bool> = reasons.iter().map(condition_failed).collect();
-        match failed.as_slice() {
-            [true, ..] => Ok(MintOutcome::Replayed),
-            [false, true, ..] => {
-                // Nothing was written, so the trigger is not yet claimed. Claim it now, so that
-                // replaying this refused request later (in the next window) mints nothing either.
-                self.claim_trigger(&mint.trigger).await?;
-                Ok(MintOutcome::RateLimited)
+        let rest = if mint.trigger_claimed {
+            failed.as_slice()
+        } else if failed.first() == Some(&true) {
+            return Ok(MintAttempt::Done(MintOutcome::Replayed));
+        } else {
+            failed.get(1..).unwrap_or_default()
+        };
+        match rest {
+            [true, ..] => {
+                // Nothing was written. Unless the trigger is claimed already, claim it now, so
+                // that replaying this refused request later (in the next window) mints nothing.
+                if !mint.trigger_claimed {
+                    self.claim_trigger(&mint.trigger).await?;
+                }
+                Ok(MintAttempt::Done(MintOutcome::RateLimited))
             }
-            [false, false, true] => Err(StoreError::Malformed {
+            [false, true, ..] => Err(StoreError::Malformed {
                 key: mint.record.digest.table_key(),
                 problem: "a password with this digest already exists".into(),
             }),
+            [false, false, true] => Ok(MintAttempt::LedgerFull),
             _ => Err(StoreError::Unavailable {
                 operation: "TransactWriteItems",
                 message: format!(
@@ -199,6 +371,29 @@ impl MintStore for DynamoStore {
                         .iter()
                         .map(CancellationReason::code)
                         .collect::<Vec<_>>()
+                ),
+            }),
+        }
+    }
+}
+
+impl MintStore for DynamoStore {
+    async fn mint(&self, mint: &Mint) -> Result<MintOutcome, StoreError> {
+        if let MintAttempt::Done(outcome) = self.mint_once(mint).await? {
+            return Ok(outcome);
+        }
+        // The owner's ledger is full: prune the keys of passwords that are gone, used or
+        // expired (the requester never ran `list`), and try once more.
+        let owner = &mint.record.owner;
+        let (_, dead) = self.owned(owner, mint.record.issued_at).await?;
+        self.prune(owner, dead).await?;
+        match self.mint_once(mint).await? {
+            MintAttempt::Done(outcome) => Ok(outcome),
+            MintAttempt::LedgerFull => Err(StoreError::Unavailable {
+                operation: "TransactWriteItems",
+                message: format!(
+                    "the requester has {} outstanding passwords, the most one ledger holds",
+                    self.ledger_cap
                 ),
             }),
         }
@@ -226,41 +421,35 @@ impl OutstandingStore for DynamoStore {
         owner: &Owner,
         now: UnixTime,
     ) -> Result<Vec<Outstanding>, StoreError> {
-        let items = self.query_outstanding(owner, now).await?;
-        let mut list = items
-            .iter()
-            .map(|item| record_from_item(item).map(|r| Outstanding::from(&r)))
-            .collect::<Result<Vec<_>, _>>()?;
-        list.sort_by(|a, b| (a.expires_at, &a.short_id).cmp(&(b.expires_at, &b.short_id)));
-        Ok(list)
+        let (live, dead) = self.owned(owner, now).await?;
+        self.prune_after_read(owner, dead).await;
+        Ok(live.iter().map(Outstanding::from).collect())
     }
 
     async fn revoke(&self, owner: &Owner, id: &ShortId, now: UnixTime) -> Result<bool, StoreError> {
-        let items = self.query_outstanding(owner, now).await?;
+        let (live, mut dead) = self.owned(owner, now).await?;
         let mut revoked = false;
-        for item in &items {
-            let record = record_from_item(item)?;
-            if &record.short_id == id {
-                revoked |= self
-                    .delete_outstanding(owner, &record.digest.table_key())
-                    .await?;
-            }
+        for record in live.iter().filter(|r| &r.short_id == id) {
+            let key = record.digest.table_key();
+            // Deleted now, or used meanwhile: dead either way.
+            revoked |= self.delete_outstanding(owner, &key).await?;
+            dead.push(key);
         }
+        self.prune_after_read(owner, dead).await;
         Ok(revoked)
     }
 
     async fn revoke_all(&self, owner: &Owner, now: UnixTime) -> Result<usize, StoreError> {
-        let items = self.query_outstanding(owner, now).await?;
+        let (live, mut dead) = self.owned(owner, now).await?;
         let mut revoked = 0;
-        for item in &items {
-            let record = record_from_item(item)?;
-            if self
-                .delete_outstanding(owner, &record.digest.table_key())
-                .await?
-            {
+        for record in &live {
+            let key = record.digest.table_key();
+            if self.delete_outstanding(owner, &key).await? {
                 revoked += 1;
             }
+            dead.push(key);
         }
+        self.prune_after_read(owner, dead).await;
         Ok(revoked)
     }
 }
@@ -423,17 +612,147 @@ impl VerdictStore for DynamoStore {
         out.item.as_ref().map(verdict_from_item).transpose()
     }
 
-    async fn claim_alert(&self, cycle: &Cycle, owner: &str) -> Result<bool, StoreError> {
+    async fn verdicts(
+        &self,
+        cycles: &[Cycle],
+    ) -> Result<HashMap<String, VerdictRecord>, StoreError> {
+        // BatchGetItem takes at most 100 keys; keys it could not serve in time come back as
+        // UnprocessedKeys and are asked for again (a few times, then it is an error).
+        const BATCH: usize = 100;
+        const ATTEMPTS: u32 = 5;
+        let mut found = HashMap::new();
+        for chunk in cycles.chunks(BATCH) {
+            let mut keys = Vec::with_capacity(chunk.len());
+            for c in chunk {
+                keys.push(HashMap::from([(t::PK.to_owned(), s(c.verdict_key()))]));
+            }
+            keys.dedup();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| build_error("batch get", e))?,
+            );
+            let mut attempt = 0;
+            while let Some(wanted) = request.take() {
+                attempt += 1;
+                if attempt > ATTEMPTS {
+                    return Err(StoreError::Unavailable {
+                        operation: "BatchGetItem",
+                        message: "keys still unprocessed after retries".into(),
+                    });
+                }
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, wanted)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("BatchGetItem", e))?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    let v = verdict_from_item(&item)?;
+                    found.insert(v.cycle.verdict_key(), v);
+                }
+                request = out
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .filter(|k| !k.keys().is_empty());
+                if request.is_some() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn annotate(
+        &self,
+        cycle: &Cycle,
+        short_id: &ShortId,
+        issuer: &Owner,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(t::PK, s(cycle.verdict_key()))
-            .update_expression("SET #owner = :me")
-            .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#owner)")
+            .update_expression("SET #short = :short, #team = :team, #user = :user")
+            .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#short", t::SHORT_ID)
+            .expression_attribute_names("#team", t::TEAM_ID)
+            .expression_attribute_names("#user", t::USER_ID)
+            .expression_attribute_values(":short", s(short_id.as_str()))
+            .expression_attribute_values(":team", s(&issuer.team_id))
+            .expression_attribute_values(":user", s(&issuer.user_id))
+            .send()
+            .await;
+        applied(result, "UpdateItem").map(|_| ())
+    }
+
+    async fn withdraw_exemption(&self, cycle: &Cycle) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(t::PK, s(cycle.verdict_key()))
+            .condition_expression("#verdict = :exempt")
+            .expression_attribute_names("#verdict", t::VERDICT)
+            .expression_attribute_values(":exempt", s(Verdict::Exempt.kind()))
+            .send()
+            .await;
+        applied(result, "DeleteItem")
+    }
+
+    async fn activation(&self) -> Result<UnixTime, StoreError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| unavailable("DescribeTable", e))?;
+        out.table
+            .and_then(|t| t.creation_date_time)
+            .map(|at| UnixTime(at.secs()))
+            .ok_or_else(|| StoreError::Malformed {
+                key: self.table.clone(),
+                problem: "DescribeTable gave no creation time".into(),
+            })
+    }
+}
+
+impl AlertStore for DynamoStore {
+    async fn claim_alert(
+        &self,
+        cycle: &Cycle,
+        owner: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let claim = AlertClaim::by(owner, now);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(cycle.verdict_key()))
+            .update_expression("SET #owner = :me, #lease = :lease")
+            .condition_expression(
+                "attribute_exists(#due) AND (attribute_not_exists(#owner) OR #owner = :me \
+                 OR #lease <= :now)",
+            )
+            .expression_attribute_names("#due", t::ALERT_DUE)
             .expression_attribute_names("#owner", t::ALERT_OWNER)
+            .expression_attribute_names("#lease", t::ALERT_LEASE_UNTIL)
             .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":lease", n(claim.lease_until.0))
+            .expression_attribute_values(":now", n(now.0))
             .send()
             .await;
         applied(result, "UpdateItem")
@@ -454,42 +773,63 @@ impl VerdictStore for DynamoStore {
         applied(result, "UpdateItem").map(|_| ())
     }
 
-    async fn activation(&self, now: UnixTime) -> Result<UnixTime, StoreError> {
+    async fn alert_sent(&self, cycle: &Cycle, now: UnixTime) -> Result<(), StoreError> {
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .item(t::PK, s(t::ACTIVATION_KEY))
-            .item(t::KIND, s("meta"))
-            .item(t::AT, n(now.0))
-            .condition_expression("attribute_not_exists(#pk)")
+            .key(t::PK, s(cycle.verdict_key()))
+            .update_expression("REMOVE #due, #owner, #lease SET #sent = :now")
+            .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#due", t::ALERT_DUE)
+            .expression_attribute_names("#owner", t::ALERT_OWNER)
+            .expression_attribute_names("#lease", t::ALERT_LEASE_UNTIL)
+            .expression_attribute_names("#sent", t::ALERT_SENT_AT)
+            .expression_attribute_values(":now", n(now.0))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(now),
-            Err(e) if is_condition_failure(&e) => {
-                let out = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key(t::PK, s(t::ACTIVATION_KEY))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("GetItem", e))?;
-                out.item
+        applied(result, "UpdateItem").map(|_| ())
+    }
+
+    async fn due_alerts(
+        &self,
+        now: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<VerdictRecord>, StoreError> {
+        // The index is sparse (only owed alerts carry `alert_due`) and ordered by lease: the
+        // lapsed ones come first. A given-back alert keeps its lease but has no owner.
+        let mut due = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(t::ALERTS_DUE_INDEX)
+                .key_condition_expression("#due = :due")
+                .expression_attribute_names("#due", t::ALERT_DUE)
+                .expression_attribute_values(":due", s(t::ALERT_DUE_VALUE))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            for item in out.items() {
+                let v = verdict_from_item(item)?;
+                if v.alert
                     .as_ref()
-                    .and_then(|i| i.get(t::AT))
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse().ok())
-                    .map(UnixTime)
-                    .ok_or_else(|| StoreError::Malformed {
-                        key: t::ACTIVATION_KEY.into(),
-                        problem: "no activation time".into(),
-                    })
+                    .is_some_and(|c| c.owner.is_none() || c.lease_until <= now)
+                {
+                    due.push(v);
+                    if due.len() >= limit {
+                        return Ok(due);
+                    }
+                }
             }
-            Err(e) => Err(unavailable("PutItem", e)),
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(due),
+            }
         }
     }
 }
@@ -515,12 +855,19 @@ pub fn verdict_item(v: &VerdictRecord) -> Item {
         (t::TEAM_ID, v.issuer.as_ref().map(|o| o.team_id.clone())),
         (t::USER_ID, v.issuer.as_ref().map(|o| o.user_id.clone())),
         (t::PASSWORD_KEY, v.password_key.clone()),
-        (t::ALERT_OWNER, v.alert_owner.clone()),
+        (
+            t::ALERT_OWNER,
+            v.alert.as_ref().and_then(|c| c.owner.clone()),
+        ),
     ];
     for (name, value) in optional {
         if let Some(value) = value {
             item.insert(name.into(), s(value));
         }
+    }
+    if let Some(claim) = &v.alert {
+        item.insert(t::ALERT_DUE.into(), s(t::ALERT_DUE_VALUE));
+        item.insert(t::ALERT_LEASE_UNTIL.into(), n(claim.lease_until.0));
     }
     item
 }
@@ -568,12 +915,20 @@ pub fn verdict_from_item(item: &Item) -> Result<VerdictRecord, StoreError> {
         decided_at: number(t::DECIDED_AT).ok_or_else(|| bad("bad decided_at"))?,
         event_id: text(t::EVENT_ID).unwrap_or_default(),
         retain_until: number(t::TTL).unwrap_or(UnixTime(0)),
-        alert_owner: text(t::ALERT_OWNER),
+        alert: text(t::ALERT_DUE).map(|_| AlertClaim {
+            owner: text(t::ALERT_OWNER),
+            lease_until: number(t::ALERT_LEASE_UNTIL).unwrap_or(UnixTime(0)),
+        }),
     })
 }
 
 fn condition_failed(r: &CancellationReason) -> bool {
     r.code() == Some("ConditionalCheckFailed")
+}
+
+/// The table key of an owner's ledger: the keys of the owner's passwords.
+pub fn ledger_key(owner: &Owner) -> String {
+    format!("{}{}", t::OWNER_PREFIX, owner.key())
 }
 
 /// The table key of an owner's rate counter for one window.
@@ -795,7 +1150,7 @@ mod tests {
                 decided_at: UnixTime(1_001),
                 event_id: "e".into(),
                 retain_until: UnixTime(9_999),
-                alert_owner: None,
+                alert: None,
             };
             Consume {
                 digest,

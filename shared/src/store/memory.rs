@@ -4,14 +4,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
+    AlertStore, Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
     OutstandingStore, PasswordLookup, PasswordRecord, Recorded, StoreError, TriggerClaim,
     TriggerStore, VerdictStore,
 };
 use crate::digest::Digest;
 use crate::ids::{Owner, ShortId};
 use crate::time::UnixTime;
-use crate::verdict::{Cycle, VerdictRecord};
+use crate::verdict::{AlertClaim, Cycle, Verdict, VerdictRecord};
 
 /// The table's items, held in memory behind one lock so every operation is atomic.
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ struct State {
     triggers: HashSet<String>,
     rates: HashMap<(String, i64), u32>,
     verdicts: HashMap<String, VerdictRecord>,
-    activation: Option<UnixTime>,
+    activation: UnixTime,
 }
 
 impl MemoryStore {
@@ -52,6 +52,19 @@ impl MemoryStore {
         self.lock().verdicts.values().cloned().collect()
     }
 
+    /// A store whose table was created at `at` (the guard's activation).
+    pub fn activated_at(at: UnixTime) -> Self {
+        let store = Self::default();
+        store.lock().activation = at;
+        store
+    }
+
+    /// Deletes the verdicts whose retention has passed at `now`, as DynamoDB's TTL does (some
+    /// time after `retain_until`; never before).
+    pub fn expire_verdicts(&self, now: UnixTime) {
+        self.lock().verdicts.retain(|_, v| v.retain_until > now);
+    }
+
     /// Stores a record directly, as if minted earlier (for arranging tests).
     pub fn insert(&self, record: PasswordRecord) {
         self.lock()
@@ -63,12 +76,15 @@ impl MemoryStore {
 impl MintStore for MemoryStore {
     async fn mint(&self, mint: &Mint) -> Result<MintOutcome, StoreError> {
         let mut state = self.lock();
-        if state.triggers.contains(&mint.trigger.trigger_id) {
+        if !mint.trigger_claimed && state.triggers.contains(&mint.trigger.trigger_id) {
             return Ok(MintOutcome::Replayed);
         }
         let window = (mint.rate.owner.key(), mint.rate.window);
         let used = state.rates.get(&window).copied().unwrap_or(0);
         if used >= mint.rate.limit {
+            // As in DynamoDB: a refused request's trigger is claimed all the same, so replaying
+            // it in the next window mints nothing either.
+            state.triggers.insert(mint.trigger.trigger_id.clone());
             return Ok(MintOutcome::RateLimited);
         }
         let key = mint.record.digest.table_key();
@@ -169,7 +185,7 @@ impl ConsumeStore for MemoryStore {
 
 /// What a burned password's `consumed_by` says.
 pub(crate) fn burned(cycle: &Cycle) -> String {
-    format!("burned:{}", cycle.id())
+    cycle.burn_mark()
 }
 
 impl VerdictStore for MemoryStore {
@@ -188,11 +204,59 @@ impl VerdictStore for MemoryStore {
         Ok(self.lock().verdicts.get(&cycle.verdict_key()).cloned())
     }
 
-    async fn claim_alert(&self, cycle: &Cycle, owner: &str) -> Result<bool, StoreError> {
+    async fn verdicts(
+        &self,
+        cycles: &[Cycle],
+    ) -> Result<HashMap<String, VerdictRecord>, StoreError> {
+        let state = self.lock();
+        Ok(cycles
+            .iter()
+            .filter_map(|c| {
+                let key = c.verdict_key();
+                state.verdicts.get(&key).map(|v| (key, v.clone()))
+            })
+            .collect())
+    }
+
+    async fn annotate(
+        &self,
+        cycle: &Cycle,
+        short_id: &ShortId,
+        issuer: &Owner,
+    ) -> Result<(), StoreError> {
+        if let Some(v) = self.lock().verdicts.get_mut(&cycle.verdict_key()) {
+            v.short_id = Some(short_id.clone());
+            v.issuer = Some(issuer.clone());
+        }
+        Ok(())
+    }
+
+    async fn withdraw_exemption(&self, cycle: &Cycle) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let key = cycle.verdict_key();
+        if state.verdicts.get(&key).map(|v| v.verdict) == Some(Verdict::Exempt) {
+            state.verdicts.remove(&key);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn activation(&self) -> Result<UnixTime, StoreError> {
+        Ok(self.lock().activation)
+    }
+}
+
+impl AlertStore for MemoryStore {
+    async fn claim_alert(
+        &self,
+        cycle: &Cycle,
+        owner: &str,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
         let mut state = self.lock();
         match state.verdicts.get_mut(&cycle.verdict_key()) {
-            Some(v) if v.alert_owner.is_none() => {
-                v.alert_owner = Some(owner.to_owned());
+            Some(v) if v.alert_claimable_by(owner, now) => {
+                v.alert = Some(AlertClaim::by(owner, now));
                 Ok(true)
             }
             _ => Ok(false),
@@ -201,14 +265,39 @@ impl VerdictStore for MemoryStore {
 
     async fn release_alert(&self, cycle: &Cycle, owner: &str) -> Result<(), StoreError> {
         if let Some(v) = self.lock().verdicts.get_mut(&cycle.verdict_key())
-            && v.alert_owner.as_deref() == Some(owner)
+            && let Some(claim) = v.alert.as_mut()
+            && claim.owner.as_deref() == Some(owner)
         {
-            v.alert_owner = None;
+            claim.owner = None;
         }
         Ok(())
     }
 
-    async fn activation(&self, now: UnixTime) -> Result<UnixTime, StoreError> {
-        Ok(*self.lock().activation.get_or_insert(now))
+    async fn alert_sent(&self, cycle: &Cycle, _now: UnixTime) -> Result<(), StoreError> {
+        if let Some(v) = self.lock().verdicts.get_mut(&cycle.verdict_key()) {
+            v.alert = None;
+        }
+        Ok(())
+    }
+
+    async fn due_alerts(
+        &self,
+        now: UnixTime,
+        limit: usize,
+    ) -> Result<Vec<VerdictRecord>, StoreError> {
+        let mut due: Vec<VerdictRecord> = self
+            .lock()
+            .verdicts
+            .values()
+            .filter(|v| {
+                v.alert
+                    .as_ref()
+                    .is_some_and(|c| c.owner.is_none() || c.lease_until <= now)
+            })
+            .cloned()
+            .collect();
+        due.sort_by_key(|v| v.alert.as_ref().map(|c| c.lease_until));
+        due.truncate(limit);
+        Ok(due)
     }
 }

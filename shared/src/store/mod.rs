@@ -2,13 +2,14 @@
 //!
 //! Handlers take only the trait they use: the issuer's mint path needs [`MintStore`], its `list`
 //! and `revoke` commands need [`OutstandingStore`] and [`TriggerStore`]; the guard needs
-//! [`ConsumeStore`] and [`VerdictStore`]. [`dynamo::DynamoStore`]
+//! [`ConsumeStore`], [`VerdictStore`] and [`AlertStore`]. [`dynamo::DynamoStore`]
 //! implements them all against DynamoDB; [`memory::MemoryStore`] implements them in memory with
 //! the same semantics, for unit tests.
 
 pub mod dynamo;
 pub mod memory;
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use crate::digest::Digest;
@@ -97,6 +98,11 @@ pub struct RateWindow {
 pub struct Mint {
     /// The request's trigger claim.
     pub trigger: TriggerClaim,
+    /// Whether the caller has claimed [`Mint::trigger`] already, with
+    /// [`TriggerStore::claim_trigger`] (the issuer does so concurrently with the instance lookup,
+    /// so a request that fails there cannot be replayed). When it has, the mint does not claim
+    /// it again; otherwise the mint claims it in the same all-or-nothing write.
+    pub trigger_claimed: bool,
     /// The requester's rate window.
     pub rate: RateWindow,
     /// The password to store.
@@ -135,10 +141,11 @@ pub enum StoreError {
     },
 }
 
-/// Stores a new password, atomically with its trigger claim and rate counter.
+/// Stores a new password, atomically with its trigger claim (unless already claimed), its rate
+/// counter and its entry in the owner's ledger.
 pub trait MintStore: Send + Sync {
-    /// Writes the trigger claim, bumps the rate counter and stores the password in one
-    /// all-or-nothing step.
+    /// Writes the trigger claim (unless [`Mint::trigger_claimed`]), bumps the rate counter,
+    /// stores the password and adds it to the owner's ledger, in one all-or-nothing step.
     fn mint(&self, mint: &Mint) -> impl Future<Output = Result<MintOutcome, StoreError>> + Send;
 }
 
@@ -151,7 +158,8 @@ pub trait TriggerStore: Send + Sync {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
-/// A requester's outstanding passwords: `list` and `revoke`.
+/// A requester's outstanding passwords: `list` and `revoke`. Reads are strongly consistent: a
+/// password minted a moment before is listed, and revoked by `revoke all`.
 pub trait OutstandingStore: Send + Sync {
     /// The owner's passwords that are neither expired nor consumed at `now`, soonest expiry first.
     fn outstanding(
@@ -245,29 +253,73 @@ pub trait VerdictStore: Send + Sync {
         verdict: &VerdictRecord,
     ) -> impl Future<Output = Result<Recorded, StoreError>> + Send;
 
-    /// The cycle's verdict, if any.
+    /// The cycle's verdict, if any (strongly consistent).
     fn verdict(
         &self,
         cycle: &Cycle,
     ) -> impl Future<Output = Result<Option<VerdictRecord>, StoreError>> + Send;
 
-    /// Takes on publishing the verdict's alert; `Ok(false)` when another invocation has.
+    /// The verdicts of many cycles at once, by [`Cycle::verdict_key`] (for the sweep: one
+    /// request per 100 cycles instead of one per cycle).
+    fn verdicts(
+        &self,
+        cycles: &[Cycle],
+    ) -> impl Future<Output = Result<HashMap<String, VerdictRecord>, StoreError>> + Send;
+
+    /// Adds what the verdict shows of its password (short id and issuer) after the fact: the
+    /// allow is recorded in the consuming transaction, before the password item is read.
+    fn annotate(
+        &self,
+        cycle: &Cycle,
+        short_id: &ShortId,
+        issuer: &Owner,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Withdraws an `exempt` verdict whose reason went away, so the cycle can be decided anew;
+    /// `Ok(false)` when the cycle's verdict is not (or no longer) `exempt`.
+    fn withdraw_exemption(
+        &self,
+        cycle: &Cycle,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The guard's activation time: starts at or before it are never touched. In DynamoDB, the
+    /// table's creation time: the stack creates the table when it deploys the guard.
+    fn activation(&self) -> impl Future<Output = Result<UnixTime, StoreError>> + Send;
+}
+
+/// Who announces a verdict. Every verdict that alerts is recorded with its alert owed and
+/// claimed by the recording invocation for [`crate::verdict::ALERT_LEASE`]; publishing marks it
+/// sent. A retry, a later event or the sweep takes an owed alert over once it is given back, once
+/// the owner's lease lapses, or when it is the owner's own retry.
+pub trait AlertStore: Send + Sync {
+    /// Takes on publishing the verdict's alert; `Ok(false)` when it is not owed or another live
+    /// invocation holds it.
     fn claim_alert(
         &self,
         cycle: &Cycle,
         owner: &str,
+        now: UnixTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Gives the alert back after a failed publish, so a retry publishes it.
+    /// Gives the alert back after a failed publish or stop, so a retry publishes it.
     fn release_alert(
         &self,
         cycle: &Cycle,
         owner: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The guard's activation time: the first call's `now`, remembered.
-    fn activation(
+    /// Marks the alert published: nobody announces it again.
+    fn alert_sent(
+        &self,
+        cycle: &Cycle,
+        now: UnixTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Verdicts whose alert is owed and free to take at `now` (given back, or the lease
+    /// lapsed), at most `limit`: the sweep announces them even when their instance is stopped.
+    fn due_alerts(
         &self,
         now: UnixTime,
-    ) -> impl Future<Output = Result<UnixTime, StoreError>> + Send;
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<VerdictRecord>, StoreError>> + Send;
 }
