@@ -3,6 +3,9 @@
     python dev/aws_local.py wait            wait until moto answers
     python dev/aws_local.py create-table    create the table from infra/template.yaml
     python dev/aws_local.py create-topic    create the alert topic named by EC2PASS_ALERT_TOPIC_ARN
+    python dev/aws_local.py create-secret   create the Secrets Manager secret named by
+                                            EC2PASS_SLACK_SIGNING_SECRET_ARN, holding
+                                            EC2PASS_DEV_SIGNING_SECRET
 
 The table is created from the `AWS::DynamoDB::Table` resource in infra/template.yaml (key schema,
 attribute definitions, indexes, TTL), so the local table and the deployed one have one definition.
@@ -113,8 +116,27 @@ def create_topic():
     print(f"created topic {arn}")
 
 
+def create_secret():
+    """The issuer's signing secret, in moto's Secrets Manager: the issuer reads it there, as it
+    reads the deployed one, and never sees EC2PASS_DEV_SIGNING_SECRET itself."""
+    name = os.environ["EC2PASS_SLACK_SIGNING_SECRET_ARN"]
+    value = os.environ["EC2PASS_DEV_SIGNING_SECRET"]
+    sm = boto3.client("secretsmanager", endpoint_url=endpoint())
+    try:
+        sm.create_secret(Name=name, SecretString=value)
+        print(f"created secret {name}")
+    except sm.exceptions.ResourceExistsException:
+        sm.put_secret_value(SecretId=name, SecretString=value)
+        print(f"secret {name} already exists; its value is set again")
+
+
 def main(argv):
-    commands = {"wait": wait, "create-table": create_table, "create-topic": create_topic}
+    commands = {
+        "wait": wait,
+        "create-table": create_table,
+        "create-topic": create_topic,
+        "create-secret": create_secret,
+    }
     if len(argv) < 2 or argv[1] not in commands:
         sys.exit(__doc__)
     commands[argv[1]](*argv[2:])

@@ -16,6 +16,7 @@ set +a
 
 RUN=.dev
 LOGS=$RUN/logs
+FUNCTIONS_ENV=$RUN/functions.env
 VENV=${VENV:-.venv}
 MOTO_PORT=${AWS_ENDPOINT_URL##*:}
 mkdir -p "$LOGS"
@@ -46,6 +47,7 @@ start_moto() {
   echo $! >"$RUN/moto.pid"
   wait_port moto "$MOTO_PORT" 30
   "$VENV/bin/python" dev/aws_local.py create-table >&2
+  "$VENV/bin/python" dev/aws_local.py create-secret >&2
   "$VENV/bin/python" dev/aws_local.py create-topic >&2
 }
 
@@ -58,9 +60,17 @@ start_lambda() {
   say "starting cargo lambda watch on $EC2PASS_LAMBDA_ADDRESS:$EC2PASS_LAMBDA_PORT"
   local reload=()
   [ "${STACK_RELOAD:-0}" = 1 ] || reload=(--ignore-changes)
-  setsid "$VENV/bin/cargo-lambda" lambda watch "${reload[@]}" \
+  # The functions get dev/local.env without the EC2PASS_DEV_* settings, in their env file and in
+  # the environment they inherit: the signing secret's only way into the issuer is then moto's
+  # Secrets Manager, as in a deployed stack.
+  grep -v '^EC2PASS_DEV_' dev/local.env >"$FUNCTIONS_ENV"
+  local unset=() var
+  for var in $(compgen -e); do
+    [[ $var == EC2PASS_DEV_* ]] && unset+=(-u "$var")
+  done
+  env "${unset[@]}" setsid "$VENV/bin/cargo-lambda" lambda watch "${reload[@]}" \
     --invoke-address "$EC2PASS_LAMBDA_ADDRESS" --invoke-port "$EC2PASS_LAMBDA_PORT" \
-    --env-file dev/local.env >"$LOGS/lambda.log" 2>&1 &
+    --env-file "$FUNCTIONS_ENV" >"$LOGS/lambda.log" 2>&1 &
   echo $! >"$RUN/lambda.pid"
   wait_port lambda "$EC2PASS_LAMBDA_PORT" 120
 }

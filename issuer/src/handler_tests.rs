@@ -55,7 +55,9 @@ fn ec2() -> FakeEc2 {
 fn config() -> IssuerConfig {
     IssuerConfig {
         table: "t".into(),
-        signing_secret: SecretSource::Value(SigningSecret::new(SECRET)),
+        signing_secret: SecretSource {
+            secret_id: "ec2pass-slack-signing-secret".into(),
+        },
         lifetimes: Lifetimes {
             default: std::time::Duration::from_secs(900),
             min: std::time::Duration::from_secs(300),

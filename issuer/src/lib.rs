@@ -9,15 +9,18 @@
 //! 4. [`command`]: the grammar of the text after `/ec2pass`.
 //! 5. [`instances`]: for a scoped password, the instance is looked up in EC2 (name and state).
 //! 6. [`mint`]: a fresh password and the all-or-nothing write that stores its digest.
-//! 7. the store ([`ec2pass_shared::store`]): one DynamoDB transaction claims the Slack
-//!    `trigger_id`, counts the mint against the rate limit and stores the digest.
+//! 7. the store ([`ec2pass_shared::store`]): the Slack `trigger_id` is claimed first (for a
+//!    scoped mint concurrently with the lookup), then one DynamoDB transaction counts the mint
+//!    against the rate limit, stores the digest and adds it to the requester's ledger.
 //! 8. [`answer`]: the ephemeral Block Kit answer, the only place the plaintext ever goes.
 //!
-//! [`handler`] strings them together; [`secret`] reads the signing secret at cold start.
-//! `main.rs` only wires real clients into [`handler::Issuer`].
+//! [`handler`] strings them together; [`cold_start`] builds the deployed issuer once, with the
+//! signing secret that [`secret`] reads from Secrets Manager. `main.rs` only adds the Lambda
+//! runtime.
 
 pub mod answer;
 pub mod authorize;
+pub mod cold_start;
 pub mod command;
 pub mod handler;
 pub mod instances;

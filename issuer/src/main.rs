@@ -5,17 +5,12 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
-use ec2pass_shared::config::{Env, IssuerConfig};
-use ec2pass_shared::store::dynamo::DynamoStore;
-use ec2pass_shared::time::SystemClock;
-use issuer::handler::Issuer;
-use issuer::instances::Ec2Directory;
+use ec2pass_shared::config::Env;
 use lambda_http::{Error, Request, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let config = IssuerConfig::from_env(&Env::process())?;
     // Bounded AWS calls: Slack waits 3 s in all: an answer that says "try again" beats none.
     let timeouts = TimeoutConfig::builder()
         .operation_attempt_timeout(Duration::from_secs(1))
@@ -25,14 +20,7 @@ async fn main() -> Result<(), Error> {
         .timeout_config(timeouts)
         .load()
         .await;
-    let secret = issuer::secret::resolve(&config.signing_secret, &aws).await?;
-    let issuer = Issuer {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone()),
-        directory: Ec2Directory::new(aws_sdk_ec2::Client::new(&aws)),
-        clock: SystemClock,
-        secret,
-        config,
-    };
+    let issuer = issuer::cold_start::issuer(&Env::process(), &aws).await?;
     let issuer = &issuer;
     run(service_fn(move |request: Request| async move {
         Ok::<_, Infallible>(issuer.handle_http(request).await)

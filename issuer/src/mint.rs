@@ -42,7 +42,8 @@ pub fn rate_window(owner: Owner, now: UnixTime, limit: u32) -> RateWindow {
     }
 }
 
-/// A fresh password and the all-or-nothing write that stores it.
+/// A fresh password and the all-or-nothing write that stores it (claiming the trigger in the
+/// same write: a caller that has claimed it already sets [`Mint::trigger_claimed`]).
 pub fn plan(
     cmd: &SlashCommand,
     scope: Option<InstanceId>,
@@ -63,6 +64,7 @@ pub fn plan(
     };
     let mint = Mint {
         trigger: trigger_claim(cmd, now),
+        trigger_claimed: false,
         rate: rate_window(owner(cmd), now, rate_limit),
         record,
     };

@@ -1297,7 +1297,9 @@ fn issuer(name: String, allow_unscoped: bool) -> Issuer<MemoryStore, AnyInstance
     Issuer {
         config: IssuerConfig {
             table: "t".into(),
-            signing_secret: SecretSource::Value(SigningSecret::new(SECRET)),
+            signing_secret: SecretSource {
+                secret_id: "ec2pass-slack-signing-secret".into(),
+            },
             lifetimes: Lifetimes {
                 default: Duration::from_secs(900),
                 min: Duration::from_secs(300),

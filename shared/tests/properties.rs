@@ -523,10 +523,9 @@ fn any_alert_has_a_one_line_subject_of_at_most_100_characters_and_a_json_message
 // ---------------------------------------------------------------------------------------------
 
 /// Every variable docs/configuration.md documents.
-const VARIABLES: [&str; 24] = [
+const VARIABLES: [&str; 23] = [
     "EC2PASS_TABLE",
-    "EC2PASS_SLACK_SIGNING_SECRET",
-    "EC2PASS_SLACK_SIGNING_SECRET_PARAM",
+    "EC2PASS_SLACK_SIGNING_SECRET_ARN",
     "EC2PASS_LIFETIME_DEFAULT",
     "EC2PASS_LIFETIME_MIN",
     "EC2PASS_LIFETIME_MAX",
@@ -581,7 +580,10 @@ fn any_environment_gives_a_configuration_or_an_error_naming_a_variable_it_read()
             // A working configuration, with some variables set to other values.
             let mut vars: BTreeMap<&str, String> = [
                 ("EC2PASS_TABLE", "ec2pass"),
-                ("EC2PASS_SLACK_SIGNING_SECRET", "s3cret"),
+                (
+                    "EC2PASS_SLACK_SIGNING_SECRET_ARN",
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:ec2pass-slack-AbCdEf",
+                ),
                 (
                     "EC2PASS_ALERT_TOPIC_ARN",
                     "arn:aws:sns:us-east-1:123456789012:alerts",

@@ -73,9 +73,16 @@ impl Local {
         self.get("EC2PASS_TABLE").to_owned()
     }
 
-    /// The development signing secret.
+    /// The development signing secret (`EC2PASS_DEV_SIGNING_SECRET`), which the local set-up puts
+    /// in moto's Secrets Manager for the issuer, and with which the tests sign as Slack.
     pub fn signing_secret(&self) -> SigningSecret {
-        SigningSecret::new(self.get("EC2PASS_SLACK_SIGNING_SECRET"))
+        SigningSecret::new(self.get("EC2PASS_DEV_SIGNING_SECRET"))
+    }
+
+    /// The Secrets Manager secret the issuer reads its signing secret from
+    /// (`EC2PASS_SLACK_SIGNING_SECRET_ARN`).
+    pub fn signing_secret_id(&self) -> &str {
+        self.get("EC2PASS_SLACK_SIGNING_SECRET_ARN")
     }
 
     /// The issuer's function URL under `cargo lambda watch`.

@@ -9,6 +9,7 @@ struct World {
     slack: Slack,
     ec2: aws_sdk_ec2::Client,
     ddb: aws_sdk_dynamodb::Client,
+    secrets: aws_sdk_secretsmanager::Client,
 }
 
 async fn world() -> World {
@@ -18,7 +19,74 @@ async fn world() -> World {
         slack: Slack::local(&local),
         ec2: aws_sdk_ec2::Client::new(&aws),
         ddb: aws_sdk_dynamodb::Client::new(&aws),
+        secrets: aws_sdk_secretsmanager::Client::new(&aws),
         local,
+    }
+}
+
+/// The environment of every running process whose executable is `target/debug/<name>`.
+fn environments_of(name: &str) -> Vec<String> {
+    let exe = ec2pass_tests::root().join("target/debug").join(name);
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter(|p| std::fs::read_link(p.path().join("exe")).is_ok_and(|e| e == exe))
+        .filter_map(|p| std::fs::read(p.path().join("environ")).ok())
+        .map(|env| String::from_utf8_lossy(&env).replace('\0', "\n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_issuer_gets_its_signing_secret_only_from_secrets_manager() {
+    // Given the local stack: the development secret is in moto's Secrets Manager
+    let w = world().await;
+    let dev_secret = w.local.get("EC2PASS_DEV_SIGNING_SECRET");
+    let stored = w
+        .secrets
+        .get_secret_value()
+        .secret_id(w.local.signing_secret_id())
+        .send()
+        .await
+        .expect("GetSecretValue of the local signing secret (dev/aws_local.py create-secret)");
+    assert_eq!(stored.secret_string(), Some(dev_secret));
+    // When Slack posts a command signed with it
+    let id = launch_instance(&w.ec2, "secret-source").await;
+    let answer = w
+        .slack
+        .send(&SlashCommand::new("T0HTTP", &unique("U"), id.as_str()))
+        .await;
+    // Then the issuer verifies it and mints
+    assert!(
+        answer.is_ephemeral() && answer.password().is_some(),
+        "{answer:?}"
+    );
+    // And the issuer could only have had the secret from Secrets Manager: neither the env file
+    // cargo lambda watch passes nor the running issuer's own environment holds it
+    let env_file = ec2pass_tests::root().join(".dev/functions.env");
+    let passed = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; run via dev/stack.sh",
+            env_file.display()
+        )
+    });
+    assert!(
+        passed.contains("EC2PASS_SLACK_SIGNING_SECRET_ARN="),
+        "{passed}"
+    );
+    assert!(
+        !passed.contains(dev_secret),
+        "the functions' env file holds the secret"
+    );
+    let running = environments_of("issuer");
+    assert!(!running.is_empty(), "no running target/debug/issuer found");
+    for env in &running {
+        assert!(env.contains("EC2PASS_SLACK_SIGNING_SECRET_ARN="));
+        assert!(
+            !env.contains(dev_secret),
+            "a running issuer's environment holds the secret"
+        );
     }
 }
 
@@ -108,7 +176,7 @@ async fn the_plaintext_is_nowhere_but_the_answer() {
         "password in the log"
     );
     assert!(
-        !log.contains(w.local.get("EC2PASS_SLACK_SIGNING_SECRET")),
+        !log.contains(w.local.get("EC2PASS_DEV_SIGNING_SECRET")),
         "signing secret in the log"
     );
 }

@@ -14,7 +14,7 @@ use ec2pass_tests::secrets::{Secrets, ledger_dir, logs_dir, scan};
 
 fn main() -> ExitCode {
     let local = Local::load();
-    let secrets = match Secrets::load(&ledger_dir(), local.get("EC2PASS_SLACK_SIGNING_SECRET")) {
+    let secrets = match Secrets::load(&ledger_dir(), local.get("EC2PASS_DEV_SIGNING_SECRET")) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("secrets-scan: cannot read the ledger: {e}");

@@ -119,7 +119,7 @@ pub async fn issuer_mint(iterations: usize, warmup: usize) -> Fallible<WarmResul
         .map_err(|e| format!("issuer configuration: {e}"))?;
     let secret = SigningSecret::new(
         local_env()
-            .get("EC2PASS_SLACK_SIGNING_SECRET")
+            .get("EC2PASS_DEV_SIGNING_SECRET")
             .cloned()
             .unwrap_or_default(),
     );
