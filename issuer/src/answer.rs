@@ -245,6 +245,11 @@ pub fn malformed() -> Value {
     note("ec2pass could not read this request from Slack; nothing was issued. Please try again.")
 }
 
+/// The answer could not be ready within the deadline; the work was dropped.
+pub fn too_slow() -> Value {
+    note("ec2pass took too long; nothing was minted, try again.")
+}
+
 /// AWS could not be reached; nothing happened.
 pub fn try_again() -> Value {
     note(

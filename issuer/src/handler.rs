@@ -3,7 +3,10 @@
 //! [`Issuer::handle`] never fails: every outcome is an HTTP answer. Requests that are not from
 //! Slack get a bare 4xx; anything a person typed gets an ephemeral explanation with status 200;
 //! AWS trouble gets an ephemeral "try again" (Slack shows a 5xx as an opaque error, and nothing
-//! was issued, so there is nothing to hide).
+//! was issued, so there is nothing to hide). Whatever AWS does, the answer comes within
+//! [`DEADLINE`].
+
+use std::time::Duration;
 
 use ec2pass_shared::config::{IssuerConfig, SigningSecret};
 use ec2pass_shared::ids::InstanceId;
@@ -21,6 +24,16 @@ use crate::instances::InstanceDirectory;
 use crate::mint;
 use crate::request::{Form, Incoming, SlashCommand, check_shape, parse_form};
 use crate::verify::{HeaderValue, verify};
+
+/// How long a request may take, from the moment it reaches the handler to its answer.
+///
+/// Slack gives up 3000 ms after it sent the request, and shows the requester an opaque error.
+/// Its clock starts before ours: the request's way to the function URL, and on a cold start the
+/// function's init (the runtime, the configuration, and the signing secret's `GetSecretValue`:
+/// tens of milliseconds, a few hundred at worst), come first, and the answer must travel back.
+/// 2.5 s leaves half a second for all of that, and still lets one slow AWS call (each is bounded
+/// at 2 s by the SDK's operation timeout) finish, or be answered "try again", in time.
+pub const DEADLINE: Duration = Duration::from_millis(2500);
 
 /// An HTTP answer: a status and, for 200s, a JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,8 +91,39 @@ where
         into_response(self.handle(&incoming).await)
     }
 
-    /// Answers one request.
+    /// Answers one request, within [`DEADLINE`].
     pub async fn handle(&self, req: &Incoming<'_>) -> Reply {
+        self.handle_within(req, DEADLINE).await
+    }
+
+    /// Answers one request within `deadline`: when it passes, the work in flight is dropped and
+    /// the requester is told to try again.
+    ///
+    /// Dropping the work means nothing starts after the answer, and no password can be shown
+    /// after it (the plaintext lives only in the dropped work and is dropped with it). What
+    /// cannot be undone is a write DynamoDB already received: the mint's transaction may still
+    /// commit after the answer. Then the table holds a digest, with its expiry, of a password
+    /// nobody has ever seen and nobody can find out (the plaintext was never sent or logged; a
+    /// digest does not give it back): no instance can be started with it, it dies at its expiry
+    /// like any other, and until then `list` shows it, so its owner can `revoke` it. The rate
+    /// counter and the trigger claim may count it too. That is harmless, so "nothing was minted"
+    /// holds for everything that matters: no usable password exists that the requester did not
+    /// see.
+    pub async fn handle_within(&self, req: &Incoming<'_>, deadline: Duration) -> Reply {
+        match tokio::time::timeout(deadline, self.answer(req)).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+                error!(
+                    deadline_ms,
+                    "answered late: AWS was too slow; the work was dropped"
+                );
+                Reply::ok(answer::too_slow())
+            }
+        }
+    }
+
+    async fn answer(&self, req: &Incoming<'_>) -> Reply {
         if let Err(shape) = check_shape(req) {
             warn!(
                 ?shape,
@@ -149,23 +193,48 @@ where
             Ok(l) => l,
             Err(mistake) => return answer::usage(&self.config, Some(&mistake)),
         };
+        // The trigger is claimed before anything can fail, so that a request that fails (the
+        // lookup throttled, say) cannot be replayed later, within Slack's five-minute signature
+        // window, to be served then, password included, to whoever replays it.
+        //
+        // A scoped mint claims it concurrently with the instance lookup, so the claim adds no
+        // sequential round trip: both run, then the mint transaction. The transaction then no
+        // longer writes the trigger, and needs no condition that the claim is ours: the claim
+        // is a conditional create, so exactly one request with this trigger id ever sees it
+        // succeed, and only that one reaches the transaction; the claim item cannot disappear
+        // before its TTL, minutes after Slack's signature window has closed (and a request
+        // past that window is refused by the signature check). A claim that failed, or whose
+        // answer was lost, mints nothing: "try again", with a fresh trigger id.
+        //
+        // An unscoped mint looks nothing up, so nothing can fail before its transaction; the
+        // claim stays in that transaction (all or nothing, one round trip), and a transaction
+        // that fails has written nothing at all, just like a failed claim.
         let info = match &scope {
             None => None,
-            Some(id) => match self.directory.describe(id).await {
-                Ok(Some(info)) if info.is_gone() => return answer::instance_gone(id, &info),
-                Ok(Some(info)) => Some(info),
-                Ok(None) => {
-                    info!(user_id = cmd.user_id, instance_id = %id, "mint refused: unknown instance");
-                    return answer::unknown_instance(id);
+            Some(id) => {
+                let (refused, lookup) =
+                    tokio::join!(self.claim(cmd, now), self.directory.describe(id));
+                if let Some(refused) = refused {
+                    return refused;
                 }
-                Err(e) => {
-                    error!(error = %e, instance_id = %id, "mint failed: instance lookup");
-                    return answer::try_again();
+                match lookup {
+                    Ok(Some(info)) if info.is_gone() => return answer::instance_gone(id, &info),
+                    Ok(Some(info)) => Some(info),
+                    Ok(None) => {
+                        info!(user_id = cmd.user_id, instance_id = %id, "mint refused: unknown instance");
+                        return answer::unknown_instance(id);
+                    }
+                    Err(e) => {
+                        error!(error = %e, instance_id = %id, "mint failed: instance lookup");
+                        return answer::try_again();
+                    }
                 }
-            },
+            }
         };
-        let (password, plan) =
+        let claimed = scope.is_some();
+        let (password, mut plan) =
             mint::plan(cmd, scope, lifetime, now, self.config.rate_limit_per_hour);
+        plan.trigger_claimed = claimed;
         let record = &plan.record;
         match self.store.mint(&plan).await {
             Ok(MintOutcome::Minted) => {

@@ -686,3 +686,189 @@ async fn no_log_line_of_any_request_path_holds_a_password_a_digest_or_the_secret
         "the signing secret reached a log line"
     );
 }
+
+/// EC2 that fails the first lookup (throttled) and answers every later one.
+#[derive(Default)]
+struct FlakyEc2(std::sync::atomic::AtomicBool);
+
+impl InstanceDirectory for FlakyEc2 {
+    async fn describe(&self, id: &InstanceId) -> Result<Option<InstanceInfo>, DirectoryError> {
+        if self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            ec2().describe(id).await
+        } else {
+            Err(DirectoryError("RequestLimitExceeded".into()))
+        }
+    }
+}
+
+fn issuer_on<S, D>(store: S, directory: D) -> Issuer<S, D, FixedClock> {
+    Issuer {
+        config: config(),
+        secret: SigningSecret::new(SECRET),
+        store,
+        directory,
+        clock: FixedClock(NOW),
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_failed_at_the_lookup_cannot_be_replayed_for_a_password() {
+    // Given EC2 throttling the lookup of a signed mint request
+    let issuer = issuer_on(MemoryStore::new(), FlakyEc2::default());
+    let body = form("U1", INSTANCE);
+    let first = send(&issuer, &body).await;
+    // Then the requester is told to try again, and nothing is stored
+    assert!(ephemeral(&first) && password_in(&first).is_none());
+    assert!(text_of(&first).contains("try again"), "{}", text_of(&first));
+    // When someone replays the very same signed request once EC2 answers again (within Slack's
+    // five-minute signature window)
+    let replay = send(&issuer, &body).await;
+    // Then it is refused as a replay: its trigger was claimed before the lookup failed
+    assert!(
+        ephemeral(&replay) && password_in(&replay).is_none(),
+        "{replay:?}"
+    );
+    assert!(
+        text_of(&replay).contains("already answered"),
+        "{}",
+        text_of(&replay)
+    );
+    assert!(issuer.store.records().is_empty());
+    // And a fresh request (a new trigger id) mints
+    assert!(password_in(&send(&issuer, &form("U1", INSTANCE)).await).is_some());
+}
+
+/// A store and EC2 that each wait for the other to be called: they only get on if the trigger
+/// claim and the instance lookup are in flight at the same time.
+struct Rendezvous<T>(T, std::sync::Arc<tokio::sync::Barrier>);
+
+impl MintStore for Rendezvous<MemoryStore> {
+    async fn mint(&self, mint: &Mint) -> Result<MintOutcome, StoreError> {
+        self.0.mint(mint).await
+    }
+}
+impl TriggerStore for Rendezvous<MemoryStore> {
+    async fn claim_trigger(&self, claim: &TriggerClaim) -> Result<bool, StoreError> {
+        self.1.wait().await;
+        self.0.claim_trigger(claim).await
+    }
+}
+impl OutstandingStore for Rendezvous<MemoryStore> {
+    async fn outstanding(&self, o: &Owner, now: UnixTime) -> Result<Vec<Outstanding>, StoreError> {
+        self.0.outstanding(o, now).await
+    }
+    async fn revoke(&self, o: &Owner, id: &ShortId, now: UnixTime) -> Result<bool, StoreError> {
+        self.0.revoke(o, id, now).await
+    }
+    async fn revoke_all(&self, o: &Owner, now: UnixTime) -> Result<usize, StoreError> {
+        self.0.revoke_all(o, now).await
+    }
+}
+impl InstanceDirectory for Rendezvous<FakeEc2> {
+    async fn describe(&self, id: &InstanceId) -> Result<Option<InstanceInfo>, DirectoryError> {
+        self.1.wait().await;
+        self.0.describe(id).await
+    }
+}
+
+#[tokio::test]
+async fn the_trigger_claim_adds_no_sequential_round_trip_to_a_scoped_mint() {
+    // Given a claim and a lookup that can only finish together
+    let meet = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let issuer = issuer_on(
+        Rendezvous(MemoryStore::new(), meet.clone()),
+        Rendezvous(ec2(), meet),
+    );
+    // When a scoped mint is requested (with a deadline well short of the real one)
+    let body = form("U1", INSTANCE);
+    let ts = NOW.0.to_string();
+    let sig = sign(&SigningSecret::new(SECRET), &ts, body.as_bytes());
+    let reply = issuer
+        .handle_within(&signed(&ts, &sig, &body), std::time::Duration::from_secs(1))
+        .await;
+    // Then it mints: the claim ran concurrently with the lookup, not before or after it
+    assert!(password_in(&reply).is_some(), "{reply:?}");
+}
+
+/// A store whose mint waits until the test opens the gate, then really mints.
+struct GatedMint(MemoryStore, std::sync::Arc<tokio::sync::Notify>);
+
+impl MintStore for GatedMint {
+    async fn mint(&self, mint: &Mint) -> Result<MintOutcome, StoreError> {
+        self.1.notified().await;
+        self.0.mint(mint).await
+    }
+}
+impl TriggerStore for GatedMint {
+    async fn claim_trigger(&self, claim: &TriggerClaim) -> Result<bool, StoreError> {
+        self.0.claim_trigger(claim).await
+    }
+}
+impl OutstandingStore for GatedMint {
+    async fn outstanding(&self, o: &Owner, now: UnixTime) -> Result<Vec<Outstanding>, StoreError> {
+        self.0.outstanding(o, now).await
+    }
+    async fn revoke(&self, o: &Owner, id: &ShortId, now: UnixTime) -> Result<bool, StoreError> {
+        self.0.revoke(o, id, now).await
+    }
+    async fn revoke_all(&self, o: &Owner, now: UnixTime) -> Result<usize, StoreError> {
+        self.0.revoke_all(o, now).await
+    }
+}
+
+/// EC2 that never answers.
+struct HangingEc2;
+
+impl InstanceDirectory for HangingEc2 {
+    async fn describe(&self, _: &InstanceId) -> Result<Option<InstanceInfo>, DirectoryError> {
+        std::future::pending().await
+    }
+}
+
+async fn timed_mint<S, D>(issuer: &Issuer<S, D, FixedClock>) -> (Reply, std::time::Duration)
+where
+    S: MintStore + TriggerStore + OutstandingStore,
+    D: InstanceDirectory,
+{
+    let started = std::time::Instant::now();
+    let reply = send(issuer, &form("U1", INSTANCE)).await;
+    (reply, started.elapsed())
+}
+
+#[tokio::test]
+async fn slow_aws_gets_an_answer_before_slack_gives_up_and_nothing_is_minted_after_it() {
+    // Given EC2 that never answers, and a store whose mint hangs until the test lets it go
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let slow_store = issuer_on(GatedMint(MemoryStore::new(), gate.clone()), ec2());
+    let slow_ec2 = issuer_on(MemoryStore::new(), HangingEc2);
+    // When a mint is requested of each (bounded here too, so the test fails instead of hanging)
+    let both = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        tokio::join!(timed_mint(&slow_store), timed_mint(&slow_ec2))
+    })
+    .await;
+    let Ok(((store_reply, store_took), (ec2_reply, ec2_took))) = both else {
+        panic!("no answer within 5 s: Slack gives up after 3 s");
+    };
+    // Then each gets, after the deadline and within Slack's 3 s, an ephemeral 200 saying that
+    // nothing was minted
+    for (reply, took) in [(&store_reply, store_took), (&ec2_reply, ec2_took)] {
+        assert!(
+            ephemeral(reply) && password_in(reply).is_none(),
+            "{reply:?}"
+        );
+        assert!(
+            text_of(reply).contains("took too long; nothing was minted, try again"),
+            "{}",
+            text_of(reply)
+        );
+        assert!(
+            took >= DEADLINE && took < std::time::Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+    // And when the store would go on to mint, nothing does: the work was dropped with the answer
+    gate.notify_one();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(slow_store.store.0.records().is_empty());
+    assert!(slow_ec2.store.records().is_empty());
+}
