@@ -9,7 +9,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ec2pass_shared::digest::Digest;
 use ec2pass_shared::ids::{InstanceId, Owner};
 use ec2pass_shared::password::{Password, new_short_id};
-use ec2pass_shared::store::dynamo::DynamoStore;
+use ec2pass_shared::store::dynamo::{DynamoStore, ledger_key};
+use ec2pass_shared::store::memory::MemoryStore;
 use ec2pass_shared::store::{
     Mint, MintOutcome, MintStore, OutstandingStore, PasswordLookup, PasswordRecord, RateWindow,
     TriggerClaim, TriggerStore,
@@ -64,6 +65,7 @@ impl Fixture {
                 trigger_id: unique("trigger."),
                 forget_after: issued_at.plus(Duration::from_secs(660)),
             },
+            trigger_claimed: false,
             rate: RateWindow {
                 owner: owner.clone(),
                 window: issued_at.0 / 3600,
@@ -79,6 +81,28 @@ impl Fixture {
         let (password, mint) = self.mint_for(&self.owner, scope, self.now, lifetime);
         assert_eq!(self.store.mint(&mint).await.ok(), Some(MintOutcome::Minted));
         (password, mint)
+    }
+
+    /// The password keys in the owner's ledger, and whether the ledger has a TTL.
+    async fn ledger(&self, owner: &Owner) -> (Vec<String>, bool) {
+        let item = self
+            .ddb
+            .get_item()
+            .table_name(self.store.table())
+            .key("pk", AttributeValue::S(ledger_key(owner)))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+            .unwrap_or_default();
+        let mut keys = item
+            .get("passwords")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default();
+        keys.sort();
+        (keys, item.contains_key("ttl"))
     }
 
     /// Marks a password consumed, as the guard will.
@@ -332,4 +356,122 @@ async fn the_table_holds_digests_never_plaintexts() {
     );
     assert!(!everything.contains(password.canonical()));
     assert!(!everything.contains(&password.display()));
+}
+
+/// Mints, then at once lists and revokes all: the password is found both times.
+async fn mint_then_list_and_revoke_all<S>(store: &S, mint: &Mint, now: UnixTime)
+where
+    S: MintStore + OutstandingStore + PasswordLookup,
+{
+    let owner = &mint.record.owner;
+    let listed = store.outstanding(owner, now).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|o| &o.short_id).collect::<Vec<_>>(),
+        vec![&mint.record.short_id]
+    );
+    assert_eq!(store.revoke_all(owner, now).await.ok(), Some(1));
+    assert_eq!(store.find(&mint.record.digest).await.ok(), Some(None));
+    assert_eq!(store.outstanding(owner, now).await.ok(), Some(vec![]));
+}
+
+#[tokio::test]
+async fn revoke_all_finds_a_password_minted_a_moment_before_though_the_index_lags() {
+    // Given a password just minted, and an owner index that has not caught up with it yet.
+    // moto updates indexes synchronously, so the lag is made: the item's index key is removed,
+    // which takes it out of the sparse by-owner index, as a Query sees an index that lags.
+    let f = fixture().await;
+    let (_, m) = f.mint(Some("i-0123456789abcdef0"), 900).await;
+    f.ddb
+        .update_item()
+        .table_name(f.store.table())
+        .key("pk", AttributeValue::S(m.record.digest.table_key()))
+        .update_expression("REMOVE #owner")
+        .expression_attribute_names("#owner", "owner")
+        .send()
+        .await
+        .expect("UpdateItem");
+    // When the requester lists and revokes all at once, then they find it: the ledger, read
+    // with strong consistency, lists it
+    assert_eq!(
+        f.ledger(&f.owner).await,
+        (vec![m.record.digest.table_key()], true)
+    );
+    mint_then_list_and_revoke_all(&f.store, &m, f.now).await;
+    // And the revoked key has left the ledger
+    assert_eq!(f.ledger(&f.owner).await.0, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_memory_store_finds_a_password_minted_a_moment_before_too() {
+    let f = fixture().await;
+    let store = MemoryStore::new();
+    let (_, m) = f.mint_for(&f.owner, None, f.now, 900);
+    assert_eq!(store.mint(&m).await.ok(), Some(MintOutcome::Minted));
+    mint_then_list_and_revoke_all(&store, &m, f.now).await;
+}
+
+#[tokio::test]
+async fn the_ledger_is_pruned_of_dead_passwords_and_a_full_one_makes_room() {
+    // Given a ledger that holds three passwords at most, full of live ones
+    let f = fixture().await;
+    let store = f.store.clone().with_ledger_cap(3);
+    let mut minted = Vec::new();
+    for _ in 0..3 {
+        let (_, m) = f.mint_for(&f.owner, None, f.now, 900);
+        assert_eq!(store.mint(&m).await.ok(), Some(MintOutcome::Minted));
+        minted.push(m);
+    }
+    // Then a fourth mint is refused, and nothing of it is stored
+    let (_, fourth) = f.mint_for(&f.owner, None, f.now, 900);
+    assert!(store.mint(&fourth).await.is_err());
+    assert_eq!(store.find(&fourth.record.digest).await.ok(), Some(None));
+    // When one password is used by the guard, the next mint prunes it from the ledger and fits
+    f.consume(&minted[1].record.digest, "cycle").await;
+    let (_, fifth) = f.mint_for(&f.owner, None, f.now, 900);
+    assert_eq!(store.mint(&fifth).await.ok(), Some(MintOutcome::Minted));
+    let mut expected = vec![
+        minted[0].record.digest.table_key(),
+        minted[2].record.digest.table_key(),
+        fifth.record.digest.table_key(),
+    ];
+    expected.sort();
+    assert_eq!(f.ledger(&f.owner).await, (expected, true));
+    // And a password that expired is pruned by `list`, which shows only the live ones
+    let (_, old) = f.mint_for(&f.owner, None, f.now.minus(Duration::from_secs(3600)), 600);
+    store
+        .revoke(&f.owner, &minted[0].record.short_id, f.now)
+        .await
+        .expect("revoke");
+    assert_eq!(store.mint(&old).await.ok(), Some(MintOutcome::Minted));
+    let listed = store.outstanding(&f.owner, f.now).await.expect("list");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let mut expected = vec![
+        minted[2].record.digest.table_key(),
+        fifth.record.digest.table_key(),
+    ];
+    expected.sort();
+    assert_eq!(f.ledger(&f.owner).await.0, expected);
+}
+
+#[tokio::test]
+async fn a_trigger_the_issuer_claimed_already_is_not_a_replay_of_its_own_mint() {
+    // Given a request whose trigger the issuer claimed while it looked the instance up
+    let f = fixture().await;
+    let (_, mut m) = f.mint_for(&f.owner, Some("i-0123456789abcdef0"), f.now, 900);
+    assert_eq!(f.store.claim_trigger(&m.trigger).await.ok(), Some(true));
+    // When it mints saying so, then it mints (the transaction does not claim it again)
+    m.trigger_claimed = true;
+    assert_eq!(f.store.mint(&m).await.ok(), Some(MintOutcome::Minted));
+    assert!(
+        f.store
+            .find(&m.record.digest)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    );
+    // And a mint that would claim that trigger itself is a replay
+    let (_, mut again) = f.mint_for(&f.owner, None, f.now, 900);
+    again.trigger = m.trigger.clone();
+    assert_eq!(f.store.mint(&again).await.ok(), Some(MintOutcome::Replayed));
 }
