@@ -587,19 +587,19 @@ pub fn local_guard(local: &Local, aws: &SdkConfig) -> LocalGuard {
         &ec2pass_shared::config::Env::from_fn(local.lookup()),
     )
     .expect("guard configuration from dev/local.env");
-    guard::guard::Guard {
-        store: ec2pass_shared::store::dynamo::DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(aws),
-            config.table.clone(),
-        ),
-        ec2: guard::ec2::Ec2Client::new(aws_sdk_ec2::Client::new(aws)),
-        alerts: guard::alerts::SnsAlerts::new(
-            aws_sdk_sns::Client::new(aws),
-            config.topic_arn.clone(),
-        ),
-        clock: ec2pass_shared::time::SystemClock,
+    let store = ec2pass_shared::store::dynamo::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(aws),
+        config.table.clone(),
+    );
+    let alerts =
+        guard::alerts::SnsAlerts::new(aws_sdk_sns::Client::new(aws), config.topic_arn.clone());
+    guard::guard::Guard::new(
         config,
-    }
+        store,
+        guard::ec2::Ec2Client::new(aws_sdk_ec2::Client::new(aws)),
+        alerts,
+        ec2pass_shared::time::SystemClock,
+    )
 }
 
 /// An invocation with a comfortable deadline.
