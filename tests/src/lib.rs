@@ -752,6 +752,10 @@ where
 /// transaction it runs (to roll back), so every item left behind slows every later transaction.
 pub async fn delete_items(ddb: &aws_sdk_dynamodb::Client, table: &str, keys: &[String]) {
     use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+    // BatchWriteItem refuses a batch that names one key twice.
+    let mut keys = keys.to_vec();
+    keys.sort();
+    keys.dedup();
     for chunk in keys.chunks(25) {
         let mut requests: Vec<WriteRequest> = chunk
             .iter()
