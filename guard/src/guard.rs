@@ -233,7 +233,9 @@ where
             // Without it the guard cannot tell an instance that predates it from a new start:
             // touch nothing, say so, and let Lambda retry.
             Err(detail) => {
-                return Err(self.alert_error(&facts, origin, "activation", detail).await);
+                return Err(self
+                    .alert_error(&facts, origin, "activation", detail, Action::None)
+                    .await);
             }
         };
         self.guard_facts(facts, activation, origin, inv).await
@@ -617,15 +619,10 @@ where
                             false,
                         )))
                     }
+                    // The stop is done already (the deny is certain), whatever the fail mode:
+                    // the guard-error alert says what was done.
                     Err(e) => Err(self
-                        .fail(
-                            &facts.id,
-                            Some(facts),
-                            origin,
-                            inv,
-                            "record-verdict",
-                            e.to_string(),
-                        )
+                        .alert_error(facts, origin, "record-verdict", e.to_string(), action)
                         .await),
                 }
             }
@@ -853,23 +850,18 @@ where
         }
     }
 
-    /// A `guard-error` alert without enforcement (nothing may be touched), and the error.
+    /// A `guard-error` alert saying what was done (`action`), with no further enforcement,
+    /// and the error.
     async fn alert_error(
         &self,
         facts: &InstanceFacts,
         origin: &Origin,
         what: &'static str,
         detail: String,
+        action: Action,
     ) -> GuardError {
         error!(instance_id = %facts.id, what, %detail, "guard error");
-        let alert = alerts::for_error(
-            &facts.id,
-            Some(facts),
-            origin,
-            what,
-            detail.clone(),
-            Action::None,
-        );
+        let alert = alerts::for_error(&facts.id, Some(facts), origin, what, detail.clone(), action);
         if let Err(e) = self.alerts.publish(&alert).await {
             error!(error = %e, "could not publish a guard-error alert");
         }
