@@ -2,7 +2,10 @@
 //! signing secret from Secrets Manager, and the AWS clients. `main.rs` only adds the Lambda
 //! runtime; the tests build the issuer the same way against the emulator.
 
+use std::time::Duration;
+
 use aws_config::SdkConfig;
+use aws_config::timeout::TimeoutConfig;
 use ec2pass_shared::config::{ConfigError, Env, IssuerConfig};
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
@@ -26,10 +29,39 @@ pub enum ColdStartError {
     Secret(#[from] SecretError),
 }
 
+/// How long each AWS call on the request path may take: per attempt, and in all (retries
+/// included). Slack waits 3 s in all: an answer that says "try again" beats none.
+pub const REQUEST_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(2));
+
+/// [`REQUEST_TIMEOUTS`] as the SDK takes them, for the `SdkConfig` every client is built from.
+pub fn request_timeouts() -> TimeoutConfig {
+    let (attempt, operation) = REQUEST_TIMEOUTS;
+    TimeoutConfig::builder()
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build()
+}
+
+/// How long the cold start's `GetSecretValue` may take: per attempt, and in all. Wider than
+/// [`REQUEST_TIMEOUTS`], on purpose: Lambda allows 10 s for the init, and a slow
+/// init costs at most the one request that waits for it, while a failed one costs that request
+/// and another cold start for the next.
+pub const SECRET_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(3), Duration::from_secs(8));
+
 /// Reads the configuration, then the signing secret, and wires the clients.
 pub async fn issuer(env: &Env<'_>, aws: &SdkConfig) -> Result<LambdaIssuer, ColdStartError> {
     let config = IssuerConfig::from_env(env)?;
-    let secrets = aws_sdk_secretsmanager::Client::new(aws);
+    let (attempt, operation) = SECRET_TIMEOUTS;
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(aws)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(attempt)
+                    .operation_timeout(operation)
+                    .build(),
+            )
+            .build(),
+    );
     let secret = secret::resolve(&config.signing_secret, &secrets).await?;
     Ok(Issuer {
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), config.table.clone()),

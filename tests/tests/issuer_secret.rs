@@ -124,3 +124,70 @@ async fn a_missing_empty_binary_or_placeholder_secret_fails_the_cold_start_namin
         assert!(!message.contains(PLACEHOLDER) && !message.contains("not text"));
     }
 }
+
+/// A Secrets Manager stand-in on loopback that answers every `GetSecretValue` after `delay`.
+fn slow_secrets_manager(value: &'static str, delay: std::time::Duration) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(&stream);
+                let mut length = 0usize;
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if let Some((name, v)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                std::thread::sleep(delay);
+                let answer = format!(
+                    r#"{{"ARN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:slow","Name":"slow","SecretString":"{value}","VersionId":"v1"}}"#
+                );
+                let _ = write!(
+                    &stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_slow_secrets_manager_slows_the_cold_start_but_does_not_fail_it() {
+    // Given Secrets Manager answering after 1.5 s: longer than a request-path attempt may take
+    let (attempt, _) = issuer::cold_start::REQUEST_TIMEOUTS;
+    let delay = attempt + std::time::Duration::from_millis(500);
+    let url = slow_secrets_manager("slow-but-sure", delay);
+    let local = Local::load();
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(issuer::cold_start::request_timeouts())
+        .endpoint_url(&url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    // When the issuer starts, then it waits for the secret (the init has 10 s) and verifies
+    // with it
+    let started = std::time::Instant::now();
+    let issuer = issuer::cold_start::issuer(&env_with_secret_id(&local, "slow"), &aws)
+        .await
+        .expect("a cold start that waited for the secret");
+    assert!(started.elapsed() >= delay);
+    let body = SlashCommand::new("T0SECRET", &unique("U"), "help").body();
+    assert_eq!(post(&issuer, "slow-but-sure", &body).await.status, 200);
+    assert_eq!(post(&issuer, "another", &body).await.status, 401);
+}
