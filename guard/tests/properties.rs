@@ -889,7 +889,7 @@ fn a_verdict_alert_is_one_short_line_and_documented_json_for_any_instance() {
                 decided_at: UnixTime(launch),
                 event_id: origin.event_id.clone(),
                 retain_until: UnixTime(launch),
-                alert_owner: None,
+                alert: None,
             };
             let alert = for_verdict(&record, &facts, &origin, action);
             let name = facts.name();
