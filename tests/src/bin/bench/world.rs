@@ -73,6 +73,7 @@ impl World {
         let ddb = aws_sdk_dynamodb::Client::new(&aws);
         let table = unique("ec2pass-bench-");
         clone_table(&ddb, &local.table(), &table).await?;
+        after_the_tables_second(&ddb, &table).await?;
         let topic_arn = aws_sdk_sns::Client::new(&aws)
             .create_topic()
             .name(unique("ec2pass-bench-alerts-"))
@@ -231,6 +232,26 @@ pub fn local_env() -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect()
+}
+
+/// Waits until the second in which `table` was created has passed. The guard leaves alone every
+/// start at or before its activation, the table's creation time in whole seconds, so an instance
+/// the bench launched within that second would not be guarded at all.
+async fn after_the_tables_second(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Fallible<()> {
+    let created = ddb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(sdk("DescribeTable"))?
+        .table
+        .and_then(|t| t.creation_date_time)
+        .ok_or("DescribeTable returned no creation time")?
+        .secs();
+    while now() <= created {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Creates `name` with the key schema, attributes and indexes of `source`.
