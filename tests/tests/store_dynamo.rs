@@ -475,3 +475,402 @@ async fn a_trigger_the_issuer_claimed_already_is_not_a_replay_of_its_own_mint() 
     again.trigger = m.trigger.clone();
     assert_eq!(f.store.mint(&again).await.ok(), Some(MintOutcome::Replayed));
 }
+
+/// The guard's side of the table: verdicts, owed alerts and the activation time.
+mod guard_side {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    use ec2pass_shared::ids::InstanceId;
+    use ec2pass_shared::store::dynamo::DynamoStore;
+    use ec2pass_shared::store::{AlertStore, Recorded, VerdictStore};
+    use ec2pass_shared::table;
+    use ec2pass_shared::time::UnixTime;
+    use ec2pass_shared::verdict::{
+        ALERT_LEASE, AlertClaim, Cycle, DenyReason, Verdict, VerdictRecord,
+    };
+    use ec2pass_tests::{Local, delete_items, now, unique};
+
+    struct Fixture {
+        store: DynamoStore,
+        ddb: aws_sdk_dynamodb::Client,
+        table: String,
+        now: UnixTime,
+        written: Vec<String>,
+    }
+
+    async fn fixture() -> Fixture {
+        let local = Local::load();
+        let aws = local.aws().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&aws);
+        Fixture {
+            store: DynamoStore::new(ddb.clone(), local.table()),
+            ddb,
+            table: local.table(),
+            now: UnixTime(now()),
+            written: Vec::new(),
+        }
+    }
+
+    /// An instance id no other test uses.
+    fn fresh_instance() -> InstanceId {
+        let hex = unique("").to_ascii_lowercase();
+        let tail = &hex[hex.len().saturating_sub(17)..];
+        InstanceId::parse(&format!("i-{tail:0>17}")).expect("a well-formed instance id")
+    }
+
+    fn cycle(launch_time: UnixTime) -> Cycle {
+        Cycle {
+            instance: fresh_instance(),
+            launch_time,
+        }
+    }
+
+    fn verdict(
+        cycle: &Cycle,
+        verdict: Verdict,
+        now: UnixTime,
+        alert: Option<AlertClaim>,
+    ) -> VerdictRecord {
+        VerdictRecord {
+            cycle: cycle.clone(),
+            verdict,
+            short_id: None,
+            issuer: None,
+            password_key: None,
+            decided_at: now,
+            event_id: unique("evt-"),
+            retain_until: now.plus(Duration::from_secs(90 * 86_400)),
+            alert,
+        }
+    }
+
+    impl Fixture {
+        /// Records a verdict, which must be the cycle's first, and remembers its key.
+        async fn record(&mut self, v: &VerdictRecord) {
+            assert_eq!(self.store.record(v).await.ok(), Some(Recorded::Ours));
+            self.written.push(v.cycle.verdict_key());
+        }
+
+        /// The keys of `ours` that the sweep's query finds due at `at`, in the order it gives.
+        async fn due(&self, at: UnixTime, ours: &[&Cycle]) -> Vec<String> {
+            let ours: HashSet<String> = ours.iter().map(|c| c.verdict_key()).collect();
+            self.store
+                .due_alerts(at, 100_000)
+                .await
+                .expect("due alerts")
+                .into_iter()
+                .map(|v| v.cycle.verdict_key())
+                .filter(|k| ours.contains(k))
+                .collect()
+        }
+
+        /// Whether the verdict's item is in the sparse `alerts-due` index at all, read straight
+        /// from the index (not through the store).
+        async fn indexed(&self, cycle: &Cycle) -> bool {
+            let mut start = None;
+            loop {
+                let page = self
+                    .ddb
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(table::ALERTS_DUE_INDEX)
+                    .key_condition_expression("#due = :due")
+                    .expression_attribute_names("#due", table::ALERT_DUE)
+                    .expression_attribute_values(
+                        ":due",
+                        AttributeValue::S(table::ALERT_DUE_VALUE.into()),
+                    )
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .expect("Query on the alerts-due index");
+                let key = cycle.verdict_key();
+                if page
+                    .items()
+                    .iter()
+                    .any(|i| i.get(table::PK).and_then(|v| v.as_s().ok()) == Some(&key))
+                {
+                    return true;
+                }
+                match page.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => return false,
+                }
+            }
+        }
+
+        /// Leaves the shared table as it was.
+        async fn clean_up(self) {
+            delete_items(&self.ddb, &self.table, &self.written).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn verdicts_reads_more_than_a_hundred_cycles_in_batches() {
+        // Given 150 cycles with a verdict, of every kind, and 30 without one
+        let mut f = fixture().await;
+        let kinds = [
+            Verdict::Allow,
+            Verdict::Exempt,
+            Verdict::Deny(DenyReason::Missing),
+            Verdict::Deny(DenyReason::WrongInstance),
+        ];
+        let mut cycles = Vec::new();
+        let mut recorded = Vec::new();
+        for n in 0..150 {
+            let c = cycle(UnixTime(f.now.0 - 60));
+            let v = verdict(&c, kinds[n % kinds.len()], f.now, None);
+            f.record(&v).await;
+            cycles.push(c);
+            recorded.push(v);
+        }
+        let undecided: Vec<Cycle> = (0..30).map(|_| cycle(UnixTime(f.now.0 - 60))).collect();
+        cycles.splice(70..70, undecided.iter().cloned());
+
+        // When the sweep reads them all at once (BatchGetItem takes 100 keys a request)
+        let found = f.store.verdicts(&cycles).await.expect("verdicts");
+
+        // Then every recorded verdict comes back, as recorded, and nothing for the others
+        assert_eq!(found.len(), 150);
+        for v in &recorded {
+            assert_eq!(found.get(&v.cycle.verdict_key()), Some(v));
+        }
+        for c in &undecided {
+            assert!(!found.contains_key(&c.verdict_key()));
+        }
+        assert_eq!(f.store.verdicts(&[]).await.ok().map(|m| m.len()), Some(0));
+        f.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn owed_alerts_are_claimed_released_sent_and_found_through_the_index() {
+        // Given a deny whose alert its recorder holds, one whose recorder's lease has lapsed,
+        // and an allow that owes no alert
+        let mut f = fixture().await;
+        let now = f.now;
+        let held = cycle(UnixTime(now.0 - 30));
+        let lapsed = cycle(UnixTime(now.0 - 300));
+        let quiet = cycle(UnixTime(now.0 - 30));
+        f.record(&verdict(
+            &held,
+            Verdict::Deny(DenyReason::Missing),
+            now,
+            Some(AlertClaim::by("req-1", now)),
+        ))
+        .await;
+        let dead = AlertClaim {
+            owner: Some("req-dead".into()),
+            lease_until: UnixTime(now.0 - 1),
+        };
+        f.record(&verdict(
+            &lapsed,
+            Verdict::Deny(DenyReason::Unknown),
+            UnixTime(now.0 - 300),
+            Some(dead),
+        ))
+        .await;
+        f.record(&verdict(&quiet, Verdict::Allow, now, None)).await;
+
+        // Then both owed alerts are in the sparse index, the allow is not; only the lapsed one
+        // is due now, and once the live lease lapses both are, the earliest lease first
+        assert!(f.indexed(&held).await && f.indexed(&lapsed).await);
+        assert!(!f.indexed(&quiet).await);
+        assert_eq!(
+            f.due(now, &[&held, &lapsed, &quiet]).await,
+            [lapsed.verdict_key()]
+        );
+        let later = now.plus(ALERT_LEASE);
+        assert_eq!(
+            f.due(later, &[&held, &lapsed]).await,
+            [lapsed.verdict_key(), held.verdict_key()]
+        );
+
+        // And a live lease is the holder's alone: another invocation cannot claim it, the
+        // holder's own retry (same request id) can, and anyone can once it lapsed
+        assert_eq!(
+            f.store.claim_alert(&held, "req-2", now).await.ok(),
+            Some(false)
+        );
+        assert_eq!(
+            f.store.claim_alert(&held, "req-1", now).await.ok(),
+            Some(true)
+        );
+        assert_eq!(
+            f.store.claim_alert(&lapsed, "req-2", now).await.ok(),
+            Some(true)
+        );
+        let taken = f
+            .store
+            .verdict(&lapsed)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.alert);
+        assert_eq!(taken, Some(AlertClaim::by("req-2", now)));
+        assert_eq!(f.due(now, &[&held, &lapsed]).await, Vec::<String>::new());
+        // No alert is owed for the allow: nothing to claim
+        assert_eq!(
+            f.store.claim_alert(&quiet, "req-2", now).await.ok(),
+            Some(false)
+        );
+
+        // When someone who does not hold it gives it back, nothing changes; when the holder
+        // does, it is due at once, lease or not, and claimable by anyone
+        f.store
+            .release_alert(&held, "req-2")
+            .await
+            .expect("release");
+        assert_eq!(f.due(now, &[&held]).await, Vec::<String>::new());
+        f.store
+            .release_alert(&held, "req-1")
+            .await
+            .expect("release");
+        let given_back = f
+            .store
+            .verdict(&held)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.alert);
+        assert_eq!(given_back.as_ref().map(|c| c.owner.clone()), Some(None));
+        assert_eq!(f.due(now, &[&held]).await, [held.verdict_key()]);
+        assert_eq!(
+            f.store.claim_alert(&held, "req-3", now).await.ok(),
+            Some(true)
+        );
+
+        // When the alert is published and marked sent, it is owed no more: gone from the index,
+        // never due, never claimable, whatever the time
+        f.store.alert_sent(&held, now).await.expect("alert sent");
+        let sent = f
+            .store
+            .verdict(&held)
+            .await
+            .ok()
+            .flatten()
+            .expect("the verdict stays");
+        assert_eq!(sent.alert, None);
+        assert_eq!(sent.verdict, Verdict::Deny(DenyReason::Missing));
+        assert!(!f.indexed(&held).await);
+        assert_eq!(
+            f.due(now.plus(Duration::from_secs(86_400)), &[&held]).await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            f.store.claim_alert(&held, "req-1", later).await.ok(),
+            Some(false)
+        );
+        // And marking an alert sent again, or one of a cycle without a verdict, is harmless
+        f.store.alert_sent(&held, now).await.expect("sent again");
+        let undecided = cycle(now);
+        f.store
+            .alert_sent(&undecided, now)
+            .await
+            .expect("no verdict");
+        assert_eq!(f.store.verdict(&undecided).await.ok(), Some(None));
+        f.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn withdraw_exemption_deletes_only_an_exempt_verdict() {
+        // Given an exempt, a deny and an allow verdict, and a cycle without one
+        let mut f = fixture().await;
+        let launched = UnixTime(f.now.0 - 60);
+        let (exempt, deny, allow, none) = (
+            cycle(launched),
+            cycle(launched),
+            cycle(launched),
+            cycle(launched),
+        );
+        for (c, v) in [
+            (&exempt, Verdict::Exempt),
+            (&deny, Verdict::Deny(DenyReason::Missing)),
+            (&allow, Verdict::Allow),
+        ] {
+            let record = verdict(c, v, f.now, None);
+            f.record(&record).await;
+        }
+
+        // Then only the exemption is withdrawn, once
+        assert_eq!(f.store.withdraw_exemption(&exempt).await.ok(), Some(true));
+        assert_eq!(f.store.verdict(&exempt).await.ok(), Some(None));
+        assert_eq!(f.store.withdraw_exemption(&exempt).await.ok(), Some(false));
+        for c in [&deny, &allow] {
+            assert_eq!(f.store.withdraw_exemption(c).await.ok(), Some(false));
+            assert!(
+                f.store.verdict(c).await.ok().flatten().is_some(),
+                "{c:?} kept"
+            );
+        }
+        assert_eq!(f.store.withdraw_exemption(&none).await.ok(), Some(false));
+        assert_eq!(f.store.verdict(&none).await.ok(), Some(None));
+
+        // And the withdrawn cycle can be decided anew
+        let deny_now = verdict(&exempt, Verdict::Deny(DenyReason::Missing), f.now, None);
+        f.record(&deny_now).await;
+        f.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn activation_is_the_tables_creation_time() {
+        // Given a table created just now
+        let f = fixture().await;
+        let name = unique("ec2pass-activation-");
+        let before = now();
+        f.ddb
+            .create_table()
+            .table_name(&name)
+            .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(table::PK)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("an attribute definition"),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(table::PK)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .expect("a key schema element"),
+            )
+            .send()
+            .await
+            .expect("CreateTable");
+        let after = now();
+
+        // When the guard reads its activation time from it
+        let store = DynamoStore::new(f.ddb.clone(), name.clone());
+        let activation = store.activation().await.expect("activation");
+
+        // Then it is the table's creation time, in whole seconds
+        let created = f
+            .ddb
+            .describe_table()
+            .table_name(&name)
+            .send()
+            .await
+            .expect("DescribeTable")
+            .table
+            .and_then(|t| t.creation_date_time)
+            .expect("a creation time");
+        assert_eq!(activation, UnixTime(created.secs()));
+        assert!(
+            (before..=after).contains(&activation.0),
+            "{before} ≤ {activation:?} ≤ {after}"
+        );
+        // And a table that does not exist is an error, never a time
+        f.ddb
+            .delete_table()
+            .table_name(&name)
+            .send()
+            .await
+            .expect("DeleteTable");
+        assert!(store.activation().await.is_err());
+    }
+}
