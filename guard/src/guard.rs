@@ -57,6 +57,11 @@ use crate::ec2::{Ec2, InstanceFacts};
 use crate::enforce;
 use crate::event::{self, Origin, Trigger};
 
+/// When the activation time cannot be read, starts older than this are treated as older than
+/// the guard: the longest an EventBridge event is delivered for (`MaximumEventAgeInSeconds` of
+/// the state-change rule in infra/template.yaml).
+pub const ACTIVATION_FALLBACK: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// How many owed alerts one sweep takes over at most (the rest wait for the next sweep).
 pub const SWEEP_ALERTS: usize = 100;
 
@@ -230,12 +235,14 @@ where
         };
         let activation = match activation {
             Ok(t) => t,
-            // Without it the guard cannot tell an instance that predates it from a new start:
-            // touch nothing, say so, and let Lambda retry.
+            // Unreadable (DescribeTable failed; it is retried on the next event): failing open
+            // here would let anyone who can slow DescribeTable down switch the guard off, and
+            // failing closed would stop servers that predate the guard. EventBridge delivers a
+            // state change for at most MaximumEventAgeInSeconds (600 s in the template), so
+            // only a start of the last ten minutes can be a real event's: decide those.
             Err(detail) => {
-                return Err(self
-                    .alert_error(&facts, origin, "activation", detail, Action::None)
-                    .await);
+                error!(instance_id = %facts.id, %detail, "activation unreadable: deciding only starts of the last ten minutes");
+                self.clock.now().minus(ACTIVATION_FALLBACK)
             }
         };
         self.guard_facts(facts, activation, origin, inv).await

@@ -923,6 +923,7 @@ async fn a_deny_whose_stop_failed_is_alerted_once_by_the_retry() {
 struct FlakyRecord {
     inner: MemoryStore,
     failures: Mutex<u32>,
+    activation_fails: bool,
 }
 
 impl ConsumeStore for FlakyRecord {
@@ -960,6 +961,9 @@ impl VerdictStore for FlakyRecord {
         self.inner.withdraw_exemption(cycle).await
     }
     async fn activation(&self) -> Result<UnixTime, StoreError> {
+        if self.activation_fails {
+            return Err(down("DescribeTable"));
+        }
         self.inner.activation().await
     }
 }
@@ -996,6 +1000,7 @@ async fn a_failed_verdict_write_keeps_the_tag_so_the_retry_denies_for_the_same_r
         FlakyRecord {
             inner: store,
             failures: Mutex::new(1),
+            activation_fails: false,
         },
         FakeEc2::with(vec![instance(
             A,
@@ -1490,6 +1495,7 @@ async fn the_retry_of_a_leaked_password_deny_still_says_wrong_instance() {
         FlakyRecord {
             inner: store,
             failures: Mutex::new(1),
+            activation_fails: false,
         },
         FakeEc2::with(vec![instance(
             A,
@@ -1536,4 +1542,31 @@ async fn a_sweep_whose_listing_fails_alerts_guard_error() {
             .collect::<Vec<_>>(),
         [("guard-error", "list", "sweep")]
     );
+}
+
+#[tokio::test]
+async fn an_unreadable_activation_still_leaves_no_fresh_start_unguarded() {
+    // Given DescribeTable failing (throttled, say), a fresh start and one of an hour ago
+    let mut older = instance(B, "running", &[]);
+    older.launch_time = Some(UnixTime(NOW.0 - 3_600));
+    let g = guard_with(
+        FlakyRecord {
+            inner: MemoryStore::new(),
+            failures: Mutex::new(0),
+            activation_fails: true,
+        },
+        FakeEc2::with(vec![instance(A, "running", &[]), older]),
+        config(&[]),
+    );
+    // Then the fresh start is decided (an event is delivered for at most ten minutes) ...
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await),
+        Some(("deny", Some("missing"), Action::Stopped))
+    );
+    // ... and the older one, which may predate the guard, is left alone
+    assert_eq!(
+        verdict_of(&run(&g, B, "running").await),
+        Some(("none", None, Action::None))
+    );
+    assert_eq!(g.ec2.state(B).as_deref(), Some("running"));
 }

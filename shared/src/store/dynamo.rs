@@ -626,6 +626,12 @@ impl VerdictStore for DynamoStore {
             for c in chunk {
                 keys.push(HashMap::from([(t::PK.to_owned(), s(c.verdict_key()))]));
             }
+            // BatchGetItem refuses a batch that names a key twice.
+            keys.sort_by(|a, b| {
+                a.get(t::PK)
+                    .map(|v| v.as_s().ok())
+                    .cmp(&b.get(t::PK).map(|v| v.as_s().ok()))
+            });
             keys.dedup();
             let mut request = Some(
                 KeysAndAttributes::builder()

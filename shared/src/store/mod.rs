@@ -219,6 +219,8 @@ pub enum ConsumeOutcome {
 }
 
 /// Whether a create-once verdict write was ours.
+// `Ours` is a bare marker and `Theirs` is read at once: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Recorded {
     /// We recorded it.
