@@ -1429,7 +1429,9 @@ fn as_header(values: &[lambda_http::http::HeaderValue]) -> Header {
 
 #[test]
 fn every_http_request_gets_the_documented_status_and_nothing_leaks_or_is_minted_by_a_refusal() {
+    // With timers, as in the Lambda: every request is answered within the handler's deadline.
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap_or_else(|e| panic!("a tokio runtime: {e}"));
     check(
