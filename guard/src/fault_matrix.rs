@@ -427,9 +427,13 @@ impl Cell {
         self.fault != Fault::NotFound
     }
 
-    /// Faults the guard absorbs by design: the invocation answers `Ok`.
+    /// Faults the guard absorbs by design: the invocation answers `Ok`. On the event path an
+    /// unreadable activation time is one: the guard decides the starts of the last ten minutes
+    /// (`guard::ACTIVATION_FALLBACK`) and reads the activation again on the next event.
     fn absorbed(self) -> bool {
-        self.call == Call::Untag || self.fault == Fault::NotFound
+        self.call == Call::Untag
+            || self.fault == Fault::NotFound
+            || (self.call == Call::Activation && self.trigger == Trigger::Event)
     }
 
     /// The documented price of failing closed: AWS could not tell the guard what the start is,
@@ -1436,9 +1440,12 @@ fn note(cell: &Cell, t: &Transient) -> String {
         return "not on this path: as without the fault".into();
     }
     match (cell.call, cell.fault) {
-        (Call::Activation, _) => "activation unknown: nothing touched in either fail mode (a \
-            start that predates the guard must never be touched), guard-error alert; Err → \
-            Lambda retries"
+        (Call::Activation, _) if cell.trigger == Trigger::Event => "activation unknown: the \
+            start (of the last ten minutes) decided as without the fault; an older one, which \
+            may predate the guard, would be left alone; read again on the next event"
+            .into(),
+        (Call::Activation, _) => "activation unknown: the sweep touches nothing, guard-error \
+            alert; Err → the next sweep"
             .into(),
         (Call::Describe, Fault::NotFound) => {
             "read as gone (SPEC §4.3 step 1); the running event decides".into()
