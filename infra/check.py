@@ -509,8 +509,11 @@ def secret_invariants(template):
         return ["SigningSecret: missing (an AWS::SecretsManager::Secret)"]
     if props.get("KmsKeyId") != {"Ref": "SigningSecretKey"}:
         problems.append("SigningSecret: must be encrypted with the stack's SigningSecretKey (aws/secretsmanager decrypts for anyone in the account)")
-    if "SecretString" in props or "GenerateSecretString" not in props:
-        problems.append("SigningSecret: the template holds a generated placeholder only (GenerateSecretString), never a value")
+    # The template holds only the placeholder the issuer refuses to start with, never a value.
+    placeholder = re.search(r'pub const PLACEHOLDER: &str = "([^"]+)";',
+                            (ROOT / "issuer" / "src" / "secret.rs").read_text(encoding="utf-8"))
+    if "GenerateSecretString" in props or not placeholder or props.get("SecretString") != placeholder.group(1):
+        problems.append("SigningSecret: SecretString must be the placeholder the issuer refuses (issuer/src/secret.rs PLACEHOLDER), never a value")
     if props.get("Name") != {"Fn::Sub": "${AWS::StackName}-slack-signing-secret"}:
         problems.append("SigningSecret: Name must be ${AWS::StackName}-slack-signing-secret (the SCP protects ec2pass-* secrets)")
     if "SigningSecretKey" not in res:
@@ -1154,6 +1157,9 @@ def broken_copies(template):
         t["Parameters"]["SlackSigningSecret"] = {"Type": "String", "NoEcho": True, "Default": ""}
         t["Resources"]["IssuerFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_SLACK_SIGNING_SECRET"] = {"Ref": "SlackSigningSecret"}
 
+    def secret_value_in_the_template(t):
+        t["Resources"]["SigningSecret"]["Properties"]["SecretString"] = "8f742231b10e8888abcd99yyyzzz85a5"
+
     def secret_under_the_default_key(t):
         t["Resources"]["SigningSecret"]["Properties"].pop("KmsKeyId")
 
@@ -1250,7 +1256,7 @@ def broken_copies(template):
 
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
                     managed_topic_key, forget_a_setting, bad_alarm_operator, dangling_output_getatt,
-                    secret_in_environment, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
+                    secret_in_environment, secret_value_in_the_template, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
                     issuer_decrypts_directly, secret_policy_lets_everyone_read, secret_policy_lets_anyone_repolicy, secret_policy_misspells_an_action,
                     guard_reads_the_secret, role_by_path, role_trusts_ec2, guard_without_reserved_concurrency,
                     issuer_uncapped, forget_the_event_age_alarm, forget_the_rule_failures_alarm, forget_the_throttles_alarm,
