@@ -10,7 +10,7 @@
 //!   log line against every remembered password (as shown, canonical, and upper case), each
 //!   password's full SHA-256 digest, and the signing secret.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,6 +67,9 @@ pub fn capture_logs() {
     });
 }
 
+/// How many leading bytes of a needle index it (see [`Secrets::find_in`]).
+const PREFIX: usize = 8;
+
 /// Everything that must never appear in a log.
 #[derive(Debug, Default)]
 pub struct Secrets {
@@ -112,12 +115,47 @@ impl Secrets {
         }
     }
 
-    /// The first secret found in a line, if any.
+    /// The first secret found in a line, if any (for one line; [`Secrets::finder`] for many).
     pub fn find_in(&self, line: &str) -> Option<&str> {
-        self.needles
-            .iter()
-            .find(|n| line.contains(n.as_str()))
-            .map(String::as_str)
+        self.finder().find_in(line)
+    }
+
+    /// An index of the needles by their first [`PREFIX`] bytes: a run's logs are hundreds of
+    /// thousands of lines and the needles a thousand, too many to search for one by one.
+    pub fn finder(&self) -> Finder<'_> {
+        let mut finder = Finder::default();
+        for n in &self.needles {
+            match n.as_bytes().get(..PREFIX) {
+                Some(prefix) => finder.by_prefix.entry(prefix).or_default().push(n),
+                None => finder.short.push(n),
+            }
+        }
+        finder
+    }
+}
+
+/// The needles of [`Secrets`], indexed for searching many lines.
+#[derive(Debug, Default)]
+pub struct Finder<'a> {
+    by_prefix: HashMap<&'a [u8], Vec<&'a str>>,
+    short: Vec<&'a str>,
+}
+
+impl<'a> Finder<'a> {
+    /// The first secret found in a line, if any: each needle is checked only where the line
+    /// holds its first bytes (one hash look-up per position); needles shorter than that (none
+    /// is: passwords have 20 characters) are searched for in full.
+    pub fn find_in(&self, line: &str) -> Option<&'a str> {
+        let bytes = line.as_bytes();
+        let found = bytes.windows(PREFIX).enumerate().find_map(|(i, window)| {
+            self.by_prefix.get(window).and_then(|candidates| {
+                candidates
+                    .iter()
+                    .find(|n| bytes[i..].starts_with(n.as_bytes()))
+                    .copied()
+            })
+        });
+        found.or_else(|| self.short.iter().find(|n| line.contains(**n)).copied())
     }
 }
 
@@ -158,13 +196,14 @@ pub fn scan(paths: &[PathBuf], secrets: &Secrets) -> std::io::Result<Scan> {
         }
     }
     files.sort();
+    let finder = secrets.finder();
     for file in files {
         let bytes = std::fs::read(&file)?;
         let text = String::from_utf8_lossy(&bytes);
         out.files += 1;
         for (i, line) in text.lines().enumerate() {
             out.lines += 1;
-            if secrets.find_in(line).is_some() {
+            if finder.find_in(line).is_some() {
                 out.leaks.push(Leak {
                     file: file.clone(),
                     line: i + 1,
