@@ -52,7 +52,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::alerts::{self, Alerts};
-use crate::decide::{self, Assessment};
+use crate::decide::{self, Assessment, Exemption};
 use crate::ec2::{Ec2, InstanceFacts};
 use crate::enforce;
 use crate::event::{self, Origin, Trigger};
@@ -359,7 +359,8 @@ where
             let existing = match decide::assess(facts, &self.config) {
                 Assessment::Exempt(why) => {
                     info!(instance_id = %facts.id, ?why, "exempt");
-                    self.exempt(facts, cycle.clone(), origin, inv, now).await?
+                    self.exempt(facts, cycle.clone(), why, origin, inv, now)
+                        .await?
                 }
                 Assessment::NoPassword(reason) => {
                     self.deny_without_password(facts, cycle.clone(), reason, origin, inv, now)
@@ -438,11 +439,18 @@ where
         &self,
         facts: &InstanceFacts,
         cycle: Cycle,
+        why: Exemption,
         origin: &Origin,
         inv: &Invocation,
         now: UnixTime,
     ) -> Result<Existing, GuardError> {
-        let v = self.record_for(cycle, Verdict::Exempt, origin, inv, now);
+        let mut v = self.record_for(cycle, Verdict::Exempt, origin, inv, now);
+        // In opt-in mode an instance nobody opted in is simply not the guard's: announcing every
+        // start of every such instance would bury the alerts that matter. The doors (the
+        // exemption tag, a listed group) are announced; this one only when auditing.
+        if why == Exemption::NotOptedIn && !self.config.audit_alerts {
+            v.alert = None;
+        }
         match self.store.record(&v).await {
             Ok(Recorded::Ours) => {
                 // Not guarded, so never stopped; but a password left in its tag is removed all

@@ -1570,3 +1570,37 @@ async fn an_unreadable_activation_still_leaves_no_fresh_start_unguarded() {
     );
     assert_eq!(g.ec2.state(B).as_deref(), Some("running"));
 }
+
+#[tokio::test]
+async fn in_opt_in_mode_an_instance_nobody_opted_in_is_not_announced_but_a_door_is() {
+    let opt_in = [("EC2PASS_GUARD_MODE", "opt-in")];
+    let g = guard_with(
+        MemoryStore::new(),
+        FakeEc2::with(vec![instance(A, "running", &[("Name", "laptop-ci")])]),
+        config(&opt_in),
+    );
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await).map(|v| v.0),
+        Some("exempt")
+    );
+    assert!(
+        g.alerts.alerts().is_empty(),
+        "not the guard's instance: no alert"
+    );
+    // A door in opt-out mode is announced: the exemption tag
+    let g = guard(FakeEc2::with(vec![instance(
+        A,
+        "running",
+        &[("ec2pass:exempt", "true")],
+    )]));
+    run(&g, A, "running").await.ok();
+    assert_eq!(g.alerts.alerts().len(), 1);
+    // And when auditing, everything is
+    let audited = guard_with(
+        MemoryStore::new(),
+        FakeEc2::with(vec![instance(A, "running", &[])]),
+        config(&[opt_in[0], ("EC2PASS_AUDIT_ALERTS", "true")]),
+    );
+    run(&audited, A, "running").await.ok();
+    assert_eq!(audited.alerts.alerts().len(), 1);
+}
