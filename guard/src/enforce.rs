@@ -19,6 +19,9 @@ use crate::ec2::{AwsError, Ec2, InstanceFacts, StopError};
 
 /// First pause between stop attempts; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// How often one stop clears stop protection that comes back.
+pub const MAX_CLEARS: u32 = 3;
+
 /// Longest pause between stop attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -36,7 +39,7 @@ pub async fn stop<E: Ec2>(
         return unstoppable(ec2, config, facts).await;
     }
     let mut backoff = FIRST_BACKOFF;
-    let mut cleared_protection = false;
+    let mut clears = 0;
     loop {
         match ec2.stop(&facts.id).await {
             Ok(()) | Err(StopError::Gone) => return Ok(Action::Stopped),
@@ -49,10 +52,12 @@ pub async fn stop<E: Ec2>(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(StopError::Unstoppable) => return unstoppable(ec2, config, facts).await,
-            Err(StopError::Protected) if config.clear_stop_protection && !cleared_protection => {
+            // Someone with the same stolen keys may set the protection again between our clear
+            // and our stop: clear it a few times, then the running event and the sweep go on.
+            Err(StopError::Protected) if config.clear_stop_protection && clears < MAX_CLEARS => {
                 info!(instance_id = %facts.id, "clearing stop protection to stop a denied instance");
                 ec2.clear_stop_protection(&facts.id).await?;
-                cleared_protection = true;
+                clears += 1;
             }
             Err(StopError::Protected) => {
                 warn!(instance_id = %facts.id, "stop protection is on: alert only, as configured");

@@ -1604,3 +1604,23 @@ async fn in_opt_in_mode_an_instance_nobody_opted_in_is_not_announced_but_a_door_
     run(&audited, A, "running").await.ok();
     assert_eq!(audited.alerts.alerts().len(), 1);
 }
+
+#[tokio::test]
+async fn stop_protection_set_again_between_clear_and_stop_is_cleared_again() {
+    // Given an attacker who re-enables --disable-api-stop as fast as the guard clears it
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    lock(&g.ec2.stop_script).extend([
+        Err(StopError::Protected),
+        Err(StopError::Protected),
+        Err(StopError::Protected),
+    ]);
+    // Then the guard clears it again and the stop lands
+    assert_eq!(
+        verdict_of(&run(&g, A, "running").await).map(|v| v.2),
+        Some(Action::Stopped)
+    );
+    assert_eq!(
+        (g.ec2.calls("clear-protection"), g.ec2.calls("stop")),
+        (3, 4)
+    );
+}
