@@ -247,7 +247,9 @@ pub fn malformed() -> Value {
 
 /// The answer could not be ready within the deadline; the work was dropped.
 pub fn too_slow() -> Value {
-    note("ec2pass took too long; nothing was minted, try again.")
+    note(
+        "ec2pass took too long and showed nothing. A command cut short may be partly done: run `/ec2pass list` to see where things stand, then try again.",
+    )
 }
 
 /// AWS could not be reached; nothing happened.

@@ -106,9 +106,9 @@ where
     /// nobody has ever seen and nobody can find out (the plaintext was never sent or logged; a
     /// digest does not give it back): no instance can be started with it, it dies at its expiry
     /// like any other, and until then `list` shows it, so its owner can `revoke` it. The rate
-    /// counter and the trigger claim may count it too. That is harmless, so "nothing was minted"
-    /// holds for everything that matters: no usable password exists that the requester did not
-    /// see.
+    /// counter and the trigger claim may count it too. That is harmless: no usable password
+    /// exists that the requester did not see. A `revoke all` cut short may have revoked some
+    /// passwords and not others, so the answer says so and points to `list`.
     pub async fn handle_within(&self, req: &Incoming<'_>, deadline: Duration) -> Reply {
         match tokio::time::timeout(deadline, self.answer(req)).await {
             Ok(reply) => reply,

@@ -402,16 +402,32 @@ impl MintStore for DynamoStore {
 
 impl TriggerStore for DynamoStore {
     async fn claim_trigger(&self, claim: &TriggerClaim) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_item()
+        // A one-item transaction rather than a conditional PutItem: the SDK retries an attempt
+        // whose answer was late or lost, and a PutItem's retry would find its own claim and call
+        // the requester's first request a replay. TransactWriteItems carries an idempotency
+        // token (ClientRequestToken, filled in by the SDK), so its retry succeeds instead.
+        let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(trigger_item(claim)))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", t::PK)
-            .send()
-            .await;
-        applied(result, "PutItem")
+            .build()
+            .map_err(|e| build_error("trigger put", e))?;
+        let items = [TransactWriteItem::builder().put(put).build()];
+        match self.transact(&items).await? {
+            None => Ok(true),
+            Some(reasons) if reasons.iter().any(condition_failed) => Ok(false),
+            Some(reasons) => Err(StoreError::Unavailable {
+                operation: "TransactWriteItems",
+                message: format!(
+                    "cancelled: {:?}",
+                    reasons
+                        .iter()
+                        .map(CancellationReason::code)
+                        .collect::<Vec<_>>()
+                ),
+            }),
+        }
     }
 }
 
