@@ -191,6 +191,8 @@ class Resolver:
                 return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{self.key_id(logical)}"
             if kind == "AWS::Serverless::Function":
                 return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+            if kind == "AWS::Events::Rule":
+                return f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{name}"
             return f"arn:aws:{(kind or 'x::').split('::')[1].lower()}:{REGION}:{ACCOUNT}:{name}"
         if attr == "QueueName":
             return name
@@ -409,10 +411,7 @@ def invariants(template):
         env = guard["Properties"].get("Environment", {}).get("Variables", {})
         if env.get("EC2PASS_AUTH_TAG", "Auth") != "Auth":
             problems.append("GuardFunction: EC2PASS_AUTH_TAG differs from the tag key the IAM condition allows")
-        rule = guard["Properties"].get("Events", {}).get("StateChange", {})
-        pattern = rule.get("Properties", {}).get("Pattern", {})
-        if rule.get("Type") != "EventBridgeRule" or sorted(pattern.get("detail", {}).get("state", [])) != ["pending", "running"]:
-            problems.append("GuardFunction: needs an EventBridge rule for pending and running")
+        problems += state_change_invariants(template)
         on_failure = guard["Properties"].get("EventInvokeConfig", {}).get("DestinationConfig", {}).get("OnFailure", {})
         if on_failure.get("Type") != "SQS":
             problems.append("GuardFunction: needs an SQS on-failure destination")
@@ -474,6 +473,109 @@ def invariants(template):
     for out in ("SlackRequestUrl", "AlertTopicArn", "SigningSecretArn"):
         if out not in outputs:
             problems.append(f"missing output {out}")
+    return problems
+
+
+def state_change_invariants(template):
+    """EC2 state changes reach the guard through the state-change queue, in batches (SPEC section 8):
+    the rule sends them to the queue, the queue hands them to the guard through an event source
+    mapping with partial batch responses, and what cannot be finished ends in GuardFailures."""
+    problems = []
+    res = template.get("Resources", {})
+    guard = res.get("GuardFunction", {}).get("Properties", {})
+    events = guard.get("Events", {})
+    queue_ref = {"Fn::GetAtt": ["StateChangeQueue", "Arn"]}
+    failures_ref = {"Fn::GetAtt": ["GuardFailures", "Arn"]}
+    if any(e.get("Type") == "EventBridgeRule" for e in events.values()):
+        problems.append("GuardFunction: an EventBridgeRule event invokes the guard once per state change (2,000 throttled invocations for a burst of 1,000); state changes go through the StateChangeQueue")
+    if not any(e.get("Type") == "Schedule" for e in events.values()):
+        problems.append("GuardFunction: needs the sweep's Schedule event")
+    # The rule: pending and running, to the queue, retried for at most 10 minutes, then GuardFailures.
+    rule = res.get("GuardFunctionStateChange", {})
+    props = rule.get("Properties", {})
+    pattern = props.get("EventPattern", {})
+    if rule.get("Type") != "AWS::Events::Rule" or pattern.get("source") != ["aws.ec2"] \
+            or pattern.get("detail-type") != ["EC2 Instance State-change Notification"] \
+            or sorted(pattern.get("detail", {}).get("state", [])) != ["pending", "running"]:
+        problems.append("GuardFunctionStateChange: needs an AWS::Events::Rule for EC2 state changes to pending and running")
+    targets = props.get("Targets", [])
+    if [x.get("Arn") for x in targets] != [queue_ref]:
+        problems.append("GuardFunctionStateChange: its one target must be the StateChangeQueue")
+    for target in targets:
+        retry = target.get("RetryPolicy", {})
+        if "MaximumRetryAttempts" not in retry or int(retry.get("MaximumEventAgeInSeconds", 86400)) > 600:
+            problems.append("GuardFunctionStateChange: the target needs a RetryPolicy with MaximumEventAgeInSeconds at most 600 (the guard relies on it)")
+        if target.get("DeadLetterConfig", {}).get("Arn") != failures_ref:
+            problems.append("GuardFunctionStateChange: what the rule cannot deliver must go to GuardFailures (DeadLetterConfig)")
+    # The event source mapping.
+    mappings = [e.get("Properties", {}) for e in events.values() if e.get("Type") == "SQS"]
+    if [m.get("Queue") for m in mappings] != [queue_ref]:
+        problems.append("GuardFunction: needs one SQS event from the StateChangeQueue")
+    for m in mappings:
+        if "ReportBatchItemFailures" not in m.get("FunctionResponseTypes", []):
+            problems.append("GuardFunction: its SQS event needs FunctionResponseTypes ReportBatchItemFailures (otherwise one pending instance sends the whole batch round again)")
+        window = m.get("MaximumBatchingWindowInSeconds")
+        if not isinstance(window, int) or window > 1 or (window < 1 and int(m.get("BatchSize", 10)) > 10):
+            problems.append("GuardFunction: its SQS event needs a batching window of at most 1 s (at least 1 s for batches over 10): an unauthorized instance runs while a batch fills")
+        if int(m.get("BatchSize", 10)) < 10:
+            problems.append("GuardFunction: its SQS event's BatchSize is too small to describe and stop a burst in few EC2 calls")
+        if m.get("ScalingConfig", {}).get("MaximumConcurrency") != {"Ref": "GuardQueueConcurrency"}:
+            problems.append("GuardFunction: its SQS event needs ScalingConfig MaximumConcurrency !Ref GuardQueueConcurrency (within the reserved concurrency)")
+    params = template.get("Parameters", {})
+    cap, reserved = params.get("GuardQueueConcurrency", {}), params.get("GuardReservedConcurrency", {})
+    if int(cap.get("MinValue", 0)) < 2:
+        problems.append("parameter GuardQueueConcurrency: MinValue must be at least 2 (AWS's minimum MaximumConcurrency)")
+    if "Default" in cap and "Default" in reserved and int(cap["Default"]) > int(reserved["Default"]):
+        problems.append("parameter GuardQueueConcurrency: its default exceeds GuardReservedConcurrency's (batches would be throttled)")
+    # The guard takes, deletes and hands back messages of the state-change queue only.
+    sts = statements(template, "GuardFunction")
+    needed = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
+    granted = {a for st in sts if st.get("Resource") == queue_ref for a in actions(st)}
+    if needed - granted:
+        problems.append(f"GuardRole: the event source mapping and the hand-back need {sorted(needed - granted)} on the StateChangeQueue")
+    for st in sts:
+        if set(actions(st)) & (needed - {"sqs:GetQueueAttributes"}) and st.get("Resource") != queue_ref:
+            problems.append("GuardRole: may receive, delete or hand back messages of the StateChangeQueue only")
+    env = guard.get("Environment", {}).get("Variables", {})
+    if env.get("EC2PASS_STATE_CHANGE_QUEUE_URL") != {"Ref": "StateChangeQueue"}:
+        problems.append("GuardFunction: EC2PASS_STATE_CHANGE_QUEUE_URL must be !Ref StateChangeQueue (the guard hands pending starts back to it)")
+    # The queue.
+    queue = res.get("StateChangeQueue", {})
+    q = queue.get("Properties", {})
+    if queue.get("Type") != "AWS::SQS::Queue":
+        return problems + ["StateChangeQueue: missing (an AWS::SQS::Queue)"]
+    if q.get("QueueName") != {"Fn::Sub": "${AWS::StackName}-state-changes"}:
+        problems.append("StateChangeQueue: QueueName must be ${AWS::StackName}-state-changes (the SCP protects ec2pass-*state-changes)")
+    if str(q.get("SqsManagedSseEnabled")).lower() != "true" or "KmsMasterKeyId" in q:
+        problems.append("StateChangeQueue: must be encrypted with SSE-SQS (SqsManagedSseEnabled; EventBridge cannot send to a queue under aws/sqs)")
+    timeout = int(guard.get("Timeout", template.get("Globals", {}).get("Function", {}).get("Timeout", 3)))
+    if int(q.get("VisibilityTimeout", 30)) < 6 * timeout:
+        problems.append(f"StateChangeQueue: VisibilityTimeout must be at least six times the guard's Timeout ({6 * timeout} s; \"Using Lambda with Amazon SQS\")")
+    redrive = q.get("RedrivePolicy", {})
+    if redrive.get("deadLetterTargetArn") != failures_ref or not 5 <= int(redrive.get("maxReceiveCount", 0)) <= 20:
+        problems.append("StateChangeQueue: needs a RedrivePolicy to GuardFailures with a maxReceiveCount from 5 to 20 (minutes of pending, then the failure alarm)")
+    # EventBridge's right to send: Principal Mapper models no service principals, so it is
+    # asserted here; who else may send, take or manage is evaluated by the claims.
+    rule_arn = {"Fn::GetAtt": ["GuardFunctionStateChange", "Arn"]}
+    for logical in ("StateChangeQueue", "GuardFailures"):
+        docs = [r["Properties"].get("PolicyDocument", {}) for r in res.values() if r.get("Type") == "AWS::SQS::QueuePolicy"
+                and {"Ref": logical} in r.get("Properties", {}).get("Queues", [])]
+        lets_the_rule_in = any(
+            st.get("Effect") == "Allow" and st.get("Principal") == {"Service": "events.amazonaws.com"}
+            and "sqs:SendMessage" in actions(st) and st.get("Resource") == {"Fn::GetAtt": [logical, "Arn"]}
+            and st.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn") == rule_arn
+            for d in docs for st in d.get("Statement", []))
+        if len(docs) != 1 or not lets_the_rule_in:
+            problems.append(f"{logical}: needs one AWS::SQS::QueuePolicy letting events.amazonaws.com sqs:SendMessage with aws:SourceArn the rule GuardFunctionStateChange, and no one else's rule")
+        for d in docs:
+            for st in d.get("Statement", []):
+                if st.get("Effect") == "Allow" and st.get("Principal") != {"Service": "events.amazonaws.com"}:
+                    problems.append(f"{logical}: its queue policy allows {st.get('Principal')!r}; it allows only EventBridge's rule")
+                # The rule's deliveries carry aws:SourceArn and no aws:PrincipalArn: a Deny of
+                # SendMessage that does not carve them out by aws:SourceArn refuses them too.
+                if st.get("Effect") == "Deny" and "sqs:SendMessage" in actions(st) \
+                        and st.get("Condition", {}).get("ArnNotEquals", {}).get("aws:SourceArn") != rule_arn:
+                    problems.append(f"{logical}: the queue policy's Deny {st.get('Sid')} of sqs:SendMessage must except the rule (ArnNotEquals aws:SourceArn), or no state change arrives")
     return problems
 
 
@@ -575,12 +677,12 @@ def secret_invariants(template):
     return problems
 
 
-ALARMED = [  # (namespace, metric, dimension, what it catches)
-    ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "events in the failure queue"),
-    ("AWS/Lambda", "Errors", "FunctionName", "guard errors"),
-    ("AWS/Lambda", "Throttles", "FunctionName", "guard throttles"),
-    ("AWS/Lambda", "AsyncEventAge", "FunctionName", "events waiting to run"),
-    ("AWS/Lambda", "AsyncEventsDropped", "FunctionName", "events Lambda dropped"),
+ALARMED = [  # (namespace, metric, dimension, value, what it catches)
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", {"Fn::GetAtt": ["GuardFailures", "QueueName"]}, "events in the failure queue"),
+    ("AWS/Lambda", "Errors", "FunctionName", {"Ref": "GuardFunction"}, "guard errors"),
+    ("AWS/Lambda", "Throttles", "FunctionName", {"Ref": "GuardFunction"}, "guard throttles"),
+    ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", {"Fn::GetAtt": ["StateChangeQueue", "QueueName"]}, "state changes waiting in the queue"),
+    ("AWS/Lambda", "AsyncEventsDropped", "FunctionName", {"Ref": "GuardFunction"}, "sweeps Lambda dropped"),
 ]
 
 
@@ -592,17 +694,19 @@ def alarm_invariants(template):
             problems.append(f"{name}: AlarmName must start with ${{AWS::StackName}}- (the SCP protects ec2pass-* alarms)")
         if {"Ref": "AlertTopic"} not in props.get("AlarmActions", []):
             problems.append(f"{name}: must announce itself on the AlertTopic")
-    for ns, metric, dim, what in ALARMED:
+    for ns, metric, dim, value, what in ALARMED:
         if not any(p.get("Namespace") == ns and p.get("MetricName") == metric
-                   and any(d.get("Name") == dim for d in p.get("Dimensions", [])) for p in alarms.values()):
-            problems.append(f"missing alarm on {ns} {metric} ({what})")
+                   and {"Name": dim, "Value": value} in p.get("Dimensions", []) for p in alarms.values()):
+            problems.append(f"missing alarm on {ns} {metric} of {json.dumps(value)} ({what})")
     for rule in ("GuardFunctionStateChange", "GuardFunctionSweep"):
         if not any(p.get("MetricName") == "FailedInvocations" and {"Name": "RuleName", "Value": {"Ref": rule}} in p.get("Dimensions", [])
                    for p in alarms.values()):
             problems.append(f"missing alarm on AWS/Events FailedInvocations of {rule}")
-    age = [p for p in alarms.values() if p.get("MetricName") == "AsyncEventAge"]
-    if age and not all(float(p.get("Threshold", 1e9)) <= 60000 for p in age):
-        problems.append("the AsyncEventAge alarm must fire above 60 s (60000 ms) at most")
+    age = [p for p in alarms.values() if p.get("MetricName") == "ApproximateAgeOfOldestMessage"]
+    if age and not all(float(p.get("Threshold", 1e9)) <= 60 and p.get("Statistic") == "Maximum" for p in age):
+        problems.append("the state-change queue's age alarm must fire on the Maximum above 60 s at most (unauthorized instances run that long)")
+    if any(p.get("MetricName") == "AsyncEventAge" for p in alarms.values()):
+        problems.append("an AsyncEventAge alarm measures asynchronous invocations, which state changes no longer are: alarm on the queue's age")
     return problems
 
 
@@ -767,6 +871,7 @@ class World:
         self.topic = r.ref("AlertTopic")
         self.subscription = f"{self.topic}:5a1b2c3d-0000-4000-8000-0123456789ab"
         self.queue = r.getatt("GuardFailures", "Arn")
+        self.state_queue = r.getatt("StateChangeQueue", "Arn")
         self.table = r.getatt("Table", "Arn")
         self.guard_fn = r.getatt("GuardFunction", "Arn")
         self.issuer_fn = r.getatt("IssuerFunction", "Arn")
@@ -790,6 +895,10 @@ class World:
         for x in res.values():
             if x.get("Type") == "AWS::SecretsManager::ResourcePolicy":
                 self.resource_policies[self.secret] = r.value(x["Properties"]["ResourcePolicy"])
+            if x.get("Type") == "AWS::SQS::QueuePolicy":
+                for queue in x["Properties"].get("Queues", []):
+                    if isinstance(queue, dict) and "Ref" in queue:
+                        self.resource_policies[r.getatt(queue["Ref"], "Arn")] = r.value(x["Properties"]["PolicyDocument"])
         self.identity = {}
         for who, fn in (("issuer", "IssuerFunction"), ("guard", "GuardFunction")):
             role = role_of(res.get(fn, {}))
@@ -896,10 +1005,34 @@ def claims(w):
         ("mute: a developer cannot delete, purge, re-police or drain the failure queue", DEV,
          ["sqs:DeleteQueue", "sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:AddPermission", "sqs:RemovePermission",
           "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"], [w.queue], {}, "all", False),
+        ("mute: the SCP alone keeps a developer from deleting, purging, re-policing or draining the failure queue", DEV,
+         ["sqs:DeleteQueue", "sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:AddPermission", "sqs:RemovePermission",
+          "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"], [w.queue], {}, "scp", False),
         ("mute: a developer cannot disable or delete the alert key", DEV, ["kms:DisableKey", "kms:ScheduleKeyDeletion", "kms:PutKeyPolicy"], [w.alert_key], {}, "all", False),
         ("mute: a developer cannot set the guard's concurrency to 0 or change it", DEV,
          ["lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency", "lambda:UpdateFunctionConfiguration", "lambda:UpdateFunctionCode", "lambda:PutFunctionEventInvokeConfig"], [w.guard_fn, w.issuer_fn], {}, "all", False),
         ("mute: a developer cannot disable or retarget the rule", DEV, ["events:DisableRule", "events:RemoveTargets", "events:PutTargets"], [w.rule], {}, "all", False),
+        # Issue 11: the state-change queue and the event source mapping.
+        ("queue: a developer cannot purge the state-change queue, re-police, reconfigure or delete it", DEV,
+         ["sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:RemovePermission", "sqs:AddPermission"], [w.state_queue], {}, "all", False),
+        ("queue: the queue's own policy keeps an AdministratorAccess role from purging or re-policing it, without the SCP", ADM,
+         ["sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:AddPermission"], [w.state_queue], {}, "resource", False),
+        ("queue: only EventBridge's rule can send to the queue: no developer", DEV, ["sqs:SendMessage"], [w.state_queue], {}, "all", False),
+        ("queue: only EventBridge's rule can send to the queue: its own policy refuses an AdministratorAccess role without the SCP", ADM,
+         ["sqs:SendMessage"], [w.state_queue], {}, "resource", False),
+        ("queue: the SCP alone keeps a developer from purging, re-policing or deleting the state-change queue, or sending or taking its messages", DEV,
+         ["sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:RemovePermission", "sqs:AddPermission",
+          "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"], [w.state_queue], {}, "scp", False),
+        ("queue: a developer cannot take, hide or hand back state changes", DEV,
+         ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"], [w.state_queue], {}, "all", False),
+        ("queue: the queue's own policy keeps an AdministratorAccess role from draining it, without the SCP", ADM,
+         ["sqs:ReceiveMessage", "sqs:DeleteMessage"], [w.state_queue, w.queue], {}, "resource", False),
+        ("queue: the guard's role takes, deletes and hands back state changes", GRD,
+         ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"], [w.state_queue], {}, "all", True),
+        ("queue: the guard's role reaches no other queue's messages", GRD, ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"], [w.queue], {}, "all", False),
+        ("queue: the admin re-drives the failure queue to the state-change queue", A,
+         ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:StartMessageMoveTask"], [w.queue], {}, "all", True),
+        ("queue: the admin sends to the state-change queue (the re-drive's destination)", A, ["sqs:SendMessage"], [w.state_queue], {}, "all", True),
         ("mute: the admin deletes an alarm and unsubscribes", A, ["cloudwatch:DeleteAlarms", "sns:Unsubscribe"], w.alarms[:1] + [w.subscription], {}, "all", True),
         ("mute (control): a developer still manages alarms of their own", DEV, ["cloudwatch:DeleteAlarms"], [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:my-app-5xx"], {}, "all", True),
         ("mute (control): without the SCP the developer could delete the alarms", DEV, ["cloudwatch:DeleteAlarms"], w.alarms[:1], {}, "none", True),
@@ -1009,6 +1142,7 @@ NOT_PARAMETERS = {
     "EC2PASS_ALERT_TOPIC_ARN": "the stack's own topic",
     "EC2PASS_AUTH_TAG": "fixed: the guard's DeleteTags condition and protect-auth-tag.json name this key",
     "EC2PASS_SLACK_SIGNING_SECRET_ARN": "the stack's own secret",
+    "EC2PASS_STATE_CHANGE_QUEUE_URL": "the stack's own state-change queue",
 }
 
 
@@ -1144,7 +1278,7 @@ def broken_copies(template):
         t["Resources"]["AlertTopic"]["Properties"]["KmsMasterKeyId"] = "alias/aws/sns"
 
     def bad_alarm_operator(t):
-        t["Resources"]["GuardEventAgeAlarm"]["Properties"]["ComparisonOperator"] = "GreaterThan"
+        t["Resources"]["StateChangeQueueAgeAlarm"]["Properties"]["ComparisonOperator"] = "GreaterThan"
 
     def dangling_output_getatt(t):
         t["Outputs"]["SlackRequestUrl"]["Value"] = {"Fn::GetAtt": ["IssuerFunctionUrl", "Url"]}
@@ -1206,8 +1340,16 @@ def broken_copies(template):
     def issuer_uncapped(t):
         t["Resources"]["IssuerFunction"]["Properties"].pop("ReservedConcurrentExecutions")
 
-    def forget_the_event_age_alarm(t):
-        t["Resources"].pop("GuardEventAgeAlarm")
+    def forget_the_queue_age_alarm(t):
+        t["Resources"].pop("StateChangeQueueAgeAlarm")
+
+    def queue_age_alarm_on_the_wrong_queue(t):
+        t["Resources"]["StateChangeQueueAgeAlarm"]["Properties"]["Dimensions"][0]["Value"] = {"Fn::GetAtt": ["GuardFailures", "QueueName"]}
+
+    def event_age_alarm_instead(t):
+        props = t["Resources"]["StateChangeQueueAgeAlarm"]["Properties"]
+        props.update({"Namespace": "AWS/Lambda", "MetricName": "AsyncEventAge", "Unit": "Milliseconds", "Threshold": 60000,
+                      "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": "GuardFunction"}}]})
 
     def forget_the_rule_failures_alarm(t):
         t["Resources"].pop("StateChangeRuleFailuresAlarm")
@@ -1254,15 +1396,111 @@ def broken_copies(template):
         props = t["Resources"]["Table"]["Properties"]
         props["GlobalSecondaryIndexes"] = [i for i in props["GlobalSecondaryIndexes"] if i["IndexName"] != "alerts-due"]
 
+    # Issue 11: state changes through the queue, in batches.
+    def queue_statements(t, logical):
+        return next(r for r in t["Resources"].values() if r.get("Type") == "AWS::SQS::QueuePolicy"
+                    and r["Properties"]["Queues"] == [{"Ref": logical}])["Properties"]["PolicyDocument"]["Statement"]
+
+    def drop_queue_statement(t, logical, sid):
+        sts = queue_statements(t, logical)
+        sts[:] = [s for s in sts if s.get("Sid") != sid]
+
+    def sqs_event(t):
+        return next(e["Properties"] for e in t["Resources"]["GuardFunction"]["Properties"]["Events"].values() if e["Type"] == "SQS")
+
+    def queue_open_to_all_senders(t):
+        drop_queue_statement(t, "StateChangeQueue", "NobodyElseSends")
+
+    def queue_deny_refuses_the_rule_too(t):
+        # Without the aws:SourceArn carve-out the Deny binds EventBridge's deliveries (they carry no principal ARN).
+        st = next(s for s in queue_statements(t, "StateChangeQueue") if s["Sid"] == "NobodyElseSends")
+        st["Condition"]["ArnNotEquals"].pop("aws:SourceArn")
+
+    def queue_refuses_the_admins_redrive(t):
+        st = next(s for s in queue_statements(t, "StateChangeQueue") if s["Sid"] == "NobodyElseSends")
+        st["Condition"]["ArnNotEquals"].pop("aws:PrincipalArn")
+
+    def queue_policy_lets_anyone_purge(t):
+        st = next(s for s in queue_statements(t, "StateChangeQueue") if s["Sid"] == "OnlyTheAdminManagesIt")
+        st["Action"].remove("sqs:PurgeQueue")
+
+    def queue_drainable_by_anyone(t):
+        drop_queue_statement(t, "StateChangeQueue", "OnlyTheGuardTakesThem")
+
+    def queue_refuses_the_rule(t):
+        drop_queue_statement(t, "StateChangeQueue", "TheRuleSends")
+
+    def failures_refuse_the_rule(t):
+        drop_queue_statement(t, "GuardFailures", "TheRuleSendsWhatItCannotDeliver")
+
+    def failures_purgeable_without_the_scp(t):
+        drop_queue_statement(t, "GuardFailures", "OnlyTheAdminManagesOrDrainsIt")
+
+    def guard_cannot_change_visibility(t):
+        next(st for st in guard_statements(t) if st.get("Sid") == "TakeStateChangesFromTheQueue")["Action"].remove("sqs:ChangeMessageVisibility")
+
+    def guard_takes_from_every_queue(t):
+        next(st for st in guard_statements(t) if st.get("Sid") == "TakeStateChangesFromTheQueue")["Resource"] = "*"
+
+    def esm_without_partial_batch_responses(t):
+        sqs_event(t).pop("FunctionResponseTypes")
+
+    def esm_waits_to_fill_a_batch(t):
+        sqs_event(t)["MaximumBatchingWindowInSeconds"] = 30
+
+    def esm_without_maximum_concurrency(t):
+        sqs_event(t).pop("ScalingConfig")
+
+    def esm_concurrency_below_the_minimum(t):
+        t["Parameters"]["GuardQueueConcurrency"]["MinValue"] = 1
+
+    def queue_concurrency_above_the_reservation(t):
+        t["Parameters"]["GuardQueueConcurrency"]["Default"] = 50
+
+    def queue_without_dlq(t):
+        t["Resources"]["StateChangeQueue"]["Properties"].pop("RedrivePolicy")
+
+    def queue_visibility_shorter_than_six_timeouts(t):
+        t["Resources"]["StateChangeQueue"]["Properties"]["VisibilityTimeout"] = 60
+
+    def queue_under_the_aws_managed_key(t):
+        props = t["Resources"]["StateChangeQueue"]["Properties"]
+        props.pop("SqsManagedSseEnabled")
+        props["KmsMasterKeyId"] = "alias/aws/sqs"
+
+    def state_change_queue_without_a_name(t):
+        t["Resources"]["StateChangeQueue"]["Properties"].pop("QueueName")
+
+    def guard_invoked_per_state_change_again(t):
+        t["Resources"]["GuardFunction"]["Properties"]["Events"]["StateChange"] = {"Type": "EventBridgeRule", "Properties": {
+            "Pattern": t["Resources"]["GuardFunctionStateChange"]["Properties"]["EventPattern"]}}
+
+    def rule_without_a_dlq(t):
+        t["Resources"]["GuardFunctionStateChange"]["Properties"]["Targets"][0].pop("DeadLetterConfig")
+
+    def rule_retries_for_a_day(t):
+        t["Resources"]["GuardFunctionStateChange"]["Properties"]["Targets"][0]["RetryPolicy"]["MaximumEventAgeInSeconds"] = 86400
+
+    def guard_forgets_its_queue(t):
+        t["Resources"]["GuardFunction"]["Properties"]["Environment"]["Variables"].pop("EC2PASS_STATE_CHANGE_QUEUE_URL")
+
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
                     managed_topic_key, forget_a_setting, bad_alarm_operator, dangling_output_getatt,
                     secret_in_environment, secret_value_in_the_template, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
                     issuer_decrypts_directly, secret_policy_lets_everyone_read, secret_policy_lets_anyone_repolicy, secret_policy_misspells_an_action,
                     guard_reads_the_secret, role_by_path, role_trusts_ec2, guard_without_reserved_concurrency,
-                    issuer_uncapped, forget_the_event_age_alarm, forget_the_rule_failures_alarm, forget_the_throttles_alarm,
+                    issuer_uncapped, forget_the_queue_age_alarm, queue_age_alarm_on_the_wrong_queue, event_age_alarm_instead,
+                    forget_the_rule_failures_alarm, forget_the_throttles_alarm,
                     alarm_without_a_name, queue_without_a_name, issuer_reaches_verdicts, issuer_leading_keys_without_null,
                     issuer_unrestricted, alert_only_by_default, every_group_exempt_by_default, stop_protection_wins_by_default,
-                    terminate_without_clearing_protection, guard_cannot_find_owed_alerts, table_without_the_alerts_index):
+                    terminate_without_clearing_protection, guard_cannot_find_owed_alerts, table_without_the_alerts_index,
+                    queue_open_to_all_senders, queue_deny_refuses_the_rule_too, queue_refuses_the_admins_redrive, queue_policy_lets_anyone_purge,
+                    queue_drainable_by_anyone, queue_refuses_the_rule, failures_refuse_the_rule, failures_purgeable_without_the_scp,
+                    guard_cannot_change_visibility, guard_takes_from_every_queue, esm_without_partial_batch_responses,
+                    esm_waits_to_fill_a_batch, esm_without_maximum_concurrency, esm_concurrency_below_the_minimum,
+                    queue_concurrency_above_the_reservation, queue_without_dlq, queue_visibility_shorter_than_six_timeouts,
+                    queue_under_the_aws_managed_key, state_change_queue_without_a_name, guard_invoked_per_state_change_again,
+                    rule_without_a_dlq, rule_retries_for_a_day, guard_forgets_its_queue):
         broken = copy.deepcopy(template)
         breaker(broken)
         yield breaker.__name__, broken
@@ -1320,6 +1558,13 @@ def broken_policies():
     def misspelled_action(p):
         sid(p, "KeepTheAlarms")["Action"].append("cloudwatch:DeleteAlarm")
 
+    def scp_starves_the_guard(p):
+        # Today's failure-queue statement, stretched over every ec2pass-* queue, would deny the guard its own batches.
+        sid(p, "OnlyTheGuardTakesStateChanges")["Condition"]["ArnNotLike"]["aws:PrincipalArn"] = "arn:aws:iam::*:role/ec2pass-admin"
+
+    def scp_queue_statement_misses_the_state_change_queue(p):
+        sid(p, "OnlyTheGuardTakesStateChanges")["Resource"] = "arn:aws:sqs:*:*:ec2pass-*state-change"
+
     def condition_aws_never_sets(p):
         # DetachInstances carries no instance types: a Deny that needs them never matches.
         sid(p, "NoDetachingFromGroups")["Condition"]["StringLike"] = {"autoscaling:InstanceTypes": "*"}
@@ -1343,10 +1588,13 @@ def broken_policies():
         drop_action("KeepTheAlertTopic", "sns:RemovePermission"), drop_action("KeepTheAlertTopic", "sns:AddPermission"),
         drop_action("KeepTheAlarms", "cloudwatch:DeleteAlarms"), drop_action("KeepTheAlarms", "cloudwatch:DisableAlarmActions"),
         drop_action("KeepTheAlarms", "cloudwatch:PutMetricAlarm"), drop_action("KeepTheAlarms", "cloudwatch:SetAlarmState"),
-        drop_action("KeepTheFailureQueue", "sqs:DeleteQueue"), drop_action("KeepTheFailureQueue", "sqs:PurgeQueue"),
-        drop_action("KeepTheFailureQueue", "sqs:SetQueueAttributes"), drop_action("KeepTheFailureQueue", "sqs:RemovePermission"),
-        drop_action("KeepTheFailureQueue", "sqs:AddPermission"), drop_action("KeepTheFailureQueue", "sqs:ReceiveMessage"),
+        drop_action("KeepTheQueues", "sqs:DeleteQueue"), drop_action("KeepTheQueues", "sqs:PurgeQueue"),
+        drop_action("KeepTheQueues", "sqs:SetQueueAttributes"), drop_action("KeepTheQueues", "sqs:RemovePermission"),
+        drop_action("KeepTheQueues", "sqs:AddPermission"), drop_action("KeepTheFailureQueue", "sqs:ReceiveMessage"),
         drop_action("KeepTheFailureQueue", "sqs:DeleteMessage"), drop_action("KeepTheKeys", "kms:DisableKey"),
+        # 11. switching the guard off through its queue
+        drop_action("OnlyTheGuardTakesStateChanges", "sqs:ReceiveMessage"), drop_action("OnlyTheGuardTakesStateChanges", "sqs:SendMessage"),
+        scp_starves_the_guard, scp_queue_statement_misses_the_state_change_queue,
         # 9. starvation: the issuer's concurrency too
         drop_action("KeepTheFunctions", "lambda:DeleteFunctionConcurrency"),
         # 12. exemptions through a service
