@@ -872,6 +872,7 @@ class World:
         self.subscription = f"{self.topic}:5a1b2c3d-0000-4000-8000-0123456789ab"
         self.queue = r.getatt("GuardFailures", "Arn")
         self.state_queue = r.getatt("StateChangeQueue", "Arn")
+        self.mapping = f"arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:0f0e0d0c-0000-4000-8000-00000000e5a1"
         self.table = r.getatt("Table", "Arn")
         self.guard_fn = r.getatt("GuardFunction", "Arn")
         self.issuer_fn = r.getatt("IssuerFunction", "Arn")
@@ -1017,6 +1018,9 @@ def claims(w):
          ["sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:RemovePermission", "sqs:AddPermission"], [w.state_queue], {}, "all", False),
         ("queue: the queue's own policy keeps an AdministratorAccess role from purging or re-policing it, without the SCP", ADM,
          ["sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:AddPermission"], [w.state_queue], {}, "resource", False),
+        ("queue: a developer cannot disable the guard's event source mapping, delete it or add one", DEV,
+         ["lambda:UpdateEventSourceMapping", "lambda:DeleteEventSourceMapping", "lambda:CreateEventSourceMapping"], [w.mapping, "*"],
+         {"lambda:FunctionArn": w.guard_fn}, "all", False),
         ("queue: only EventBridge's rule can send to the queue: no developer", DEV, ["sqs:SendMessage"], [w.state_queue], {}, "all", False),
         ("queue: only EventBridge's rule can send to the queue: its own policy refuses an AdministratorAccess role without the SCP", ADM,
          ["sqs:SendMessage"], [w.state_queue], {}, "resource", False),
@@ -1033,6 +1037,11 @@ def claims(w):
         ("queue: the admin re-drives the failure queue to the state-change queue", A,
          ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:StartMessageMoveTask"], [w.queue], {}, "all", True),
         ("queue: the admin sends to the state-change queue (the re-drive's destination)", A, ["sqs:SendMessage"], [w.state_queue], {}, "all", True),
+        ("queue: the admin manages the guard's event source mapping", A, ["lambda:UpdateEventSourceMapping", "lambda:DeleteEventSourceMapping"],
+         [w.mapping], {"lambda:FunctionArn": w.guard_fn}, "all", True),
+        ("queue (control): a developer still manages event source mappings of their own functions", DEV,
+         ["lambda:UpdateEventSourceMapping", "lambda:DeleteEventSourceMapping", "lambda:CreateEventSourceMapping"], [w.mapping],
+         {"lambda:FunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:my-app"}, "all", True),
         ("mute: the admin deletes an alarm and unsubscribes", A, ["cloudwatch:DeleteAlarms", "sns:Unsubscribe"], w.alarms[:1] + [w.subscription], {}, "all", True),
         ("mute (control): a developer still manages alarms of their own", DEV, ["cloudwatch:DeleteAlarms"], [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:my-app-5xx"], {}, "all", True),
         ("mute (control): without the SCP the developer could delete the alarms", DEV, ["cloudwatch:DeleteAlarms"], w.alarms[:1], {}, "none", True),
@@ -1558,6 +1567,15 @@ def broken_policies():
     def misspelled_action(p):
         sid(p, "KeepTheAlarms")["Action"].append("cloudwatch:DeleteAlarm")
 
+    def esm_deny_on_the_mapping_not_the_function(p):
+        # Update and Delete name the mapping, not the function: a deny on function:ec2pass-* misses them.
+        st = sid(p, "KeepTheEventSourceMapping")
+        st["Resource"] = "arn:aws:lambda:*:*:function:ec2pass-*"
+        st["Condition"].pop("ArnLike")
+
+    def esm_deny_on_a_key_aws_never_sets(p):
+        sid(p, "KeepTheEventSourceMapping")["Condition"]["ArnLike"] = {"lambda:FunctionName": "ec2pass-*"}
+
     def scp_starves_the_guard(p):
         # Today's failure-queue statement, stretched over every ec2pass-* queue, would deny the guard its own batches.
         sid(p, "OnlyTheGuardTakesStateChanges")["Condition"]["ArnNotLike"]["aws:PrincipalArn"] = "arn:aws:iam::*:role/ec2pass-admin"
@@ -1593,6 +1611,10 @@ def broken_policies():
         drop_action("KeepTheQueues", "sqs:AddPermission"), drop_action("KeepTheFailureQueue", "sqs:ReceiveMessage"),
         drop_action("KeepTheFailureQueue", "sqs:DeleteMessage"), drop_action("KeepTheKeys", "kms:DisableKey"),
         # 11. switching the guard off through its queue
+        drop_action("KeepTheEventSourceMapping", "lambda:DeleteEventSourceMapping"),
+        drop_action("KeepTheEventSourceMapping", "lambda:UpdateEventSourceMapping"),
+        drop_action("KeepTheEventSourceMapping", "lambda:CreateEventSourceMapping"),
+        esm_deny_on_the_mapping_not_the_function, esm_deny_on_a_key_aws_never_sets,
         drop_action("OnlyTheGuardTakesStateChanges", "sqs:ReceiveMessage"), drop_action("OnlyTheGuardTakesStateChanges", "sqs:SendMessage"),
         scp_starves_the_guard, scp_queue_statement_misses_the_state_change_queue,
         # 9. starvation: the issuer's concurrency too
