@@ -4,7 +4,7 @@ use std::future::Future;
 
 use aws_sdk_sns::Client;
 use aws_sdk_sns::error::DisplayErrorContext;
-use aws_sdk_sns::types::MessageAttributeValue;
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use ec2pass_shared::alert::{Action, Alert, SCHEMA_VERSION};
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::verdict::VerdictRecord;
@@ -12,10 +12,43 @@ use ec2pass_shared::verdict::VerdictRecord;
 use crate::ec2::{AwsError, InstanceFacts};
 use crate::event::Origin;
 
+/// Most messages one SNS PublishBatch takes.
+pub const ALERTS_PER_BATCH: usize = 10;
+
 /// Where alerts go.
 pub trait Alerts: Send + Sync {
     /// Publishes one alert.
     fn publish(&self, alert: &Alert) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// Publishes many alerts, each with its own answer, in order. SNS takes them
+    /// [`ALERTS_PER_BATCH`] a call; this default publishes one by one (for fakes).
+    fn publish_many(
+        &self,
+        alerts: &[Alert],
+    ) -> impl Future<Output = Vec<Result<(), AwsError>>> + Send {
+        async move {
+            let mut answers = Vec::with_capacity(alerts.len());
+            for alert in alerts {
+                answers.push(self.publish(alert).await);
+            }
+            answers
+        }
+    }
+}
+
+fn attributes_of(alert: &Alert) -> Result<Vec<(String, MessageAttributeValue)>, AwsError> {
+    alert
+        .attributes()
+        .into_iter()
+        .map(|(name, value)| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map(|a| (name.to_owned(), a))
+                .map_err(|e| AwsError::new("Publish", e.to_string()))
+        })
+        .collect()
 }
 
 /// An SNS topic.
@@ -43,21 +76,92 @@ impl Alerts for SnsAlerts {
             .topic_arn(&self.topic_arn)
             .subject(alert.subject())
             .message(alert.message());
-        for (name, value) in alert.attributes() {
-            let attribute = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(|e| AwsError {
-                    operation: "Publish",
-                    message: e.to_string(),
-                })?;
+        for (name, attribute) in attributes_of(alert)? {
             request = request.message_attributes(name, attribute);
         }
-        request.send().await.map(|_| ()).map_err(|e| AwsError {
-            operation: "Publish",
-            message: DisplayErrorContext(&e).to_string(),
-        })
+        request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::new("Publish", DisplayErrorContext(&e).to_string()))
+    }
+
+    async fn publish_many(&self, alerts: &[Alert]) -> Vec<Result<(), AwsError>> {
+        let mut answers = Vec::with_capacity(alerts.len());
+        for chunk in alerts.chunks(ALERTS_PER_BATCH) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            let mut bad = Vec::new();
+            for (n, alert) in chunk.iter().enumerate() {
+                let entry = attributes_of(alert).and_then(|attributes| {
+                    PublishBatchRequestEntry::builder()
+                        .id(n.to_string())
+                        .subject(alert.subject())
+                        .message(alert.message())
+                        .set_message_attributes(Some(attributes.into_iter().collect()))
+                        .build()
+                        .map_err(|e| AwsError::new("PublishBatch", e.to_string()))
+                });
+                match entry {
+                    Ok(e) => entries.push(e),
+                    Err(e) => bad.push((n, e)),
+                }
+            }
+            let mut chunk_answers: Vec<Result<(), AwsError>> = (0..chunk.len())
+                .map(|_| Err(AwsError::new("PublishBatch", "not in SNS's answer")))
+                .collect();
+            for (n, e) in bad {
+                chunk_answers[n] = Err(e);
+            }
+            if !entries.is_empty() {
+                match self
+                    .client
+                    .publish_batch()
+                    .topic_arn(&self.topic_arn)
+                    .set_publish_batch_request_entries(Some(entries))
+                    .send()
+                    .await
+                {
+                    Ok(out) => {
+                        for ok in out.successful() {
+                            if let Some(slot) = ok
+                                .id()
+                                .and_then(|id| id.parse::<usize>().ok())
+                                .and_then(|n| chunk_answers.get_mut(n))
+                            {
+                                *slot = Ok(());
+                            }
+                        }
+                        for failed in out.failed() {
+                            if let Some(slot) = failed
+                                .id()
+                                .parse::<usize>()
+                                .ok()
+                                .and_then(|n| chunk_answers.get_mut(n))
+                            {
+                                *slot = Err(AwsError::new(
+                                    "PublishBatch",
+                                    format!(
+                                        "{}: {}",
+                                        failed.code(),
+                                        failed.message().unwrap_or_default()
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let e = AwsError::new("PublishBatch", DisplayErrorContext(&e).to_string());
+                        for slot in &mut chunk_answers {
+                            if slot.is_err() {
+                                *slot = Err(e.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            answers.extend(chunk_answers);
+        }
+        answers
     }
 }
 

@@ -85,7 +85,36 @@ pub struct AwsError {
     pub operation: &'static str,
     /// What the SDK said.
     pub message: String,
+    /// Whether EC2 throttled the call (`RequestLimitExceeded` and kin): a pace to keep, not a
+    /// reason to fail closed (see [`crate::pace`]).
+    pub throttled: bool,
 }
+
+impl AwsError {
+    /// A failure that is not throttling.
+    pub fn new(operation: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            operation,
+            message: message.into(),
+            throttled: false,
+        }
+    }
+}
+
+/// The error codes with which AWS APIs throttle (EC2 answers `RequestLimitExceeded`; the SDK's
+/// own list of throttling codes has the rest).
+pub const THROTTLING_CODES: [&str; 6] = [
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestThrottled",
+];
+
+/// Most values EC2 takes in one filter, and so the most instances one DescribeInstances by
+/// `instance-id` filter (or one StopInstances or DeleteTags the guard sends) names.
+pub const IDS_PER_CALL: usize = 200;
 
 /// Why StopInstances did not stop the instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +171,52 @@ pub trait Ec2: Send + Sync {
     /// Every `pending` or `running` instance, all pages (for the sweep).
     fn active_instances(&self)
     -> impl Future<Output = Result<Vec<InstanceFacts>, AwsError>> + Send;
+
+    /// The facts of many instances; an id EC2 does not know (yet) is simply absent. The SDK
+    /// client asks by `instance-id` filter, [`IDS_PER_CALL`] ids a call, so one unknown id fails
+    /// nothing; this default asks one by one (for fakes).
+    fn describe_many(
+        &self,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Result<Vec<InstanceFacts>, AwsError>> + Send {
+        async move {
+            let mut all = Vec::new();
+            for id in ids {
+                all.extend(self.describe(id).await?);
+            }
+            Ok(all)
+        }
+    }
+
+    /// StopInstances for many instances, each with its own answer. The SDK client sends as few
+    /// calls as EC2 allows; this default stops one by one (for fakes).
+    fn stop_many(
+        &self,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Vec<(InstanceId, Result<(), StopError>)>> + Send {
+        async move {
+            let mut all = Vec::with_capacity(ids.len());
+            for id in ids {
+                all.push((id.clone(), self.stop(id).await));
+            }
+            all
+        }
+    }
+
+    /// DeleteTags of one key with one value on many instances (see [`Ec2::delete_tag`]).
+    fn delete_tag_many(
+        &self,
+        ids: &[InstanceId],
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        async move {
+            for id in ids {
+                self.delete_tag(id, key, value).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The AWS SDK's EC2 client.
@@ -159,12 +234,45 @@ impl Ec2Client {
 
 fn failed<E, R>(operation: &'static str, e: &SdkError<E, R>) -> AwsError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
     AwsError {
         operation,
         message: DisplayErrorContext(e).to_string(),
+        throttled: e.code().is_some_and(|c| THROTTLING_CODES.contains(&c)),
+    }
+}
+
+/// The instance ids an EC2 error message names (`The instance 'i-…' is not in a state from
+/// which it can be stopped`, `The instance IDs 'i-…, i-…' do not exist`), among `asked`.
+pub fn ids_named(message: &str, asked: &[InstanceId]) -> Vec<InstanceId> {
+    asked
+        .iter()
+        .filter(|id| {
+            message.match_indices(id.as_str()).any(|(at, m)| {
+                // Whole ids only: `i-0abc` must not match inside `i-0abcdef…`.
+                let next = message[at + m.len()..].chars().next();
+                !next.is_some_and(|c| c.is_ascii_hexdigit())
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// How EC2 answers a StopInstances for one instance.
+fn stop_error<R>(
+    e: &SdkError<aws_sdk_ec2::operation::stop_instances::StopInstancesError, R>,
+) -> StopError
+where
+    R: std::fmt::Debug,
+{
+    match e.code() {
+        Some("IncorrectInstanceState") => StopError::NotYet,
+        Some("UnsupportedOperation") => StopError::Unstoppable,
+        Some("OperationNotPermitted") => StopError::Protected,
+        _ if not_found(e) => StopError::Gone,
+        _ => StopError::Failed(failed("StopInstances", e)),
     }
 }
 
@@ -225,16 +333,7 @@ impl Ec2 for Ec2Client {
             .instance_ids(id.as_str())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match e.code() {
-                Some("IncorrectInstanceState") => StopError::NotYet,
-                Some("UnsupportedOperation") => StopError::Unstoppable,
-                Some("OperationNotPermitted") => StopError::Protected,
-                _ if not_found(&e) => StopError::Gone,
-                _ => StopError::Failed(failed("StopInstances", &e)),
-            }),
-        }
+        result.map(|_| ()).map_err(|e| stop_error(&e))
     }
 
     async fn terminate(&self, id: &InstanceId) -> Result<(), StopError> {
@@ -319,6 +418,132 @@ impl Ec2 for Ec2Client {
                 _ => return Ok(all),
             }
         }
+    }
+
+    async fn describe_many(&self, ids: &[InstanceId]) -> Result<Vec<InstanceFacts>, AwsError> {
+        let mut all = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            // A filter, not InstanceIds: an id EC2 does not know yet (eventual consistency right
+            // after a launch) is left out of the answer instead of failing the whole call. A
+            // filtered call is also throttled in the larger DescribeInstances bucket.
+            let filter = Filter::builder()
+                .name("instance-id")
+                .set_values(Some(
+                    chunk.iter().map(|id| id.as_str().to_owned()).collect(),
+                ))
+                .build();
+            let mut token: Option<String> = None;
+            loop {
+                let out = self
+                    .client
+                    .describe_instances()
+                    .filters(filter.clone())
+                    .set_next_token(token.take())
+                    .max_results(1000)
+                    .send()
+                    .await
+                    .map_err(|e| failed("DescribeInstances", &e))?;
+                all.extend(
+                    out.reservations()
+                        .iter()
+                        .flat_map(|r| r.instances())
+                        .filter_map(facts_of),
+                );
+                match out.next_token {
+                    Some(t) if !t.is_empty() => token = Some(t),
+                    _ => break,
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    async fn stop_many(&self, ids: &[InstanceId]) -> Vec<(InstanceId, Result<(), StopError>)> {
+        let mut answers = Vec::with_capacity(ids.len());
+        let mut work: Vec<Vec<InstanceId>> = ids
+            .chunks(IDS_PER_CALL)
+            .map(<[InstanceId]>::to_vec)
+            .collect();
+        // EC2 refuses a whole StopInstances for one instance it will not stop, and names it in
+        // the message: those get the refusal, the rest are sent again. A refusal that names no
+        // instance asked about is split in halves until it comes down to one.
+        while let Some(chunk) = work.pop() {
+            let result = self
+                .client
+                .stop_instances()
+                .set_instance_ids(Some(
+                    chunk.iter().map(|id| id.as_str().to_owned()).collect(),
+                ))
+                .send()
+                .await;
+            let e = match result {
+                Ok(_) => {
+                    answers.extend(chunk.into_iter().map(|id| (id, Ok(()))));
+                    continue;
+                }
+                Err(e) => e,
+            };
+            let refusal = stop_error(&e);
+            if let StopError::Failed(_) = refusal {
+                answers.extend(chunk.into_iter().map(|id| (id, Err(refusal.clone()))));
+                continue;
+            }
+            if let [one] = chunk.as_slice() {
+                answers.push((one.clone(), Err(refusal)));
+                continue;
+            }
+            let named = ids_named(e.message().unwrap_or_default(), &chunk);
+            if named.is_empty() {
+                let (a, b) = chunk.split_at(chunk.len() / 2);
+                work.push(a.to_vec());
+                work.push(b.to_vec());
+            } else {
+                let rest: Vec<InstanceId> =
+                    chunk.into_iter().filter(|id| !named.contains(id)).collect();
+                answers.extend(named.into_iter().map(|id| (id, Err(refusal.clone()))));
+                if !rest.is_empty() {
+                    work.push(rest);
+                }
+            }
+        }
+        answers
+    }
+
+    async fn delete_tag_many(
+        &self,
+        ids: &[InstanceId],
+        key: &str,
+        value: &str,
+    ) -> Result<(), AwsError> {
+        let mut work: Vec<Vec<InstanceId>> = ids
+            .chunks(IDS_PER_CALL)
+            .map(<[InstanceId]>::to_vec)
+            .collect();
+        while let Some(chunk) = work.pop() {
+            let result = self
+                .client
+                .delete_tags()
+                .set_resources(Some(
+                    chunk.iter().map(|id| id.as_str().to_owned()).collect(),
+                ))
+                .tags(Tag::builder().key(key).value(value).build())
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                // A terminated instance fails the call for all: untag the others.
+                Err(e) if not_found(&e) => {
+                    let named = ids_named(e.message().unwrap_or_default(), &chunk);
+                    let rest: Vec<InstanceId> =
+                        chunk.into_iter().filter(|id| !named.contains(id)).collect();
+                    if !named.is_empty() && !rest.is_empty() {
+                        work.push(rest);
+                    }
+                }
+                Err(e) => return Err(failed("DeleteTags", &e)),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -84,6 +84,7 @@ async fn unstoppable<E: Ec2>(
                     return Err(AwsError {
                         operation: "TerminateInstances",
                         message: format!("unexpected answer {other:?}"),
+                        throttled: false,
                     });
                 }
             }
@@ -96,6 +97,7 @@ async fn unstoppable<E: Ec2>(
                 Err(other) => Err(AwsError {
                     operation: "TerminateInstances",
                     message: format!("still refused after clearing protection: {other:?}"),
+                    throttled: false,
                 }),
             }
         }

@@ -551,6 +551,7 @@ fn aws_error(call: Call, fault: Fault) -> AwsError {
     AwsError {
         operation: call.operation(),
         message: fault.message(call.service()),
+        throttled: false,
     }
 }
 

@@ -91,6 +91,9 @@ pub struct Report {
     pub action: Action,
     /// Whether this invocation published the verdict's alert.
     pub alerted: bool,
+    /// Whether the start must be looked at again soon (still `pending`: it could not be stopped
+    /// yet, or its launch tags may still be on their way); the batch path hands its message back.
+    pub hand_back: bool,
 }
 
 impl Report {
@@ -110,11 +113,21 @@ impl Report {
             decided_here,
             action,
             alerted,
+            hand_back: action == Action::StopPending,
         }
     }
 
-    fn untouched(id: &InstanceId) -> Self {
+    /// Nothing decided or enforced.
+    pub(crate) fn untouched(id: &InstanceId) -> Self {
         Self::new(id, None, false, Action::None, false)
+    }
+
+    /// Nothing decided yet: to be looked at again soon.
+    fn later(id: &InstanceId) -> Self {
+        Self {
+            hand_back: true,
+            ..Self::untouched(id)
+        }
     }
 }
 
@@ -184,6 +197,29 @@ where
         }
     }
 
+    /// The guard's parts, for one pass over instances.
+    pub(crate) fn flow(&self, patience: Patience) -> Flow<'_, S, E, A, C> {
+        self.flow_over(&self.ec2, &self.alerts, patience)
+    }
+
+    /// The guard's store, clock and configuration with other EC2 and alert parts (the batch
+    /// path's gathered calls).
+    pub(crate) fn flow_over<'a, E2, A2>(
+        &'a self,
+        ec2: &'a E2,
+        alerts: &'a A2,
+        patience: Patience,
+    ) -> Flow<'a, S, E2, A2, C> {
+        Flow {
+            config: &self.config,
+            store: &self.store,
+            ec2,
+            alerts,
+            clock: &self.clock,
+            patience,
+        }
+    }
+
     /// Handles one invocation payload.
     pub async fn handle(
         &self,
@@ -205,12 +241,25 @@ where
                     .await
                     .map(|r| vec![r])
             }
-            Trigger::Sweep { origin } => self.sweep(&origin, inv).await,
+            Trigger::Sweep { origin } => {
+                let activation = match self.activation().await {
+                    Ok(t) => t,
+                    Err(detail) => {
+                        return Err(self
+                            .flow(Patience::Wait)
+                            .sweep_failed(&origin, "activation", detail)
+                            .await);
+                    }
+                };
+                self.flow(Patience::Wait)
+                    .sweep(activation, &origin, inv)
+                    .await
+            }
         }
     }
 
     /// The activation time: configured, or the table's creation time, read once.
-    async fn activation(&self) -> Result<UnixTime, String> {
+    pub(crate) async fn activation(&self) -> Result<UnixTime, String> {
         if let Some(t) = self.config.activation_time {
             return Ok(UnixTime(t));
         }
@@ -228,8 +277,9 @@ where
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Report, GuardError> {
+        let flow = self.flow(Patience::Wait);
         let (described, activation) =
-            tokio::join!(self.describe(id, origin, inv), self.activation());
+            tokio::join!(flow.describe(id, origin, inv), self.activation());
         let Some(facts) = described? else {
             return Ok(Report::untouched(id));
         };
@@ -245,10 +295,42 @@ where
                 self.clock.now().minus(ACTIVATION_FALLBACK)
             }
         };
-        self.guard_facts(facts, activation, origin, inv).await
+        flow.guard_facts(facts, activation, origin, inv).await
     }
+}
 
-    async fn describe(
+/// How a pass waits for a start that is still `pending`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Patience {
+    /// The single path (one event an invocation): look at a tagless pending instance once more
+    /// after `EC2PASS_TAG_RETRY_DELAY`, and retry its stop until the invocation's deadline.
+    Wait,
+    /// The batch path: never wait inside the invocation. A start that cannot be finished while it
+    /// is `pending` is reported for handing back (its message returns in
+    /// `EC2PASS_RECHECK_DELAY`), and a throttled EC2 hands the batch back rather than failing
+    /// closed.
+    HandBack,
+}
+
+/// The guard's parts for one pass over instances, and how patient the pass may be: every
+/// decision, consumption, enforcement and alert of one start is made here.
+pub(crate) struct Flow<'a, S, E, A, C> {
+    pub(crate) config: &'a GuardConfig,
+    pub(crate) store: &'a S,
+    pub(crate) ec2: &'a E,
+    pub(crate) alerts: &'a A,
+    pub(crate) clock: &'a C,
+    pub(crate) patience: Patience,
+}
+
+impl<S, E, A, C> Flow<'_, S, E, A, C>
+where
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+    E: Ec2,
+    A: Alerts,
+    C: Clock,
+{
+    pub(crate) async fn describe(
         &self,
         id: &InstanceId,
         origin: &Origin,
@@ -268,7 +350,7 @@ where
 
     /// What an event may touch, then decide → consume or record → enforce → alert, for an
     /// instance already described (by the event path or the sweep's listing).
-    async fn guard_facts(
+    pub(crate) async fn guard_facts(
         &self,
         mut facts: InstanceFacts,
         activation: UnixTime,
@@ -284,7 +366,11 @@ where
         }
         // A password tag set just before the start can lag behind the pending event: look once
         // more before denying `missing` (a pending instance cannot be stopped yet anyway).
-        if decide::worth_a_second_look(&facts, &self.config) {
+        if decide::worth_a_second_look(&facts, self.config) {
+            if self.patience == Patience::HandBack {
+                info!(instance_id = %facts.id, "tagless while pending: looked at again when it comes back");
+                return Ok(Report::later(&facts.id));
+            }
             tokio::time::sleep(self.config.tag_retry_delay).await;
             facts = match self.describe(&facts.id, origin, inv).await? {
                 Some(f) if f.is_active() => f,
@@ -356,7 +442,7 @@ where
         now: UnixTime,
     ) -> Result<Report, GuardError> {
         for _ in 0..2 {
-            let existing = match decide::assess(facts, &self.config) {
+            let existing = match decide::assess(facts, self.config) {
                 Assessment::Exempt(why) => {
                     info!(instance_id = %facts.id, ?why, "exempt");
                     self.exempt(facts, cycle.clone(), why, origin, inv, now)
@@ -681,7 +767,7 @@ where
         inv: &Invocation,
     ) -> Result<Existing, GuardError> {
         if theirs.verdict == Verdict::Exempt
-            && !matches!(decide::assess(facts, &self.config), Assessment::Exempt(_))
+            && !matches!(decide::assess(facts, self.config), Assessment::Exempt(_))
         {
             return self.withdraw(facts, &theirs).await;
         }
@@ -768,16 +854,33 @@ where
         ))
     }
 
+    /// Until when a stop is retried while the instance is `pending`: the invocation's deadline
+    /// on the single path; not at all on the batch path, which hands the start back instead.
+    fn stop_deadline(&self, inv: &Invocation) -> Instant {
+        match self.patience {
+            Patience::Wait => inv.deadline,
+            Patience::HandBack => Instant::now(),
+        }
+    }
+
     async fn stop(
         &self,
         facts: &InstanceFacts,
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Action, GuardError> {
-        match enforce::stop(&self.ec2, &self.config, facts, inv.deadline).await {
+        match enforce::stop(self.ec2, self.config, facts, self.stop_deadline(inv)).await {
             Ok(action) => {
                 info!(instance_id = %facts.id, ?action, "enforced");
                 Ok(action)
+            }
+            Err(e) if e.throttled && self.patience == Patience::HandBack => {
+                warn!(instance_id = %facts.id, error = %e, "stop throttled past the pace: handed back");
+                Err(GuardError {
+                    instance: facts.id.to_string(),
+                    what: "stop",
+                    detail: e.to_string(),
+                })
             }
             Err(e) => {
                 let alert = alerts::for_error(
@@ -904,7 +1007,7 @@ where
             FailMode::Closed => {
                 let unknown = InstanceFacts::unknown(id.clone());
                 let target = facts.unwrap_or(&unknown);
-                enforce::stop(&self.ec2, &self.config, target, inv.deadline)
+                enforce::stop(self.ec2, self.config, target, self.stop_deadline(inv))
                     .await
                     .unwrap_or_else(|e| {
                         error!(instance_id = %id, error = %e, "fail-closed stop failed too");
@@ -924,7 +1027,7 @@ where
     }
 
     /// A sweep failure that concerns no one instance: alerted as `guard-error`, returned.
-    async fn sweep_failed(
+    pub(crate) async fn sweep_failed(
         &self,
         origin: &Origin,
         what: &'static str,
@@ -946,12 +1049,13 @@ where
     /// it has no verdict, and finish a verdict left unfinished (a deny still up because its stop
     /// failed, an alert still owed, an exemption whose reason went away); then announce owed
     /// alerts of instances no longer running. Verdicts are read 100 per request.
-    async fn sweep(&self, origin: &Origin, inv: &Invocation) -> Result<Vec<Report>, GuardError> {
+    pub(crate) async fn sweep(
+        &self,
+        activation: UnixTime,
+        origin: &Origin,
+        inv: &Invocation,
+    ) -> Result<Vec<Report>, GuardError> {
         let now = self.clock.now();
-        let activation = match self.activation().await {
-            Ok(t) => t,
-            Err(detail) => return Err(self.sweep_failed(origin, "activation", detail).await),
-        };
         let instances = match self.ec2.active_instances().await {
             Ok(list) => list,
             Err(e) => return Err(self.sweep_failed(origin, "list", e.to_string()).await),
@@ -1047,7 +1151,7 @@ where
         match theirs.verdict {
             Verdict::Deny(_) => true,
             Verdict::Exempt
-                if !matches!(decide::assess(facts, &self.config), Assessment::Exempt(_)) =>
+                if !matches!(decide::assess(facts, self.config), Assessment::Exempt(_)) =>
             {
                 true
             }

@@ -79,6 +79,7 @@ fn aws_error(operation: &'static str) -> AwsError {
     AwsError {
         operation,
         message: "ThrottlingException: Rate exceeded (after 3 attempts)".into(),
+        throttled: false,
     }
 }
 

@@ -14,14 +14,21 @@
 //! 6. [`alerts`]: the SNS alert, at least once per verdict that alerts.
 //!
 //! [`guard`] strings them together and holds the rules that keep it right under duplicates,
-//! retries and races. `main.rs` only wires real AWS clients into [`guard::Guard`].
+//! retries and races. [`batch`] takes the state changes of a burst from the SQS queue many at a
+//! time: one describe for all, each start decided as above, their stops, untags and alerts
+//! gathered into few calls, and what is still `pending` handed back to the queue ([`queue`]).
+//! [`pace`] retries throttled EC2 calls at the rate EC2's buckets refill. `main.rs` only wires
+//! real AWS clients into [`guard::Guard`].
 
 pub mod alerts;
+pub mod batch;
 pub mod decide;
 pub mod ec2;
 pub mod enforce;
 pub mod event;
 pub mod guard;
+pub mod pace;
+pub mod queue;
 
 #[cfg(test)]
 mod fault_matrix;

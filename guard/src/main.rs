@@ -4,12 +4,15 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
+use aws_lambda_events::sqs::SqsEvent;
 use ec2pass_shared::config::{Env, GuardConfig};
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
 use guard::alerts::SnsAlerts;
 use guard::ec2::Ec2Client;
 use guard::guard::{Guard, Invocation};
+use guard::pace::Paced;
+use guard::queue::{self, Recheck, SqsRecheck};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::{Value, json};
 
@@ -31,18 +34,31 @@ async fn main() -> Result<(), Error> {
     let guard = Guard::new(
         config.clone(),
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone()),
-        Ec2Client::new(aws_sdk_ec2::Client::new(&aws)),
+        Paced(Ec2Client::new(aws_sdk_ec2::Client::new(&aws))),
         SnsAlerts::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone()),
         SystemClock,
     );
-    let guard = &guard;
+    let recheck = SqsRecheck::new(
+        aws_sdk_sqs::Client::new(&aws),
+        config.state_change_queue_url.clone(),
+    );
+    let (guard, recheck) = (&guard, &recheck);
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let inv = Invocation {
             request_id: event.context.request_id.clone(),
             deadline: guard::deadline_from_epoch_ms(event.context.deadline),
         };
+        // State changes arrive from the queue, in batches; the sweep (and a state change sent
+        // straight to the function) as the bare EventBridge event.
+        if event.payload.get("Records").is_some() {
+            let batch: SqsEvent = serde_json::from_value(event.payload)
+                .map_err(|e| format!("an SQS event that does not parse: {e}"))?;
+            let outcome = guard.handle_batch(&queue::messages(&batch), &inv).await;
+            recheck.recheck(&outcome.recheck).await;
+            return Ok(serde_json::to_value(queue::response(&outcome))?);
+        }
         let reports = guard.handle(&event.payload, &inv).await?;
-        Ok::<_, guard::guard::GuardError>(json!({ "reports": reports }))
+        Ok::<_, Error>(json!({ "reports": reports }))
     }))
     .await
 }

@@ -34,7 +34,8 @@ pub enum Action {
 pub struct Alert {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
-    /// `allow`, `deny`, `exempt` or `guard-error`.
+    /// `allow`, `deny`, `exempt`, `guard-error`, or `summary` (one per batch that decided more
+    /// than one start: counts and instances in `detail`, `instance_id` is `batch`).
     pub verdict: String,
     /// For denials the reason (`missing`, `unknown`, `expired`, `reused`, `wrong-instance`); for
     /// guard errors what failed; otherwise `none`.
@@ -78,6 +79,7 @@ impl Alert {
             "deny" => "DENIED start of",
             "allow" => "allowed start of",
             "exempt" => "exempt start of",
+            "summary" => "BATCH of starts:",
             _ => "GUARD ERROR on",
         };
         let head = format!("[ec2pass] {what} {}", self.instance_id);

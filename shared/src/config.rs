@@ -334,6 +334,13 @@ pub struct GuardConfig {
     /// Starts at or before this (epoch seconds) are never touched, on any path
     /// (`EC2PASS_ACTIVATION_TIME`; default: when the stack created the table).
     pub activation_time: Option<i64>,
+    /// The state-change queue (`EC2PASS_STATE_CHANGE_QUEUE_URL`): a batch hands back the
+    /// messages of starts it cannot finish yet (still `pending`) with this short visibility,
+    /// instead of waiting for them. Unset: they come back after the queue's visibility timeout.
+    pub state_change_queue_url: Option<String>,
+    /// How soon a start handed back while `pending` comes back (`EC2PASS_RECHECK_DELAY`,
+    /// default 5s, 1s to 60s); doubled on each return, up to a minute.
+    pub recheck_delay: Duration,
 }
 
 impl GuardConfig {
@@ -411,6 +418,22 @@ impl GuardConfig {
                 problem: "at most 10s: an unauthorized instance runs meanwhile".into(),
             });
         }
+        let recheck_delay = env.duration("EC2PASS_RECHECK_DELAY", Duration::from_secs(5))?;
+        if recheck_delay < Duration::from_secs(1) || recheck_delay > Duration::from_secs(60) {
+            return Err(ConfigError {
+                var: "EC2PASS_RECHECK_DELAY",
+                problem: "from 1s to 60s: a pending start is looked at again this soon".into(),
+            });
+        }
+        let state_change_queue_url = env.get("EC2PASS_STATE_CHANGE_QUEUE_URL");
+        if let Some(url) = &state_change_queue_url
+            && !(url.starts_with("https://") || url.starts_with("http://127.0.0.1"))
+        {
+            return Err(ConfigError {
+                var: "EC2PASS_STATE_CHANGE_QUEUE_URL",
+                problem: format!("{url:?} is not an SQS queue URL"),
+            });
+        }
         let sweep_window = env.duration("EC2PASS_SWEEP_WINDOW", Duration::from_secs(86_400))?;
         if sweep_window < Duration::from_secs(3600) {
             return Err(ConfigError {
@@ -447,6 +470,8 @@ impl GuardConfig {
             sweep_window,
             tag_retry_delay,
             activation_time,
+            state_change_queue_url,
+            recheck_delay,
         })
     }
 }

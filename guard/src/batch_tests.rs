@@ -1,0 +1,481 @@
+//! The batch path with fakes: few calls for many starts, nothing waited for, every start decided
+//! as on the single path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ec2pass_shared::alert::{Action, Alert};
+use ec2pass_shared::config::{Env, GuardConfig};
+use ec2pass_shared::ids::{InstanceId, Owner};
+use ec2pass_shared::password::{Password, new_short_id};
+use ec2pass_shared::store::PasswordRecord;
+use ec2pass_shared::store::memory::MemoryStore;
+use ec2pass_shared::time::{FixedClock, UnixTime};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::*;
+use crate::ec2::{AwsError, InstanceFacts, StopError};
+use crate::guard::Guard;
+
+const NOW: UnixTime = UnixTime(1_795_255_200);
+const LAUNCH: UnixTime = UnixTime(1_795_255_190);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn id(n: usize) -> InstanceId {
+    InstanceId::parse(&format!("i-0{n:016x}")).unwrap_or_else(|| panic!("bad id {n}"))
+}
+
+/// EC2 that answers the batch calls as EC2 does and logs each call with how many ids it named.
+#[derive(Default)]
+struct Fleet {
+    instances: Mutex<HashMap<InstanceId, InstanceFacts>>,
+    describe_fails: Mutex<Option<AwsError>>,
+    protected: Mutex<Vec<InstanceId>>,
+    calls: Mutex<Vec<(&'static str, usize)>>,
+}
+
+impl Fleet {
+    fn put(&self, n: usize, state: &str, tags: &[(&str, &str)]) {
+        let f = InstanceFacts {
+            id: id(n),
+            state: state.into(),
+            launch_time: Some(LAUNCH),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            root_device_type: Some("ebs".into()),
+            spot: false,
+        };
+        lock(&self.instances).insert(f.id.clone(), f);
+    }
+    fn set_state(&self, n: usize, state: &str) {
+        if let Some(f) = lock(&self.instances).get_mut(&id(n)) {
+            f.state = state.into();
+        }
+    }
+    fn state(&self, n: usize) -> String {
+        lock(&self.instances)
+            .get(&id(n))
+            .map(|f| f.state.clone())
+            .unwrap_or_default()
+    }
+    fn calls(&self, op: &str) -> Vec<usize> {
+        lock(&self.calls)
+            .iter()
+            .filter(|(o, _)| *o == op)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+    fn log(&self, op: &'static str, n: usize) {
+        lock(&self.calls).push((op, n));
+    }
+}
+
+impl Ec2 for Fleet {
+    async fn describe(&self, i: &InstanceId) -> Result<Option<InstanceFacts>, AwsError> {
+        self.log("describe", 1);
+        Ok(lock(&self.instances).get(i).cloned())
+    }
+    async fn stop(&self, _: &InstanceId) -> Result<(), StopError> {
+        self.log("stop", 1);
+        Ok(())
+    }
+    async fn terminate(&self, _: &InstanceId) -> Result<(), StopError> {
+        self.log("terminate", 1);
+        Ok(())
+    }
+    async fn clear_stop_protection(&self, i: &InstanceId) -> Result<(), AwsError> {
+        self.log("clear-stop-protection", 1);
+        lock(&self.protected).retain(|p| p != i);
+        Ok(())
+    }
+    async fn clear_termination_protection(&self, _: &InstanceId) -> Result<(), AwsError> {
+        Ok(())
+    }
+    async fn delete_tag(&self, _: &InstanceId, _: &str, _: &str) -> Result<(), AwsError> {
+        self.log("untag", 1);
+        Ok(())
+    }
+    async fn active_instances(&self) -> Result<Vec<InstanceFacts>, AwsError> {
+        Ok(Vec::new())
+    }
+    async fn describe_many(&self, ids: &[InstanceId]) -> Result<Vec<InstanceFacts>, AwsError> {
+        self.log("describe-many", ids.len());
+        if let Some(e) = lock(&self.describe_fails).clone() {
+            return Err(e);
+        }
+        let all = lock(&self.instances);
+        Ok(ids.iter().filter_map(|i| all.get(i).cloned()).collect())
+    }
+    /// As EC2: a pending instance among them refuses the whole call.
+    async fn stop_many(&self, ids: &[InstanceId]) -> Vec<(InstanceId, Result<(), StopError>)> {
+        self.log("stop-many", ids.len());
+        let mut all = lock(&self.instances);
+        if ids
+            .iter()
+            .any(|i| all.get(i).is_some_and(|f| f.state == "pending"))
+        {
+            return ids
+                .iter()
+                .map(|i| (i.clone(), Err(StopError::NotYet)))
+                .collect();
+        }
+        let protected = lock(&self.protected);
+        ids.iter()
+            .map(|i| {
+                if protected.contains(i) {
+                    return (i.clone(), Err(StopError::Protected));
+                }
+                if let Some(f) = all.get_mut(i) {
+                    f.state = "stopping".into();
+                }
+                (i.clone(), Ok(()))
+            })
+            .collect()
+    }
+    async fn delete_tag_many(
+        &self,
+        ids: &[InstanceId],
+        key: &str,
+        value: &str,
+    ) -> Result<(), AwsError> {
+        self.log("untag-many", ids.len());
+        for i in ids {
+            if let Some(f) = lock(&self.instances).get_mut(i)
+                && f.tags.get(key).map(String::as_str) == Some(value)
+            {
+                f.tags.remove(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SNS that records each alert and each PublishBatch.
+#[derive(Default)]
+struct Topic {
+    alerts: Mutex<Vec<Alert>>,
+    batches: Mutex<Vec<usize>>,
+}
+
+impl Topic {
+    fn alerts(&self, verdict: &str) -> Vec<Alert> {
+        lock(&self.alerts)
+            .iter()
+            .filter(|a| a.verdict == verdict)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Alerts for Topic {
+    async fn publish(&self, alert: &Alert) -> Result<(), AwsError> {
+        lock(&self.alerts).push(alert.clone());
+        Ok(())
+    }
+    async fn publish_many(&self, alerts: &[Alert]) -> Vec<Result<(), AwsError>> {
+        lock(&self.batches).push(alerts.len());
+        lock(&self.alerts).extend(alerts.iter().cloned());
+        alerts.iter().map(|_| Ok(())).collect()
+    }
+}
+
+fn config() -> GuardConfig {
+    let vars = [
+        ("EC2PASS_TABLE", "ec2pass"),
+        (
+            "EC2PASS_ALERT_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:123456789012:alerts",
+        ),
+    ];
+    GuardConfig::from_env(&Env::from_fn(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
+    }))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+type TestGuard = Guard<MemoryStore, Fleet, Topic, FixedClock>;
+
+fn guard() -> TestGuard {
+    Guard::new(
+        config(),
+        MemoryStore::activated_at(UnixTime(1_700_000_000)),
+        Fleet::default(),
+        Topic::default(),
+        FixedClock(NOW),
+    )
+}
+
+fn message(n: usize, state: &str, receive_count: u32) -> Message {
+    let iid = id(n);
+    let body = json!({"version":"0","id":format!("evt-{iid}-{state}"),"detail-type":"EC2 Instance State-change Notification",
+        "source":"aws.ec2","account":"123456789012","time":"2026-11-21T10:00:00Z","region":"us-east-1",
+        "resources":[format!("arn:aws:ec2:us-east-1:123456789012:instance/{iid}")],
+        "detail":{"instance-id":iid.as_str(),"state":state}});
+    Message {
+        id: format!("msg-{n}-{state}-{receive_count}"),
+        receipt: format!("receipt-{n}-{state}"),
+        receive_count,
+        body: body.to_string(),
+    }
+}
+
+fn inv() -> Invocation {
+    Invocation {
+        request_id: "req-batch".into(),
+        deadline: Instant::now() + Duration::from_secs(23),
+    }
+}
+
+/// A password for instance `n`, minted a minute ago for 15 minutes.
+fn mint(store: &MemoryStore, n: usize) -> Password {
+    let password = Password::generate();
+    store.insert(PasswordRecord {
+        short_id: new_short_id(),
+        digest: password.digest(),
+        owner: Owner {
+            team_id: "T1".into(),
+            user_id: "U1".into(),
+        },
+        channel_id: "C1".into(),
+        scope: Some(id(n)),
+        issued_at: NOW.minus(Duration::from_secs(60)),
+        expires_at: NOW.plus(Duration::from_secs(900)),
+        consumed_by: None,
+    });
+    password
+}
+
+fn verdicts(g: &TestGuard) -> BTreeMap<String, String> {
+    g.store
+        .verdicts()
+        .into_iter()
+        .map(|v| (v.cycle.instance.to_string(), v.verdict.kind().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_burst_of_running_unauthorized_starts_costs_one_describe_and_one_stop() {
+    let g = guard();
+    let messages: Vec<Message> = (0..60)
+        .map(|n| {
+            g.ec2.put(n, "running", &[("Name", "miner")]);
+            message(n, "running", 1)
+        })
+        .collect();
+    let outcome = g.handle_batch(&messages, &inv()).await;
+    assert_eq!(g.ec2.calls("describe-many"), [60]);
+    assert_eq!(g.ec2.calls("stop-many"), [60], "one StopInstances for all");
+    assert!(g.ec2.calls("describe").is_empty() && g.ec2.calls("stop").is_empty());
+    assert!((0..60).all(|n| g.ec2.state(n) == "stopping"));
+    assert_eq!(verdicts(&g).values().filter(|v| *v == "deny").count(), 60);
+    let denies = g.topic_alerts("deny");
+    assert_eq!(denies.len(), 60, "one alert per deny");
+    assert!(denies.iter().all(|a| a.action == Action::Stopped));
+    assert_eq!(lock(&g.alerts.batches).iter().sum::<usize>(), 60);
+    let summary = g.topic_alerts("summary");
+    assert_eq!(summary.len(), 1, "one summary for the batch");
+    assert_eq!(summary[0].reason, "60 denied of 60");
+    assert!(outcome.failed.is_empty() && outcome.recheck.is_empty());
+}
+
+impl TestGuard {
+    fn topic_alerts(&self, verdict: &str) -> Vec<Alert> {
+        self.alerts.alerts(verdict)
+    }
+}
+
+#[tokio::test]
+async fn a_tagless_pending_start_is_handed_back_undecided_and_decided_when_running() {
+    let g = guard();
+    g.ec2.put(1, "pending", &[]);
+    let outcome = g.handle_batch(&[message(1, "pending", 1)], &inv()).await;
+    assert!(verdicts(&g).is_empty(), "its launch tags may still come");
+    assert!(g.ec2.calls("stop-many").is_empty());
+    assert_eq!(outcome.failed, ["msg-1-pending-1"]);
+    assert_eq!(outcome.recheck[0].after, Duration::from_secs(5));
+    assert_eq!(outcome.recheck[0].receipt, "receipt-1-pending");
+    // It comes back (second delivery) running: decided and stopped.
+    g.ec2.set_state(1, "running");
+    let outcome = g.handle_batch(&[message(1, "pending", 2)], &inv()).await;
+    assert_eq!(
+        verdicts(&g).get(id(1).as_str()).map(String::as_str),
+        Some("deny")
+    );
+    assert_eq!(g.ec2.state(1), "stopping");
+    assert!(outcome.failed.is_empty());
+}
+
+#[tokio::test]
+async fn a_pending_start_with_a_wrong_password_is_denied_at_once_and_stopped_when_running() {
+    let g = guard();
+    g.ec2.put(1, "pending", &[("Auth", "let-me-in")]);
+    let outcome = g.handle_batch(&[message(1, "pending", 1)], &inv()).await;
+    assert_eq!(
+        verdicts(&g).get(id(1).as_str()).map(String::as_str),
+        Some("deny")
+    );
+    assert!(
+        g.ec2.calls("stop-many").is_empty(),
+        "a pending id is never sent: it would fail the whole call"
+    );
+    assert_eq!(outcome.failed, ["msg-1-pending-1"]);
+    assert_eq!(g.topic_alerts("deny").len(), 1);
+    assert_eq!(g.topic_alerts("deny")[0].action, Action::StopPending);
+    // The running event: stopped, and no second alert.
+    g.ec2.set_state(1, "running");
+    let outcome = g.handle_batch(&[message(1, "running", 1)], &inv()).await;
+    assert_eq!(g.ec2.calls("stop-many"), [1]);
+    assert_eq!(g.ec2.state(1), "stopping");
+    assert_eq!(g.topic_alerts("deny").len(), 1, "one alert per deny");
+    assert!(outcome.failed.is_empty());
+}
+
+#[tokio::test]
+async fn both_events_of_a_start_in_one_batch_are_one_start() {
+    let g = guard();
+    g.ec2.put(1, "running", &[]);
+    let outcome = g
+        .handle_batch(
+            &[message(1, "pending", 1), message(1, "running", 1)],
+            &inv(),
+        )
+        .await;
+    assert_eq!(outcome.reports.len(), 1);
+    assert_eq!(g.ec2.calls("describe-many"), [1]);
+    assert_eq!(g.ec2.calls("stop-many"), [1]);
+    assert_eq!(g.store.verdicts().len(), 1);
+    assert_eq!(g.topic_alerts("deny").len(), 1);
+    assert!(
+        g.topic_alerts("summary").is_empty(),
+        "one verdict: no summary"
+    );
+    assert!(outcome.failed.is_empty());
+}
+
+#[tokio::test]
+async fn an_allowed_start_inside_a_burst_is_not_stopped_and_its_password_is_consumed_once() {
+    let g = guard();
+    let password = mint(&g.store, 0);
+    g.ec2.put(0, "running", &[("Auth", &password.display())]);
+    let mut messages = vec![message(0, "running", 1)];
+    for n in 1..=20 {
+        g.ec2.put(n, "running", &[]);
+        messages.push(message(n, "running", 1));
+    }
+    let outcome = g.handle_batch(&messages, &inv()).await;
+    assert_eq!(
+        verdicts(&g).get(id(0).as_str()).map(String::as_str),
+        Some("allow")
+    );
+    assert_eq!(g.ec2.state(0), "running");
+    assert_eq!(g.ec2.calls("stop-many"), [20]);
+    assert_eq!(
+        g.ec2.calls("untag-many"),
+        [1],
+        "the consumed password's tag goes"
+    );
+    assert!(
+        g.store.records()[0].consumed_by.is_some(),
+        "consumed by this start"
+    );
+    assert_eq!(g.topic_alerts("summary")[0].reason, "20 denied of 21");
+    assert!(outcome.failed.is_empty());
+}
+
+#[tokio::test]
+async fn a_describe_throttled_past_the_pace_hands_the_batch_back_with_one_alert_and_no_stop() {
+    let g = guard();
+    let messages: Vec<Message> = (0..30)
+        .map(|n| {
+            g.ec2.put(n, "running", &[]);
+            message(n, "running", 1)
+        })
+        .collect();
+    *lock(&g.ec2.describe_fails) = Some(AwsError {
+        operation: "DescribeInstances",
+        message: "RequestLimitExceeded: Request limit exceeded.".into(),
+        throttled: true,
+    });
+    let outcome = g.handle_batch(&messages, &inv()).await;
+    assert_eq!(outcome.failed.len(), 30, "every message comes back");
+    assert!(
+        outcome.recheck.is_empty(),
+        "after the queue's visibility timeout"
+    );
+    assert!(g.ec2.calls("stop-many").is_empty() && g.ec2.calls("stop").is_empty());
+    let errors = g.topic_alerts("guard-error");
+    assert_eq!(
+        errors.len(),
+        1,
+        "one alert for the batch, not one per instance"
+    );
+    assert_eq!(errors[0].instance_id, "batch");
+    assert!(g.store.verdicts().is_empty());
+}
+
+#[tokio::test]
+async fn stop_protection_on_one_instance_is_cleared_and_the_others_are_not_held_back() {
+    let g = guard();
+    for n in 0..5 {
+        g.ec2.put(n, "running", &[]);
+    }
+    lock(&g.ec2.protected).push(id(3));
+    let messages: Vec<Message> = (0..5).map(|n| message(n, "running", 1)).collect();
+    let outcome = g.handle_batch(&messages, &inv()).await;
+    assert_eq!(
+        g.ec2.calls("stop-many"),
+        [5, 1],
+        "the protected one is stopped again alone"
+    );
+    assert_eq!(g.ec2.calls("clear-stop-protection"), [1]);
+    assert!((0..5).all(|n| g.ec2.state(n) == "stopping"));
+    assert!(outcome.failed.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_messages_are_acknowledged_and_touch_nothing() {
+    let g = guard();
+    let mut bad = message(1, "running", 1);
+    bad.body = "{not json".into();
+    let mut other = message(2, "running", 1);
+    other.body = json!({"source": "aws.s3", "detail-type": "Object Created"}).to_string();
+    let outcome = g.handle_batch(&[bad, other], &inv()).await;
+    assert!(
+        outcome.failed.is_empty(),
+        "retrying them would change nothing"
+    );
+    assert!(lock(&g.ec2.calls).is_empty());
+}
+
+#[tokio::test]
+async fn an_instance_ec2_does_not_know_is_left_alone_without_failing_the_batch() {
+    let g = guard();
+    g.ec2.put(1, "running", &[]);
+    let outcome = g
+        .handle_batch(
+            &[message(1, "running", 1), message(2, "running", 1)],
+            &inv(),
+        )
+        .await;
+    assert_eq!(g.ec2.calls("describe-many"), [2]);
+    assert_eq!(verdicts(&g).len(), 1);
+    assert!(outcome.failed.is_empty());
+}
+
+#[test]
+fn a_recheck_doubles_with_each_return_up_to_a_minute() {
+    let first = Duration::from_secs(5);
+    let after: Vec<u64> = (1..=7).map(|n| recheck_after(first, n).as_secs()).collect();
+    assert_eq!(after, [5, 10, 20, 40, 60, 60, 60]);
+    assert_eq!(recheck_after(first, 0), first);
+    assert_eq!(recheck_after(first, u32::MAX), MAX_RECHECK);
+}
