@@ -79,7 +79,7 @@ impl Alert {
             "deny" => "DENIED start of",
             "allow" => "allowed start of",
             "exempt" => "exempt start of",
-            "summary" => "BATCH of starts:",
+            "summary" => "SUMMARY of a",
             _ => "GUARD ERROR on",
         };
         let head = format!("[ec2pass] {what} {}", self.instance_id);
@@ -160,6 +160,20 @@ mod tests {
             issuer_user_id: Some("U1".into()),
             detail: None,
         }
+    }
+
+    #[test]
+    fn a_batch_summary_says_so_in_its_subject() {
+        let mut a = alert();
+        a.verdict = "summary".into();
+        a.instance_id = "batch".into();
+        a.instance_name = None;
+        a.reason = "97 denied of 100".into();
+        assert_eq!(
+            a.subject(),
+            "[ec2pass] SUMMARY of a batch in 123456789012/us-east-1: 97 denied of 100"
+        );
+        assert_eq!(a.attributes()[0], ("verdict", "summary".to_owned()));
     }
 
     #[test]
