@@ -19,7 +19,8 @@ use std::time::Duration;
 use ec2pass_shared::alert::{Action, Alert, SCHEMA_VERSION};
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::store::{AlertStore, ConsumeStore, PasswordLookup, VerdictStore};
-use ec2pass_shared::time::Clock;
+use ec2pass_shared::time::{Clock, UnixTime};
+use ec2pass_shared::verdict::VerdictRecord;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
@@ -29,7 +30,9 @@ use tracing::{error, info, warn};
 use crate::alerts::Alerts;
 use crate::ec2::{AwsError, Ec2, InstanceFacts, StopError};
 use crate::event::{self, Origin, Trigger};
-use crate::guard::{ACTIVATION_FALLBACK, Guard, Invocation, Patience, Report};
+use crate::guard::{
+    ACTIVATION_FALLBACK, Existing, Guard, GuardError, Invocation, Patience, Report,
+};
 
 /// Longest a recheck is put off, however often the start came back.
 pub const MAX_RECHECK: Duration = Duration::from_secs(60);
@@ -153,25 +156,14 @@ where
             error!(%detail, "activation unreadable: deciding only starts of the last ten minutes");
             self.clock.now().minus(ACTIVATION_FALLBACK)
         });
-        let gathered = Gathered::new(&self.ec2, &self.alerts, &facts, ids.len());
-        let flow = self.flow_over(&gathered, &gathered, Patience::HandBack);
-        let runs = starts.iter().map(|(id, (origin, _))| {
-            let flow = &flow;
-            let gathered = &gathered;
-            let facts = facts.get(id).cloned();
-            async move {
-                let result = match facts {
-                    Some(f) => flow.guard_facts(f, activation, origin, inv).await,
-                    None => {
-                        info!(instance_id = %id, "not described: the instance no longer exists (or not yet)");
-                        Ok(Report::untouched(id))
-                    }
-                };
-                gathered.done();
-                (id.clone(), result)
-            }
-        });
-        let (results, ()) = tokio::join!(futures_util::future::join_all(runs), gathered.drive());
+        let work = starts
+            .iter()
+            .map(|(id, (origin, _))| match facts.get(id) {
+                Some(f) => Work::Decide(f.clone(), origin.clone()),
+                None => Work::Gone(id.clone()),
+            })
+            .collect();
+        let results = self.guard_gathered(work, activation, inv).await;
         let mut back: HashMap<InstanceId, bool> = HashMap::new();
         for (id, result) in results {
             match result {
@@ -209,6 +201,51 @@ where
         outcome
     }
 
+    /// Guards many starts at once, each as the single path would, their stops, untags and alerts
+    /// gathered (see [`Gathered`]); never waits for a `pending` instance.
+    pub(crate) async fn guard_gathered(
+        &self,
+        work: Vec<Work>,
+        activation: UnixTime,
+        inv: &Invocation,
+    ) -> Vec<(InstanceId, Result<Report, GuardError>)> {
+        let facts: HashMap<InstanceId, InstanceFacts> = work
+            .iter()
+            .filter_map(|w| match w {
+                Work::Decide(f, _) | Work::Finish(f, _, _) => Some((f.id.clone(), f.clone())),
+                Work::Gone(_) => None,
+            })
+            .collect();
+        let gathered = Gathered::new(&self.ec2, &self.alerts, &facts, work.len());
+        let flow = self.flow_over(&gathered, &gathered, Patience::HandBack);
+        let runs = work.into_iter().map(|w| {
+            let (flow, gathered) = (&flow, &gathered);
+            async move {
+                let (id, result) = match w {
+                    Work::Decide(f, origin) => (f.id.clone(), flow.guard_facts(f, activation, &origin, inv).await),
+                    Work::Finish(f, theirs, origin) => {
+                        let id = f.id.clone();
+                        let result = match flow.enforce_existing(&f, *theirs, &origin, inv).await {
+                            Ok(Existing::Enforced(report)) => Ok(report),
+                            Ok(Existing::Withdrawn) => flow.guard_facts(f, activation, &origin, inv).await,
+                            Err(e) => Err(e),
+                        };
+                        (id, result)
+                    }
+                    Work::Gone(id) => {
+                        info!(instance_id = %id, "not described: the instance no longer exists (or not yet)");
+                        let report = Report::untouched(&id);
+                        (id, Ok(report))
+                    }
+                };
+                gathered.done();
+                (id, result)
+            }
+        });
+        let (results, ()) = tokio::join!(futures_util::future::join_all(runs), gathered.drive());
+        results
+    }
+
     /// One `guard-error` alert for a batch that could not be described, naming its instances.
     async fn batch_error(&self, starts: &Starts, e: &AwsError) {
         let Some((_, (origin, _))) = starts.iter().next() else {
@@ -240,6 +277,16 @@ where
             error!(error = %e, "could not publish a guard-error alert");
         }
     }
+}
+
+/// One start for [`Guard::guard_gathered`].
+pub(crate) enum Work {
+    /// Decide it (or enforce the verdict another invocation recorded).
+    Decide(InstanceFacts, Origin),
+    /// Finish the verdict it has.
+    Finish(InstanceFacts, Box<VerdictRecord>, Origin),
+    /// EC2 does not know it.
+    Gone(InstanceId),
 }
 
 /// The message ids of the starts `pick` chooses.

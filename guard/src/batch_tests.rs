@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::ec2::{AwsError, InstanceFacts, StopError};
 use crate::guard::Guard;
+use crate::sweep::ROUND;
 
 const NOW: UnixTime = UnixTime(1_795_255_200);
 const LAUNCH: UnixTime = UnixTime(1_795_255_190);
@@ -37,6 +38,8 @@ struct Fleet {
     describe_fails: Mutex<Option<AwsError>>,
     protected: Mutex<Vec<InstanceId>>,
     calls: Mutex<Vec<(&'static str, usize)>>,
+    /// How long a StopInstances takes.
+    stop_latency: Duration,
 }
 
 impl Fleet {
@@ -103,7 +106,12 @@ impl Ec2 for Fleet {
         Ok(())
     }
     async fn active_instances(&self) -> Result<Vec<InstanceFacts>, AwsError> {
-        Ok(Vec::new())
+        self.log("list", 1);
+        Ok(lock(&self.instances)
+            .values()
+            .filter(|f| f.is_active())
+            .cloned()
+            .collect())
     }
     async fn describe_many(&self, ids: &[InstanceId]) -> Result<Vec<InstanceFacts>, AwsError> {
         self.log("describe-many", ids.len());
@@ -116,6 +124,7 @@ impl Ec2 for Fleet {
     /// As EC2: a pending instance among them refuses the whole call.
     async fn stop_many(&self, ids: &[InstanceId]) -> Vec<(InstanceId, Result<(), StopError>)> {
         self.log("stop-many", ids.len());
+        tokio::time::sleep(self.stop_latency).await;
         let mut all = lock(&self.instances);
         if ids
             .iter()
@@ -478,4 +487,74 @@ fn a_recheck_doubles_with_each_return_up_to_a_minute() {
     assert_eq!(after, [5, 10, 20, 40, 60, 60, 60]);
     assert_eq!(recheck_after(first, 0), first);
     assert_eq!(recheck_after(first, u32::MAX), MAX_RECHECK);
+}
+
+fn sweep_event() -> serde_json::Value {
+    json!({"version":"0","id":"sweep-1","detail-type":"Scheduled Event","source":"aws.events",
+        "account":"123456789012","time":"2026-11-21T10:00:00Z","region":"us-east-1",
+        "resources":["arn:aws:events:us-east-1:123456789012:rule/ec2pass-sweep"],"detail":{}})
+}
+
+#[tokio::test]
+async fn the_sweep_decides_lost_starts_in_gathered_rounds() {
+    let g = guard();
+    for n in 0..250 {
+        g.ec2.put(n, "running", &[]);
+    }
+    let reports = g.handle(&sweep_event(), &inv()).await.unwrap_or_default();
+    assert_eq!(reports.len(), 250);
+    assert_eq!(g.ec2.calls("list"), [1]);
+    assert_eq!(
+        g.ec2.calls("stop-many"),
+        [100, 100, 50],
+        "a round of {ROUND} starts, one StopInstances each"
+    );
+    assert_eq!(verdicts(&g).len(), 250);
+    assert_eq!(g.topic_alerts("deny").len(), 250);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_short_of_time_stops_between_rounds_and_the_next_takes_up_the_rest() {
+    let mut g = guard();
+    g.ec2.stop_latency = Duration::from_millis(10);
+    for n in 0..250 {
+        g.ec2.put(n, "running", &[]);
+    }
+    // Time for one round only.
+    let short = Invocation {
+        request_id: "sweep-short".into(),
+        deadline: Instant::now() + crate::sweep::ROUND_BUDGET + Duration::from_millis(1),
+    };
+    let first = g.handle(&sweep_event(), &short).await.unwrap_or_default();
+    assert_eq!(first.len(), 100);
+    assert_eq!(verdicts(&g).len(), 100);
+    // The next sweep finds the 150 still without a verdict, and only those.
+    let second = g.handle(&sweep_event(), &inv()).await.unwrap_or_default();
+    assert_eq!(second.len(), 150);
+    assert_eq!(verdicts(&g).len(), 250);
+    assert_eq!(g.topic_alerts("deny").len(), 250, "no start decided twice");
+}
+
+#[tokio::test]
+async fn distinct_made_up_passwords_cost_one_untag_each_but_never_hold_back_the_stop() {
+    let g = guard();
+    let messages: Vec<Message> = (0..50)
+        .map(|n| {
+            g.ec2.put(n, "running", &[("Auth", &format!("guess-{n}"))]);
+            message(n, "running", 1)
+        })
+        .collect();
+    let outcome = g.handle_batch(&messages, &inv()).await;
+    assert_eq!(g.ec2.calls("stop-many"), [50], "one StopInstances for all");
+    assert_eq!(
+        g.ec2.calls("untag-many").len(),
+        50,
+        "DeleteTags is per value"
+    );
+    let calls = lock(&g.ec2.calls).clone();
+    let first_stop = calls.iter().position(|(op, _)| *op == "stop-many");
+    let first_untag = calls.iter().position(|(op, _)| *op == "untag-many");
+    assert!(first_stop < first_untag, "the stop goes first: {calls:?}");
+    assert_eq!(g.topic_alerts("deny").len(), 50);
+    assert!(outcome.failed.is_empty());
 }

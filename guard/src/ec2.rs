@@ -688,6 +688,97 @@ mod tests {
         );
     }
 
+    fn other_id() -> InstanceId {
+        InstanceId::parse("i-0fedcba9876543210").unwrap_or_else(|| unreachable!())
+    }
+
+    #[tokio::test]
+    async fn a_stop_of_many_refused_for_one_named_instance_stops_the_others_in_one_more_call() {
+        // EC2 refuses the whole call for the pending one, naming it (EC2 API Reference,
+        // StopInstances; error codes: IncorrectInstanceState).
+        let refused = mock!(Client::stop_instances)
+            .match_requests(|r| r.instance_ids().len() == 2)
+            .then_http_response(|| {
+                let body = "<Response><Errors><Error><Code>IncorrectInstanceState</Code><Message>This instance 'i-0fedcba9876543210' is not in a state from which it can be stopped.</Message></Error></Errors><RequestID>r</RequestID></Response>";
+                Response::new(
+                    StatusCode::try_from(400).unwrap_or_else(|_| unreachable!()),
+                    SdkBody::from(body),
+                )
+            });
+        let rest = mock!(Client::stop_instances)
+            .match_requests(|r| r.instance_ids() == ["i-0123456789abcdef0"])
+            .then_output(|| {
+                aws_sdk_ec2::operation::stop_instances::StopInstancesOutput::builder().build()
+            });
+        let ec2 = Ec2Client::new(mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [&refused, &rest]
+        ));
+        let mut answers = ec2.stop_many(&[id(), other_id()]).await;
+        answers.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            answers,
+            vec![(id(), Ok(())), (other_id(), Err(StopError::NotYet))]
+        );
+        assert_eq!((refused.num_calls(), rest.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_naming_no_instance_is_split_until_each_half_answers() {
+        let refused = mock!(Client::stop_instances)
+            .match_requests(|r| r.instance_ids().len() == 2)
+            .then_http_response(|| response(400, "UnsupportedOperation"));
+        let alone = mock!(Client::stop_instances)
+            .match_requests(|r| r.instance_ids() == ["i-0fedcba9876543210"])
+            .then_http_response(|| response(400, "UnsupportedOperation"));
+        let fine = mock!(Client::stop_instances)
+            .match_requests(|r| r.instance_ids() == ["i-0123456789abcdef0"])
+            .then_output(|| {
+                aws_sdk_ec2::operation::stop_instances::StopInstancesOutput::builder().build()
+            });
+        let ec2 = Ec2Client::new(mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [&refused, &alone, &fine]
+        ));
+        let mut answers = ec2.stop_many(&[id(), other_id()]).await;
+        answers.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            answers,
+            vec![(id(), Ok(())), (other_id(), Err(StopError::Unstoppable))]
+        );
+    }
+
+    #[test]
+    fn an_error_names_only_whole_ids_it_was_asked_about() {
+        let asked = [id(), other_id()];
+        let named = ids_named(
+            "The instance IDs 'i-0123456789abcdef0, i-0aaaaaaaaaaaaaaa0' do not exist",
+            &asked,
+        );
+        assert_eq!(named, vec![id()]);
+        let short = InstanceId::parse("i-01234567").unwrap_or_else(|| unreachable!());
+        assert!(ids_named("instance 'i-0123456789abcdef0'", &[short]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_throttled_call_is_marked_so_and_a_server_error_is_not() {
+        for (code, status, throttled) in [
+            ("RequestLimitExceeded", 503, true),
+            ("InternalError", 500, false),
+        ] {
+            let rule = mock!(Client::describe_instances)
+                .sequence()
+                .http_response(move || response(status, code))
+                .repeatedly()
+                .build();
+            let ec2 = Ec2Client::new(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&rule]));
+            let e = ec2.describe_many(&[id()]).await.err();
+            assert_eq!(e.map(|e| e.throttled), Some(throttled), "{code}");
+        }
+    }
+
     #[tokio::test]
     async fn describe_throttled_past_the_sdks_retries_is_an_error() {
         let rule = mock!(Client::describe_instances)

@@ -32,8 +32,6 @@
 //! lapses. When AWS cannot be reached after the SDK's retries the guard fails closed (stops,
 //! alerts `guard-error`, returns an error so Lambda retries), or open if so configured.
 
-use std::collections::HashSet;
-
 use ec2pass_shared::alert::Action;
 use ec2pass_shared::config::{FailMode, GuardConfig};
 use ec2pass_shared::digest::Digest;
@@ -61,9 +59,6 @@ use crate::event::{self, Origin, Trigger};
 /// the guard: the longest an EventBridge event is delivered for (`MaximumEventAgeInSeconds` of
 /// the state-change rule in infra/template.yaml).
 pub const ACTIVATION_FALLBACK: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// How many owed alerts one sweep takes over at most (the rest wait for the next sweep).
-pub const SWEEP_ALERTS: usize = 100;
 
 /// One invocation: who it is (to own alerts) and when its time runs out.
 #[derive(Debug, Clone)]
@@ -155,7 +150,7 @@ impl From<GuardError> for lambda_runtime::Diagnostic {
 }
 
 /// What became of a cycle that already had a verdict.
-enum Existing {
+pub(crate) enum Existing {
     /// Enforced.
     Enforced(Report),
     /// It was an exemption whose reason went away: withdrawn, so decide the cycle anew.
@@ -251,9 +246,7 @@ where
                             .await);
                     }
                 };
-                self.flow(Patience::Wait)
-                    .sweep(activation, &origin, inv)
-                    .await
+                self.sweep(activation, &origin, inv).await
             }
         }
     }
@@ -759,7 +752,7 @@ where
 
     /// Another invocation decided the cycle: enforce its verdict, decide nothing (unless it was
     /// an exemption whose reason has gone away: then it is withdrawn, to be decided again).
-    async fn enforce_existing(
+    pub(crate) async fn enforce_existing(
         &self,
         facts: &InstanceFacts,
         theirs: VerdictRecord,
@@ -1045,103 +1038,8 @@ where
         }
     }
 
-    /// The sweep: for every running start since activation and within the window, decide it if
-    /// it has no verdict, and finish a verdict left unfinished (a deny still up because its stop
-    /// failed, an alert still owed, an exemption whose reason went away); then announce owed
-    /// alerts of instances no longer running. Verdicts are read 100 per request.
-    pub(crate) async fn sweep(
-        &self,
-        activation: UnixTime,
-        origin: &Origin,
-        inv: &Invocation,
-    ) -> Result<Vec<Report>, GuardError> {
-        let now = self.clock.now();
-        let instances = match self.ec2.active_instances().await {
-            Ok(list) => list,
-            Err(e) => return Err(self.sweep_failed(origin, "list", e.to_string()).await),
-        };
-        let oldest = now.minus(self.config.sweep_window);
-        let candidates: Vec<(InstanceFacts, Cycle)> = instances
-            .into_iter()
-            .filter_map(|f| {
-                let cycle = f.cycle()?;
-                // Before the guard, or too old to decide: never touched (see `old_start`).
-                (cycle.launch_time > activation && cycle.launch_time >= oldest)
-                    .then_some((f, cycle))
-            })
-            .collect();
-        let cycles: Vec<Cycle> = candidates.iter().map(|(_, c)| c.clone()).collect();
-        let verdicts = match self.store.verdicts(&cycles).await {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(self
-                    .sweep_failed(origin, "verdict-lookup", e.to_string())
-                    .await);
-            }
-        };
-        let mut reports = Vec::new();
-        let mut first_error = None;
-        let mut seen = HashSet::new();
-        for (facts, cycle) in candidates {
-            seen.insert(cycle.verdict_key());
-            let result = match verdicts.get(&cycle.verdict_key()) {
-                Some(theirs) if self.unfinished(theirs, &facts, now, inv) => {
-                    info!(instance_id = %facts.id, "sweep: finishing a verdict");
-                    match self
-                        .enforce_existing(&facts, theirs.clone(), origin, inv)
-                        .await
-                    {
-                        Ok(Existing::Enforced(report)) => Ok(Some(report)),
-                        Ok(Existing::Withdrawn) => self
-                            .guard_facts(facts, activation, origin, inv)
-                            .await
-                            .map(Some),
-                        Err(e) => Err(e),
-                    }
-                }
-                Some(_) => Ok(None),
-                None => {
-                    info!(instance_id = %facts.id, "sweep: a start without a verdict");
-                    self.guard_facts(facts, activation, origin, inv)
-                        .await
-                        .map(Some)
-                }
-            };
-            match result {
-                Ok(Some(report)) => reports.push(report),
-                Ok(None) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match self.store.due_alerts(now, SWEEP_ALERTS).await {
-            Ok(due) => {
-                for theirs in due {
-                    if seen.contains(&theirs.cycle.verdict_key()) {
-                        continue;
-                    }
-                    match self.announce_owed(theirs, origin, inv).await {
-                        Ok(report) => reports.push(report),
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                first_error.get_or_insert(
-                    self.sweep_failed(origin, "alert-lookup", e.to_string())
-                        .await,
-                );
-            }
-        }
-        info!(finished = reports.len(), "sweep done");
-        first_error.map_or(Ok(reports), Err)
-    }
-
     /// Whether a verdict found by the sweep still needs work.
-    fn unfinished(
+    pub(crate) fn unfinished(
         &self,
         theirs: &VerdictRecord,
         facts: &InstanceFacts,
@@ -1161,7 +1059,7 @@ where
 
     /// An owed alert whose instance the sweep did not list (stopped, terminated or gone):
     /// announce it, enforcing the verdict first if the start is somehow still going.
-    async fn announce_owed(
+    pub(crate) async fn announce_owed(
         &self,
         theirs: VerdictRecord,
         origin: &Origin,

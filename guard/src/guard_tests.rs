@@ -1154,20 +1154,36 @@ async fn without_a_configured_activation_the_tables_creation_is_the_activation()
 }
 
 #[tokio::test]
-async fn the_sweep_also_looks_again_at_a_tagless_pending_instance() {
+async fn the_sweep_leaves_a_tagless_pending_instance_for_later() {
     // Given a launch the sweep lists before its tags (a valid password among them) are visible
     let store = MemoryStore::new();
     let (password, _) = mint(&store, Some(A), NOW.plus(Duration::from_secs(900)));
     let ec2 = FakeEc2::with(vec![instance(A, "pending", &[])]);
-    lock(&ec2.second_looks).push_back(instance(A, "pending", &[("Auth", &password.display())]));
     let g = guard_with(
         store,
         ec2,
         config(&[("EC2PASS_ACTIVATION_TIME", "1795255090")]),
     );
-    // When the sweep decides it
+    // When the sweep comes upon it
     let reports = g.handle(&sweep_event(), &inv("sweep")).await;
-    // Then it sees the password and allows, instead of stopping a legitimate start
+    // Then it decides nothing yet (no deny of a legitimate start) and waits for nothing
+    let verdicts: Vec<_> = reports
+        .iter()
+        .flatten()
+        .map(|r| (r.verdict.clone(), r.hand_back))
+        .collect();
+    assert_eq!(verdicts, vec![("none".to_owned(), true)]);
+    assert!(g.store.verdicts().is_empty());
+    assert_eq!(g.ec2.calls("stop"), 0);
+    assert_eq!(
+        g.ec2.calls("describe"),
+        0,
+        "no pause and second look inside the sweep"
+    );
+    // And the next sweep, with the tag visible, allows it
+    g.ec2
+        .put(instance(A, "running", &[("Auth", &password.display())]));
+    let reports = g.handle(&sweep_event(), &inv("sweep-2")).await;
     let verdicts: Vec<_> = reports
         .iter()
         .flatten()
@@ -1175,7 +1191,6 @@ async fn the_sweep_also_looks_again_at_a_tagless_pending_instance() {
         .collect();
     assert_eq!(verdicts, vec!["allow".to_owned()]);
     assert_eq!(g.ec2.calls("stop"), 0);
-    assert_eq!(g.ec2.calls("describe"), 1, "one second look");
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ pub mod event;
 pub mod guard;
 pub mod pace;
 pub mod queue;
+pub mod sweep;
 
 #[cfg(test)]
 mod fault_matrix;

@@ -115,3 +115,42 @@ impl Recheck for SqsRecheck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_sqs_event_becomes_messages_and_an_outcome_the_partial_batch_response() {
+        let event: SqsEvent = serde_json::from_value(json!({"Records": [
+            {"messageId": "m-1", "receiptHandle": "r-1", "body": "{}",
+             "attributes": {"ApproximateReceiveCount": "3"}, "messageAttributes": {},
+             "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q"},
+            {"messageId": "m-2", "body": "{}", "attributes": {}, "messageAttributes": {}}
+        ]}))
+        .unwrap_or_default();
+        let messages = messages(&event);
+        assert_eq!(
+            messages.len(),
+            1,
+            "a record without a receipt cannot be answered for"
+        );
+        assert_eq!(
+            (messages[0].id.as_str(), messages[0].receive_count),
+            ("m-1", 3)
+        );
+        let outcome = BatchOutcome {
+            failed: vec!["m-1".into()],
+            ..BatchOutcome::default()
+        };
+        assert_eq!(
+            serde_json::to_value(response(&outcome)).unwrap_or_default(),
+            json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
+        );
+        assert_eq!(
+            serde_json::to_value(response(&BatchOutcome::default())).unwrap_or_default(),
+            json!({"batchItemFailures": []})
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The sweep: every start still going, held against its verdict, at the scale of a fleet.
+//!
+//! list every `pending` and `running` instance (DescribeInstances by state filter, 1,000 a page)
+//! → keep the starts since activation and within the window → their verdicts (BatchGetItem, 100
+//! keys a request, [`VERDICT_READS`] requests at once) → what needs work: a start with no verdict
+//! (its events were lost) or a verdict left unfinished (a deny still up, an alert still owed, an
+//! exemption whose reason went away) → done [`ROUND`] starts at a time, exactly as a batch from
+//! the queue is ([`crate::batch`]) → owed alerts of instances no longer running.
+//!
+//! Resumable across runs: the sweep stops between rounds when the invocation's time runs short.
+//! What it did not reach still has no verdict, or is still unfinished, so the next sweep finds it
+//! again; what it did reach is finished and is skipped. Nothing is kept between runs.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use ec2pass_shared::store::{AlertStore, ConsumeStore, PasswordLookup, VerdictStore};
+use ec2pass_shared::time::{Clock, UnixTime};
+use ec2pass_shared::verdict::{Cycle, VerdictRecord};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::alerts::Alerts;
+use crate::batch::Work;
+use crate::ec2::{Ec2, InstanceFacts};
+use crate::event::Origin;
+use crate::guard::{Guard, GuardError, Invocation, Patience, Report};
+
+/// How many starts one round decides or finishes.
+pub const ROUND: usize = 100;
+
+/// Time a round needs, at least, before the invocation's deadline: describe and stop paced
+/// under throttling, and the alerts.
+pub const ROUND_BUDGET: Duration = Duration::from_secs(5);
+
+/// How many BatchGetItem requests run at once.
+pub const VERDICT_READS: usize = 4;
+
+/// How many owed alerts one sweep takes over at most (the rest wait for the next sweep).
+pub const SWEEP_ALERTS: usize = 100;
+
+impl<S, E, A, C> Guard<S, E, A, C>
+where
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+    E: Ec2,
+    A: Alerts,
+    C: Clock,
+{
+    /// The sweep (see the module's doc).
+    pub(crate) async fn sweep(
+        &self,
+        activation: UnixTime,
+        origin: &Origin,
+        inv: &Invocation,
+    ) -> Result<Vec<Report>, GuardError> {
+        let flow = self.flow(Patience::HandBack);
+        let now = self.clock.now();
+        let instances = match self.ec2.active_instances().await {
+            Ok(list) => list,
+            Err(e) => return Err(flow.sweep_failed(origin, "list", e.to_string()).await),
+        };
+        let oldest = now.minus(self.config.sweep_window);
+        let candidates: Vec<(InstanceFacts, Cycle)> = instances
+            .into_iter()
+            .filter_map(|f| {
+                let cycle = f.cycle()?;
+                // Before the guard, or too old to decide: never touched (see `old_start`).
+                (cycle.launch_time > activation && cycle.launch_time >= oldest)
+                    .then_some((f, cycle))
+            })
+            .collect();
+        let verdicts = match self.read_verdicts(&candidates).await {
+            Ok(v) => v,
+            Err(detail) => {
+                return Err(flow.sweep_failed(origin, "verdict-lookup", detail).await);
+            }
+        };
+        let seen: HashSet<String> = candidates.iter().map(|(_, c)| c.verdict_key()).collect();
+        let mut work = Vec::new();
+        for (facts, cycle) in candidates {
+            match verdicts.get(&cycle.verdict_key()) {
+                Some(theirs) if flow.unfinished(theirs, &facts, now, inv) => {
+                    work.push(Work::Finish(
+                        facts,
+                        Box::new(theirs.clone()),
+                        origin.clone(),
+                    ));
+                }
+                Some(_) => {}
+                None => work.push(Work::Decide(facts, origin.clone())),
+            }
+        }
+        info!(
+            listed = seen.len(),
+            to_do = work.len(),
+            "sweep: starts without a verdict or with one unfinished"
+        );
+        let mut reports = Vec::new();
+        let mut first_error = None;
+        let mut rounds = Vec::new();
+        while !work.is_empty() {
+            let rest = work.split_off(work.len().min(ROUND));
+            rounds.push(std::mem::replace(&mut work, rest));
+        }
+        let mut left = rounds.iter().map(Vec::len).sum::<usize>();
+        for round in rounds {
+            if Instant::now() + ROUND_BUDGET > inv.deadline {
+                warn!(left, "sweep: out of time; the next sweep takes up the rest");
+                break;
+            }
+            left -= round.len();
+            for (_, result) in self.guard_gathered(round, activation, inv).await {
+                match result {
+                    Ok(report) => reports.push(report),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match self.store.due_alerts(now, SWEEP_ALERTS).await {
+            Ok(due) => {
+                for theirs in due {
+                    if seen.contains(&theirs.cycle.verdict_key()) {
+                        continue;
+                    }
+                    match flow.announce_owed(theirs, origin, inv).await {
+                        Ok(report) => reports.push(report),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(
+                    flow.sweep_failed(origin, "alert-lookup", e.to_string())
+                        .await,
+                );
+            }
+        }
+        info!(finished = reports.len(), "sweep done");
+        first_error.map_or(Ok(reports), Err)
+    }
+
+    /// The verdicts of these starts, [`VERDICT_READS`] BatchGetItem requests at a time.
+    async fn read_verdicts(
+        &self,
+        candidates: &[(InstanceFacts, Cycle)],
+    ) -> Result<HashMap<String, VerdictRecord>, String> {
+        let cycles: Vec<Cycle> = candidates.iter().map(|(_, c)| c.clone()).collect();
+        let share = cycles.len().div_ceil(VERDICT_READS).max(100);
+        let reads = cycles
+            .chunks(share)
+            .map(|chunk| VerdictStore::verdicts(&self.store, chunk));
+        let mut all = HashMap::new();
+        for part in futures_util::future::join_all(reads).await {
+            all.extend(part.map_err(|e| e.to_string())?);
+        }
+        Ok(all)
+    }
+}
