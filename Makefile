@@ -32,16 +32,21 @@ demo: venv ## the narrated story against the local emulator; fails if any step d
 	$(STACK) run -- cargo run --quiet -p ec2pass-tests --bin demo
 
 # What `make test` shows while it runs; everything is in .dev/test.log.
-export SHOWN := ^(test |test result:|     Running|error|warning: unused|failures:|thread |---- |bench-smoke)
+export SHOWN := ^(test |test result:|     Running|error|warning: unused|failures:|thread |---- |burst|bench-smoke)
 
 test: venv ## every test: template checks, unit, against moto, and end to end under cargo lambda watch
-	$(VENV)/bin/python infra/check.py --self-test
-	cargo build --workspace --all-targets
+	@# The template checks (one core, Python) run while cargo builds: a cold build spends minutes
+	@# in the AWS SDKs' single-threaded front end, with a core to spare.
+	@mkdir -p .dev; $(VENV)/bin/python infra/check.py --self-test > .dev/template-check.log 2>&1 & checks=$$!; \
+		built=0; cargo build --workspace --all-targets || built=$$?; \
+		checked=0; wait $$checks || checked=$$?; tail -n 1 .dev/template-check.log; \
+		if [ $$checked -ne 0 ]; then grep -v '^ok ' .dev/template-check.log; fi; \
+		[ $$built -eq 0 ] && [ $$checked -eq 0 ]
 	@mkdir -p .dev; rm -rf .dev/secrets .dev/logs/tests-*.log; status=0; \
 	$(STACK) run -- sh -c 'cargo test --workspace --all-targets --no-fail-fast -- --show-output; s=$$?; \
 		target/debug/bench --smoke || s=1; exit $$s' 2>&1 \
 		| tee .dev/test.log | grep --line-buffered -E "$$SHOWN" || status=$$?; \
-	echo; grep -hE '^(fault-matrix|guard-load|issuer-load|issuer-nasty|threat-model|bench-smoke):' .dev/test.log || true; \
+	echo; grep -hE '^(fault-matrix|guard-load|issuer-load|issuer-nasty|threat-model|burst|bench-smoke):' .dev/test.log || true; \
 	awk '/^property .* cases passed/ { n++; for (i = 2; i < NF; i++) if ($$i == "cases" && $$(i+1) == "passed") c += $$(i-1) } \
 		END { printf "properties: %d properties, %d cases\n", n, c }' .dev/test.log; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' .dev/test.log; \

@@ -6,12 +6,16 @@
     python dev/aws_local.py create-secret   create the Secrets Manager secret named by
                                             EC2PASS_SLACK_SIGNING_SECRET_ARN, holding
                                             EC2PASS_DEV_SIGNING_SECRET
+    python dev/aws_local.py create-queues   create the state-change queue named by
+                                            EC2PASS_STATE_CHANGE_QUEUE_URL, its dead-letter
+                                            queue, and the EventBridge rule that feeds it
 
 The table is created from the `AWS::DynamoDB::Table` resource in infra/template.yaml (key schema,
 attribute definitions, indexes, TTL), so the local table and the deployed one have one definition.
 Settings (endpoint, region, table name) come from the environment, i.e. dev/local.env.
 """
 
+import json
 import os
 import sys
 import time
@@ -130,12 +134,45 @@ def create_secret():
         print(f"secret {name} already exists; its value is set again")
 
 
+def create_queues():
+    """The state-change queue, its dead-letter queue and the EventBridge rule that feeds it, as
+    infra/template.yaml has them (StateChangeQueue, GuardFailures, GuardFunctionStateChange).
+    Locally nothing polls the queue: the tests and the demo play the event source mapping
+    (tests/src/esm.rs). A short visibility timeout, so a message handed back without its own
+    visibility returns within a test's patience."""
+    url = os.environ["EC2PASS_STATE_CHANGE_QUEUE_URL"]
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    failures = name.replace("state-changes", "guard-failures")
+    sqs = boto3.client("sqs", endpoint_url=endpoint())
+    dlq = sqs.create_queue(QueueName=failures)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    template = load_template()
+    queue = template["Resources"]["StateChangeQueue"]["Properties"]
+    receives = queue["RedrivePolicy"]["maxReceiveCount"]
+    made = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": "20",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": receives}),
+        },
+    )["QueueUrl"]
+    if made.rstrip("/").rsplit("/", 1)[-1] != name:
+        sys.exit(f"moto created {made}, but dev/local.env says {url}")
+    arn = sqs.get_queue_attributes(QueueUrl=made, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = template["Resources"]["GuardFunctionStateChange"]["Properties"]
+    events = boto3.client("events", endpoint_url=endpoint())
+    events.put_rule(Name=name, EventPattern=json.dumps(rule["EventPattern"]), State="ENABLED")
+    events.put_targets(Rule=name, Targets=[{"Id": "state-changes", "Arn": arn}])
+    print(f"created queue {name} (dead letters to {failures}) and rule {name}")
+
+
 def main(argv):
     commands = {
         "wait": wait,
         "create-table": create_table,
         "create-topic": create_topic,
         "create-secret": create_secret,
+        "create-queues": create_queues,
     }
     if len(argv) < 2 or argv[1] not in commands:
         sys.exit(__doc__)

@@ -49,6 +49,7 @@ start_moto() {
   "$VENV/bin/python" dev/aws_local.py create-table >&2
   "$VENV/bin/python" dev/aws_local.py create-secret >&2
   "$VENV/bin/python" dev/aws_local.py create-topic >&2
+  "$VENV/bin/python" dev/aws_local.py create-queues >&2
 }
 
 start_lambda() {
