@@ -10,11 +10,11 @@
 //!   and the attacker, with their source.
 //! - [`aws`]: the rest of AWS: the real `MemoryStore` behind a DynamoDB latency, a counting SNS,
 //!   a clock on tokio's virtual time.
-//! - `lambda` (to come): today's design (one asynchronous invocation per event, reserved concurrency
+//! - [`lambda`]: today's design (one asynchronous invocation per event, reserved concurrency
 //!   20, Lambda's two retries, the failure queue) and the batched one (EventBridge → SQS → the
 //!   event source mapping: 5 at once, batches of 100, a 1 s window, partial batch responses,
 //!   the guard's rechecks, the dead-letter queue after 10 receives).
-//! - `scenario` (to come): the scenarios (1,000 launches; the same with the attacker; 50 legitimate
+//! - [`scenario`]: the scenarios (1,000 launches; the same with the attacker; 50 legitimate
 //!   among 1,000; a 10,000-instance sweep, all decided or with 1,000 lost events) and their
 //!   figures.
 //!
@@ -27,3 +27,7 @@
 pub mod aws;
 pub mod bucket;
 pub mod ec2;
+pub mod lambda;
+pub mod scenario;
+
+pub use scenario::{Design, Figures, Scenario, run};
