@@ -5,6 +5,7 @@
 //! ```text
 //! bench [--smoke] [--out FILE] [--bin-dir DIR] [--starts N] [--invocations N] [--iterations N]
 //!       [--endpoint URL]
+//! bench --bursts [--out FILE]
 //! ```
 //!
 //! `--endpoint` points it at another emulator than `dev/local.env`'s (one with the local table
@@ -13,7 +14,10 @@
 //! It needs the local emulator (moto), like the tests: `make bench` runs it inside the stack.
 //! `--smoke` runs every measurement once, with the dev binaries in `target/debug`, and fails if
 //! any of them produced no figure: it checks that the harness works, never how fast anything is.
+//! `--bursts` runs only the burst scenarios of the throttle-faithful model (needs nothing running,
+//! writes `target/bench/bursts.json`).
 
+mod burst;
 mod process;
 mod rounds;
 mod standin;
@@ -47,6 +51,7 @@ const ZIP_TARGET_BYTES: u64 = 5 * 1024 * 1024;
 #[derive(Debug, Clone)]
 struct Options {
     smoke: bool,
+    bursts: bool,
     out: PathBuf,
     bin_dir: PathBuf,
     starts: usize,
@@ -59,6 +64,7 @@ impl Options {
     fn parse(args: impl Iterator<Item = String>) -> Result<Self, String> {
         let args: Vec<String> = args.collect();
         let smoke = args.iter().any(|a| a == "--smoke");
+        let bursts = args.iter().any(|a| a == "--bursts");
         let value = |flag: &str| -> Result<Option<String>, String> {
             match args.iter().position(|a| a == flag) {
                 None => Ok(None),
@@ -87,6 +93,7 @@ impl Options {
             "--invocations",
             "--iterations",
             "--endpoint",
+            "--bursts",
         ];
         let mut expect_value = false;
         for a in &args {
@@ -95,7 +102,7 @@ impl Options {
             } else if !known.contains(&a.as_str()) {
                 return Err(format!("unknown argument {a:?}"));
             } else {
-                expect_value = a != "--smoke";
+                expect_value = a != "--smoke" && a != "--bursts";
             }
         }
         let in_root = |p: String| {
@@ -104,8 +111,11 @@ impl Options {
         };
         Ok(Self {
             smoke,
+            bursts,
             out: in_root(value("--out")?.unwrap_or_else(|| {
-                if smoke {
+                if bursts {
+                    "target/bench/bursts.json"
+                } else if smoke {
                     "target/bench/smoke.json"
                 } else {
                     "target/bench/results.json"
@@ -129,7 +139,7 @@ impl Options {
 }
 
 const USAGE: &str = "usage: bench [--smoke] [--out FILE] [--bin-dir DIR] [--starts N] \
-                     [--invocations N] [--iterations N] [--endpoint URL]";
+                     [--invocations N] [--iterations N] [--endpoint URL] | bench --bursts [--out FILE]";
 
 fn main() -> ExitCode {
     let opts = match Options::parse(std::env::args().skip(1)) {
@@ -170,6 +180,15 @@ async fn bench(opts: &Options) -> Fallible<()> {
         .map_or_else(|| root().join("target/bench"), Path::to_path_buf);
     let logs = out_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    if opts.bursts {
+        let results = json!({"date": stats::date(), "machine": stats::machine(), "bursts": burst::measure(false).await?});
+        let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+        std::fs::write(&opts.out, text + "\n")
+            .map_err(|e| format!("{}: {e}", opts.out.display()))?;
+        println!("{}", burst::table(&results["bursts"]));
+        println!("figures: {}", opts.out.display());
+        return Ok(());
+    }
     log_in_process(&logs.join("in-process.log"))?;
     for name in ["issuer", "guard"] {
         let bin = opts.bin_dir.join(name);
@@ -203,7 +222,7 @@ async fn bench(opts: &Options) -> Fallible<()> {
         let count = smoke_check(&results)?;
         println!(
             "bench-smoke: harness works: {count} figures from every measurement (cold init, first \
-             answer, warm paths, round trips, memory, size), speed not judged ({})",
+             answer, warm paths, round trips, memory, size, bursts), speed not judged ({})",
             opts.out.display()
         );
     }
@@ -266,6 +285,9 @@ async fn measure(opts: &Options, world: &World, out_dir: &Path, logs: &Path) -> 
     eprintln!("[bench] round trips");
     let rounds = rounds::measure(world).await?;
 
+    eprintln!("[bench] bursts, in the throttle-faithful EC2 model");
+    let bursts = burst::measure(opts.smoke).await?;
+
     eprintln!(
         "[bench] memory: {} invocations per function",
         opts.invocations
@@ -295,6 +317,7 @@ async fn measure(opts: &Options, world: &World, out_dir: &Path, logs: &Path) -> 
         "round_trips": rounds.iter().map(|r| (r.name.to_owned(), r.json())).collect::<serde_json::Map<_, _>>(),
         "memory": memory,
         "size": size,
+        "bursts": bursts,
     }))
 }
 
@@ -588,6 +611,7 @@ fn smoke_check(r: &Value) -> Fallible<usize> {
         );
         missing.extend(round_trip_regression(name, p));
     }
+    missing.extend(burst::missing(&r["bursts"]));
     if missing.is_empty() {
         Ok(checked)
     } else {
@@ -788,8 +812,10 @@ fn table(r: &Value) -> String {
             );
         }
     }
+    t += &burst::table(&r["bursts"]);
     if r["mode"] == "smoke" {
-        t += "\nsmoke run: one sample of each, dev binaries; targets are not judged\n";
+        t += "\nsmoke run: one sample of each, dev binaries; targets are not judged; bursts: one \
+              burst of 100 (the bounded 1,000-instance run is tests/tests/burst.rs)\n";
     }
     t
 }
@@ -833,6 +859,13 @@ mod tests {
         );
         assert!(full.bin_dir.ends_with("target/release"));
         assert!(full.out.ends_with("target/bench/results.json"));
+    }
+
+    #[test]
+    fn bursts_alone_write_their_own_figures() {
+        let o = parse(&["--bursts"]).expect("valid");
+        assert!(o.bursts && !o.smoke);
+        assert!(o.out.ends_with("target/bench/bursts.json"));
     }
 
     #[test]
