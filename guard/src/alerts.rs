@@ -36,11 +36,19 @@ pub trait Alerts: Send + Sync {
     }
 }
 
+/// The alert's message attributes as SNS takes them. SNS refuses a String attribute with an
+/// empty value, and with it the whole message: an event without an account or region (a forged
+/// or malformed one) must not make its deny unannounceable, so an empty value is `unknown`.
 fn attributes_of(alert: &Alert) -> Result<Vec<(String, MessageAttributeValue)>, AwsError> {
     alert
         .attributes()
         .into_iter()
         .map(|(name, value)| {
+            let value = if value.is_empty() {
+                "unknown".to_owned()
+            } else {
+                value
+            };
             MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(value)
@@ -235,5 +243,39 @@ pub fn for_error(
         password_short_id: None,
         issuer_user_id: None,
         detail: Some(detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ec2pass_shared::alert::Action;
+
+    #[test]
+    fn an_empty_attribute_value_is_sent_as_unknown_so_sns_takes_the_alert() {
+        let alert = Alert {
+            schema_version: SCHEMA_VERSION,
+            verdict: "deny".into(),
+            reason: "missing".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            instance_name: None,
+            account: String::new(),
+            region: String::new(),
+            event_id: "e".into(),
+            event_time: String::new(),
+            launch_time: None,
+            action: Action::Stopped,
+            password_short_id: None,
+            issuer_user_id: None,
+            detail: None,
+        };
+        let attributes = attributes_of(&alert).unwrap_or_default();
+        assert_eq!(attributes.len(), 5);
+        for (name, value) in attributes {
+            assert!(
+                value.string_value().is_some_and(|v| !v.is_empty()),
+                "{name} is empty"
+            );
+        }
     }
 }

@@ -4,12 +4,14 @@
 //! step; the first step that does not happen as it should ends the demo with exit code 1.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
+use aws_config::SdkConfig;
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::password::Password;
+use ec2pass_tests::esm::{LocalMapping, put_state_change, recorded_verdict};
 use ec2pass_tests::{
-    AlertQueue, Local, Slack, SlashCommand, inspect, invoke, launch_instance, state_change, tag,
-    unique,
+    AlertQueue, Local, Slack, SlashCommand, inspect, launch_instance, tag, unique,
 };
 
 /// A step that did not happen.
@@ -155,11 +157,18 @@ async fn story() -> Result<(), Failed> {
     )?;
 
     println!(
-        "\n— The guard. Locally, the demo plays EventBridge: it invokes the guard Lambda with the"
+        "\n— The guard. The demo puts the state changes EC2 would send on EventBridge (moto's);"
     );
     println!(
-        "  state-change event JSON that EventBridge would send when an instance enters pending. —"
+        "  the template's rule routes them into the state-change queue, and the demo plays Lambda's"
     );
+    println!("  event source mapping: it delivers the queue's messages to the guard in batches. —");
+    let mapping = LocalMapping::new(&local, &aws).await;
+    mapping.drain(Duration::from_secs(30)).await;
+    let guard = |id: InstanceId, state: &'static str| {
+        let (local, aws, mapping) = (&local, &aws, &mapping);
+        async move { through_the_queue(local, aws, mapping, &id, state).await }
+    };
     let alerts = AlertQueue::subscribe(&aws, local.get("EC2PASS_ALERT_TOPIC_ARN"), None).await;
 
     step(
@@ -173,7 +182,7 @@ async fn story() -> Result<(), Failed> {
         .password()
         .ok_or_else(|| Failed("the issuer answers with a password".into()))?;
     tag(&ec2, &id, "Auth", &password).await;
-    let verdict = guard(&local, &id, "pending").await;
+    let verdict = guard(id.clone(), "pending").await?;
     show(&verdict);
     check(verdict.starts_with("allow"), "the guard allows the start")?;
     let (state, tags) = inspect(&ec2, &id).await;
@@ -181,7 +190,7 @@ async fn story() -> Result<(), Failed> {
         state == "running" && !tags.contains_key("Auth"),
         "the instance keeps running and the Auth tag is gone",
     )?;
-    let verdict = guard(&local, &id, "running").await;
+    let verdict = guard(id.clone(), "running").await?;
     check(
         verdict.starts_with("allow"),
         "the running event of the same start changes nothing",
@@ -192,7 +201,7 @@ async fn story() -> Result<(), Failed> {
         "Someone with stolen credentials launches crypto-miner, with no password.",
     );
     let miner = launch_instance(&ec2, "crypto-miner").await;
-    let verdict = guard(&local, &miner, "pending").await;
+    let verdict = guard(miner.clone(), "pending").await?;
     show(&verdict);
     expect_stopped(&ec2, &alerts, &miner, &verdict, "missing").await?;
 
@@ -202,7 +211,7 @@ async fn story() -> Result<(), Failed> {
     );
     let guess = launch_instance(&ec2, "crypto-miner-2").await;
     tag(&ec2, &guess, "Auth", &Password::generate().display()).await;
-    let verdict = guard(&local, &guess, "pending").await;
+    let verdict = guard(guess.clone(), "pending").await?;
     show(&verdict);
     expect_stopped(&ec2, &alerts, &guess, &verdict, "unknown").await?;
 
@@ -223,7 +232,7 @@ async fn story() -> Result<(), Failed> {
         .ok_or_else(|| Failed("Bob gets a password".into()))?;
     let mallory = launch_instance(&ec2, "mallory-box").await;
     tag(&ec2, &mallory, "Auth", &leaked).await;
-    let verdict = guard(&local, &mallory, "pending").await;
+    let verdict = guard(mallory.clone(), "pending").await?;
     show(&verdict);
     expect_stopped(&ec2, &alerts, &mallory, &verdict, "wrong-instance").await?;
 
@@ -232,26 +241,40 @@ async fn story() -> Result<(), Failed> {
         "Bob then uses the same password on build-box: it was burned when it leaked.",
     );
     tag(&ec2, &build, "Auth", &leaked).await;
-    let verdict = guard(&local, &build, "pending").await;
+    let verdict = guard(build.clone(), "pending").await?;
     show(&verdict);
     expect_stopped(&ec2, &alerts, &build, &verdict, "reused").await?;
     Ok(())
 }
 
-/// Plays EventBridge: invokes the guard with a state-change event; its verdict, as a line.
-async fn guard(local: &Local, id: &InstanceId, state: &str) -> String {
-    let out = invoke(local, "guard", &state_change(id, state)).await;
-    let report = &out["reports"][0];
-    match report["reason"].as_str() {
-        Some(reason) => format!(
-            "guard: deny ({reason}), action {}",
-            report["action"].as_str().unwrap_or("?")
-        ),
-        None => format!(
-            "{} (guard verdict)",
-            report["verdict"].as_str().unwrap_or("no verdict")
-        ),
-    }
+/// Puts a state change on EventBridge, delivers what reaches the queue to the guard, and reads
+/// the verdict it recorded; the verdict, as a line.
+async fn through_the_queue(
+    local: &Local,
+    aws: &SdkConfig,
+    mapping: &LocalMapping,
+    id: &InstanceId,
+    state: &str,
+) -> Result<String, Failed> {
+    put_state_change(aws, id, state).await;
+    let deliveries = mapping.drain(Duration::from_secs(30)).await;
+    check(
+        !deliveries.is_empty() && mapping.in_flight().await == 0,
+        "the event reaches the guard through the queue, and the queue is empty after",
+    )?;
+    Ok(match recorded_verdict(local, aws, id).await {
+        Some(v) => match v.split_once(' ') {
+            Some((kind, reason)) => format!(
+                "guard: {kind} ({reason}), in {} batch(es) from the queue",
+                deliveries.len()
+            ),
+            None => format!(
+                "{v} (guard verdict, in {} batch(es) from the queue)",
+                deliveries.len()
+            ),
+        },
+        None => "no verdict".to_owned(),
+    })
 }
 
 /// Checks that a denied instance is stopped and that exactly one alert about it arrived.
