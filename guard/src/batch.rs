@@ -388,6 +388,19 @@ impl Queue {
         self.stops.is_empty() && self.untags.is_empty() && self.alerts.is_empty()
     }
 
+    /// Whether a round is due: calls are queued and every running start waits.
+    fn ready(&self) -> bool {
+        !self.is_empty() && self.waiting.len() >= self.live
+    }
+
+    /// The queued calls, leaving the count of running starts.
+    fn take(&mut self) -> Self {
+        let live = self.live;
+        let work = std::mem::take(self);
+        self.live = live;
+        work
+    }
+
     fn queued(&mut self, who: &str) {
         *self.waiting.entry(who.to_owned()).or_default() += 1;
         self.since.get_or_insert_with(Instant::now);
@@ -425,15 +438,21 @@ impl<'a, E: Ec2, A: Alerts> Gathered<'a, E, A> {
         self.changed.notify_one();
     }
 
-    /// Queues a call and waits for its answer.
+    /// Queues a call and waits for its answer. The call that completes a round (every running
+    /// start now waits) sends it itself, at once: a lone start's stop is issued before whatever it
+    /// does alongside (its verdict's write), as on the single path.
     async fn ask<T>(&self, who: &str, queue: impl FnOnce(&mut Queue, Answer<T>)) -> Option<T> {
         let (tx, rx) = oneshot::channel();
-        {
+        let round = {
             let mut q = self.lock();
             queue(&mut q, tx);
             q.queued(who);
+            q.ready().then(|| q.take())
+        };
+        match round {
+            Some(work) => self.send(work).await,
+            None => self.changed.notify_one(),
         }
-        self.changed.notify_one();
         rx.await.ok()
     }
 
@@ -443,11 +462,7 @@ impl<'a, E: Ec2, A: Alerts> Gathered<'a, E, A> {
         loop {
             let (ready, since, finished) = {
                 let q = self.lock();
-                (
-                    !q.is_empty() && q.waiting.len() >= q.live,
-                    q.since,
-                    q.live == 0 && q.is_empty(),
-                )
+                (q.ready(), q.since, q.live == 0 && q.is_empty())
             };
             if finished {
                 return;
@@ -466,14 +481,10 @@ impl<'a, E: Ec2, A: Alerts> Gathered<'a, E, A> {
                     }
                 }
             }
-            let work = {
-                let mut q = self.lock();
-                let live = q.live;
-                let work = std::mem::take(&mut *q);
-                q.live = live;
-                work
-            };
-            self.send(work).await;
+            let work = self.lock().take();
+            if !work.is_empty() {
+                self.send(work).await;
+            }
         }
     }
 

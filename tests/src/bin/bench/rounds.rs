@@ -2,7 +2,8 @@
 //! after the other before the outcome is decided, counted from the calls themselves.
 //!
 //! The guard and the issuer run in-process against the emulator, wired as their `main`s wire
-//! them, except that every SDK client carries a [`Recorder`]: an interceptor that notes each
+//! them (the guard's state changes as a batch of one SQS message, its deployed single-event
+//! path), except that every SDK client carries a [`Recorder`]: an interceptor that notes each
 //! call's operation and when it began and ended. From that timeline:
 //!
 //! - a call's *depth* is 1 + the depth of the deepest call that ended before it began (calls
@@ -31,8 +32,10 @@ use ec2pass_shared::password::Password;
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
 use guard::alerts::SnsAlerts;
+use guard::batch::Message;
 use guard::ec2::{AwsError, Ec2, Ec2Client, InstanceFacts, StopError};
 use guard::guard::{Guard, Invocation};
+use guard::pace::Paced;
 use issuer::handler::Issuer;
 use issuer::instances::Ec2Directory;
 use issuer::request::Incoming;
@@ -443,7 +446,7 @@ const GUARD_PATHS: [GuardPath; 6] = [
         arrange: Arrange::TaglessPending,
         target: Some(4),
         expect: ("deny", Some("missing")),
-        note: "describe, pause (EC2PASS_TAG_RETRY_DELAY), describe again (launch tags can lag a pending instance, SPEC §4.3 step 3), deny verdict, stop",
+        note: "a direct invocation (the batch path hands a tagless pending start back to the queue instead, and decides it when it returns): describe, pause (EC2PASS_TAG_RETRY_DELAY), describe again (launch tags can lag a pending instance, SPEC §4.3 step 3), deny verdict, stop",
     },
 ];
 
@@ -453,10 +456,12 @@ pub async fn measure(world: &World) -> Fallible<Vec<PathResult>> {
     let clients = Clients::recorded(world, &recorder);
     let config = GuardConfig::from_env(&Env::from_fn(world.lookup()))
         .map_err(|e| format!("guard configuration: {e}"))?;
+    // As guard/src/main.rs wires it: EC2 paced; the state changes arrive as SQS batches (here,
+    // of one message: the single-event path of the deployed design).
     let guard = Guard::new(
         config.clone(),
         DynamoStore::new(clients.ddb.clone(), world.table.clone()),
-        Ec2Client::new(clients.ec2.clone()),
+        Paced(Ec2Client::new(clients.ec2.clone())),
         SnsAlerts::new(clients.sns.clone(), world.topic_arn.clone()),
         SystemClock,
     );
@@ -512,7 +517,24 @@ pub async fn measure(world: &World) -> Fallible<Vec<PathResult>> {
         let t0 = Instant::now();
         let reports = match path.arrange {
             Arrange::TaglessPending => pending_guard.handle(&event, &inv).await,
-            _ => guard.handle(&event, &inv).await,
+            _ => {
+                let message = Message {
+                    id: ec2pass_tests::unique("msg-"),
+                    receipt: ec2pass_tests::unique("receipt-"),
+                    receive_count: 1,
+                    body: event.to_string(),
+                };
+                let outcome = guard.handle_batch(&[message], &inv).await;
+                if outcome.failed.is_empty() {
+                    Ok(outcome.reports)
+                } else {
+                    Err(guard::guard::GuardError {
+                        instance: id.to_string(),
+                        what: "batch",
+                        detail: format!("handed back: {:?}", outcome.reports),
+                    })
+                }
+            }
         };
         let handle_ms = ms(t0.elapsed());
         let calls = recorder.take();
