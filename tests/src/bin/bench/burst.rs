@@ -262,6 +262,14 @@ mod tests {
     use super::*;
     use ec2pass_tests::model::Figures;
 
+    #[tokio::test]
+    async fn the_smoke_burst_produces_every_figure_it_checks() {
+        let v = measure(true).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(missing(&v), Vec::<String>::new(), "{v:#}");
+        assert!(table(&v).contains("burst of 100 (smoke)"));
+        assert!(v["acceptance"].is_null(), "smoke judges nothing");
+    }
+
     #[test]
     fn the_table_shows_both_designs_of_each_scenario() {
         let f = |design: &'static str, requests: u64| Figures {
