@@ -252,27 +252,19 @@ where
             return;
         };
         let ids: Vec<&str> = starts.keys().map(InstanceId::as_str).collect();
-        let alert = Alert {
-            schema_version: SCHEMA_VERSION,
-            verdict: "guard-error".into(),
-            reason: "describe".into(),
-            instance_id: "batch".into(),
-            instance_name: None,
-            account: origin.account.clone(),
-            region: origin.region.clone(),
-            event_id: origin.event_id.clone(),
-            event_time: origin.event_time.clone(),
-            launch_time: None,
-            action: Action::None,
-            password_short_id: None,
-            issuer_user_id: None,
-            detail: Some(format!(
-                "{e}; the {} starts of this batch are handed back to the queue and decided when \
-                 it delivers them again: {}",
-                ids.len(),
-                ids.join(" ")
-            )),
-        };
+        let detail = format!(
+            "{e}; the {} starts of this batch are handed back to the queue and decided when it \
+             delivers them again: {}",
+            ids.len(),
+            ids.join(" ")
+        );
+        let alert = about_the_batch(
+            origin,
+            "guard-error",
+            "describe".into(),
+            Action::None,
+            detail,
+        );
         if let Err(e) = self.alerts.publish(&alert).await {
             error!(error = %e, "could not publish a guard-error alert");
         }
@@ -329,10 +321,27 @@ pub fn summary(reports: &[Report], starts: &Starts) -> Option<Alert> {
         .map(|(k, ids)| format!("{k}: {} ({})", ids.len(), ids.join(" ")))
         .collect::<Vec<_>>()
         .join("; ");
-    Some(Alert {
+    let action = if denied > 0 {
+        Action::Stopped
+    } else {
+        Action::None
+    };
+    let reason = format!("{denied} denied of {}", decided.len());
+    Some(about_the_batch(origin, "summary", reason, action, detail))
+}
+
+/// An alert about a batch as a whole (`instance_id` `batch`), in the place of its first event.
+fn about_the_batch(
+    origin: &Origin,
+    verdict: &str,
+    reason: String,
+    action: Action,
+    detail: String,
+) -> Alert {
+    Alert {
         schema_version: SCHEMA_VERSION,
-        verdict: "summary".into(),
-        reason: format!("{denied} denied of {}", decided.len()),
+        verdict: verdict.to_owned(),
+        reason,
         instance_id: "batch".into(),
         instance_name: None,
         account: origin.account.clone(),
@@ -340,15 +349,11 @@ pub fn summary(reports: &[Report], starts: &Starts) -> Option<Alert> {
         event_id: origin.event_id.clone(),
         event_time: origin.event_time.clone(),
         launch_time: None,
-        action: if denied > 0 {
-            Action::Stopped
-        } else {
-            Action::None
-        },
+        action,
         password_short_id: None,
         issuer_user_id: None,
         detail: Some(detail),
-    })
+    }
 }
 
 /// The calls the starts of one batch make, gathered: each start asks for its stop, untag or
