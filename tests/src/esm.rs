@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 
 use crate::{Local, invoke};
 
+/// How long [`LocalMapping::deliver_once`] pauses after finding the queue empty.
+const EMPTY_PAUSE: Duration = Duration::from_millis(200);
+
 /// Puts the state change EC2 would send on moto's EventBridge (default bus).
 pub async fn put_state_change(aws: &SdkConfig, instance: &InstanceId, state: &str) {
     let events = aws_sdk_eventbridge::Client::new(aws);
@@ -108,21 +111,27 @@ impl LocalMapping {
         }
     }
 
-    /// Receives one batch (up to 10 messages, waiting up to a second) and delivers it to the
-    /// guard; `None` when the queue had nothing visible.
+    /// Receives one batch (up to 10 messages) and delivers it to the guard; `None`, after a
+    /// short pause, when the queue had nothing visible.
+    ///
+    /// Lambda's poller long-polls; this stand-in must not. `dev/moto_serial.py` serves one
+    /// request at a time, so a ReceiveMessage waiting a second in moto holds every other client
+    /// (the issuer answering Slack within its 2.5 s deadline among them) for that second. It
+    /// asks without waiting and pauses on its own side instead.
     pub async fn deliver_once(&self) -> Option<Delivery> {
         let out = self
             .sqs
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(10)
-            .wait_time_seconds(1)
+            .wait_time_seconds(0)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
             .await
             .expect("ReceiveMessage against moto");
         let messages = out.messages();
         if messages.is_empty() {
+            tokio::time::sleep(EMPTY_PAUSE).await;
             return None;
         }
         let records: Vec<Value> = messages

@@ -23,7 +23,7 @@ async fn the_guard_binary_allows_what_the_issuer_binary_minted_and_stops_the_res
         .await;
     let password = answer
         .password()
-        .expect("the issuer answered with a password");
+        .unwrap_or_else(|| panic!("the issuer answered without a password: {}", answer.text()));
     tag(&ec2, &web, "Auth", &password).await;
 
     // When the guard gets the pending event, then the running event of the same start

@@ -23,11 +23,12 @@ async fn state_changes_reach_the_guard_through_eventbridge_and_the_queue_in_batc
 
     // Given one start with its password and three without, all at once
     let web = launch_instance(&ec2, "queue-web").await;
-    let password = Slack::local(&local)
+    let answer = Slack::local(&local)
         .send(&SlashCommand::new("T0QUEUE", &unique("U"), web.as_str()))
-        .await
+        .await;
+    let password = answer
         .password()
-        .expect("the issuer answered with a password");
+        .unwrap_or_else(|| panic!("the issuer answered without a password: {}", answer.text()));
     tag(&ec2, &web, "Auth", &password).await;
     let mut rogues = Vec::new();
     for n in 0..3 {
