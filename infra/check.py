@@ -1,16 +1,22 @@
-"""Offline checks of infra/template.yaml and infra/policies/, run by `make test`.
+"""Offline checks of infra/template.yaml (the hub), infra/member.yaml (the spoke),
+infra/organization.yaml (the StackSet) and infra/policies/, run by `make test`.
 
     python infra/check.py                 check the template and the policies; exit 1 on any finding
     python infra/check.py --self-test     also prove that broken copies are caught
 
 Nothing here talks to AWS. Layers, because each one misses what the next one sees:
 
-1. cfn-lint on the SAM template.
+1. cfn-lint on the SAM template, and on the spoke's and the StackSet's plain CloudFormation.
 2. The SAM translator, run offline, and cfn-lint on its CloudFormation output. SAM resources
    hide their real properties from cfn-lint: a bad enum value or a dangling GetAtt inside an
    AWS::Serverless::Function only shows after the transform.
-3. Invariants of this product, asserted on the parsed template, so that an edit that widens a
-   permission or drops a safety condition fails the suite.
+3. Invariants of this product, asserted on the parsed templates, so that an edit that widens a
+   permission or drops a safety condition fails the suite. The Organization's (issue 12): the
+   single-account deploy is unchanged by default; the hub bus admits only the Organization; the
+   spoke's member role carries exactly the hub guard role's EC2 statements, and it and the lookup
+   role trust exactly the hub's guard and issuer; the forwarding rule sends the same pattern to
+   the hub bus; the StackSet is service-managed, deploys itself to new accounts and passes every
+   spoke parameter down.
 4. Settings: every EC2PASS_* variable that shared/src/config.rs reads is set by the template from
    a parameter, and docs/configuration.md describes it and names that parameter.
 5. The example policies (infra/policies/*.json): their shape (Deny only, exact carve-outs, the
@@ -20,7 +26,10 @@ Nothing here talks to AWS. Layers, because each one misses what the next one see
 6. Policy claims ("only the issuer's role can read the secret", "only the admin can mute the
    alerts", ...), each evaluated by Principal Mapper's local IAM simulator (PyPI principalmapper,
    NCC Group) over the SCPs, the key policies, the secret's resource policy and the roles'
-   policies as the template resolves them, against stand-in principals (docs/policies.md).
+   policies as the template resolves them, against stand-in principals (docs/policies.md); and
+   the Organization's claims ("only the hub's guard may assume the member role", "only the
+   Organization may put events on the hub bus", ...), across a hub account, a member account
+   and an outside one.
 """
 
 import collections
@@ -41,11 +50,29 @@ sys.path.insert(0, str(ROOT / "dev"))
 from aws_local import create_table_args, load_template, table_resource  # noqa: E402
 
 TEMPLATE = ROOT / "infra" / "template.yaml"
+MEMBER_TEMPLATE = ROOT / "infra" / "member.yaml"
+ORG_TEMPLATE = ROOT / "infra" / "organization.yaml"
 POLICIES = ROOT / "infra" / "policies"
 STACK = "ec2pass"
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 PSEUDO = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"}
+# The Organization of the examples: the hub in ACCOUNT, REGION; one member account, guarded in the
+# hub's region and one more; an account outside the Organization.
+ORG_ID = "o-a1b2c3d4e5"
+MEMBER_ACCOUNT = "210987654321"
+MEMBER_REGION = "eu-west-1"
+OUTSIDER = "999999999999"
+OUTSIDE_ORG_ID = "o-z9y8x7w6v5"
+HUB_PARAMS = {"OrganizationId": ORG_ID, "MemberAccounts": f"prod={MEMBER_ACCOUNT},security={ACCOUNT}",
+              "GuardedRegions": f"{REGION},{MEMBER_REGION}", "AccountUsers": "prod=U0123ABCD"}
+SPOKE_PARAMS = {"HubAccountId": ACCOUNT, "HubRegion": REGION, "OrganizationId": ORG_ID}
+ORG_PARAMS = {**SPOKE_PARAMS, "MemberTemplateUrl": "https://example-bucket.s3.us-east-1.amazonaws.com/ec2pass/member-0123abc.yaml",
+              "OrganizationalUnitIds": "ou-ab12-cdefgh34", "GuardedRegions": f"{REGION},{MEMBER_REGION}"}
+
+
+def pseudo(account=ACCOUNT, region=REGION):
+    return {"AWS::Region": region, "AWS::AccountId": account, "AWS::Partition": "aws"}
 # The translator asks boto for a region; no credentials or network are used.
 os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -91,10 +118,11 @@ def translate(template):
     return transform(packaged, dict(PSEUDO), NoManagedPolicies())
 
 
-def lint_and_translate(template, path=None):
-    """cfn-lint on the template and on its SAM transform; cached, since most broken copies
-    change only the policies."""
-    key = json.dumps(template, sort_keys=True)
+def lint_and_translate(template, path=None, plain=()):
+    """cfn-lint on the template and on its SAM transform, and on each plain CloudFormation
+    template of `plain` ((label, template, path or None): the spoke, the StackSet), in one run;
+    cached, since most broken copies change only the policies."""
+    key = json.dumps([template, [(label, t) for label, t, _ in plain]], sort_keys=True)
     if key in _LINTED:
         return _LINTED[key]
     findings = []
@@ -103,16 +131,27 @@ def lint_and_translate(template, path=None):
             path = Path(tmp) / "template.json"
             path.write_text(json.dumps(template))
         paths = [path]
+        others = []
+        for i, (label, t, p) in enumerate(plain):
+            if p is None:
+                p = Path(tmp) / f"plain-{i}.json"
+                p.write_text(json.dumps(t))
+            others.append((label, p))
+        paths += [p for _, p in others]
+        translated = None
         try:
-            out = Path(tmp) / "translated.json"
-            out.write_text(json.dumps(translate(template)))
-            paths.append(out)
+            translated = Path(tmp) / "translated.json"
+            translated.write_text(json.dumps(translate(template)))
+            paths.append(translated)
         except Exception as e:  # the translator raises on invalid SAM
+            translated = None
             findings.append(f"SAM transform: {e}")
         linted = cfn_lint_many(paths)
         findings += [f"cfn-lint: {f}" for f in linted[str(path)]]
-        if len(paths) > 1:
-            findings += [f"cfn-lint after SAM transform: {f}" for f in linted[str(paths[1])]]
+        for label, p in others:
+            findings += [f"cfn-lint ({label}): {f}" for f in linted[str(p)]]
+        if translated is not None:
+            findings += [f"cfn-lint after SAM transform: {f}" for f in linted[str(translated)]]
     _LINTED[key] = findings
     return findings
 
@@ -132,16 +171,21 @@ NAME_PROPERTY = {
     "AWS::SNS::Topic": "TopicName",
     "AWS::DynamoDB::Table": "TableName",
     "AWS::Serverless::Function": "FunctionName",
+    "AWS::Events::Rule": "Name",
+    "AWS::Events::EventBus": "Name",
+    "AWS::CloudFormation::StackSet": "StackSetName",
 }
 
 
 class Resolver:
-    def __init__(self, template, parameters=None, stack=STACK):
+    def __init__(self, template, parameters=None, stack=STACK, where=None):
         self.t = template
         self.stack = stack
         self.res = template.get("Resources", {})
         self.params = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
         self.params.update(parameters or {})
+        self.pseudo = where or PSEUDO
+        self.account, self.region = self.pseudo["AWS::AccountId"], self.pseudo["AWS::Region"]
 
     def condition(self, name):
         return bool(self.value(self.t.get("Conditions", {})[name]))
@@ -157,8 +201,8 @@ class Resolver:
         return f"0000abcd-00ab-00cd-00ef-{digits}"
 
     def ref(self, name):
-        if name in PSEUDO:
-            return PSEUDO[name]
+        if name in self.pseudo:
+            return self.pseudo[name]
         if name == "AWS::StackName":
             return self.stack
         if name == "AWS::NoValue":
@@ -166,38 +210,46 @@ class Resolver:
         if name in self.params:
             return self.params[name]
         kind = self.res.get(name, {}).get("Type")
+        region, account = self.region, self.account
         if kind == "AWS::SecretsManager::Secret":
-            return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{self.name(name)}-AbCdEf"
+            return f"arn:aws:secretsmanager:{region}:{account}:secret:{self.name(name)}-AbCdEf"
         if kind == "AWS::KMS::Key":
             return self.key_id(name)
         if kind == "AWS::SNS::Topic":
-            return f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.name(name)}"
+            return f"arn:aws:sns:{region}:{account}:{self.name(name)}"
         if kind == "AWS::SQS::Queue":
-            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{self.name(name)}"
+            return f"https://sqs.{region}.amazonaws.com/{account}/{self.name(name)}"
+        if kind == "AWS::CloudFormation::StackSet":
+            return f"{self.name(name)}:0f0e0d0c-0000-4000-8000-00000000057e"
         return self.name(name)
 
     def getatt(self, logical, attr):
         kind = self.res.get(logical, {}).get("Type")
         name = self.name(logical)
+        region, account = self.region, self.account
         if attr == "Arn":
             if kind == "AWS::IAM::Role":
                 path = self.value(self.res[logical]["Properties"].get("Path", "/"))
-                return f"arn:aws:iam::{ACCOUNT}:role{path}{name}"
+                return f"arn:aws:iam::{account}:role{path}{name}"
             if kind == "AWS::SQS::Queue":
-                return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+                return f"arn:aws:sqs:{region}:{account}:{name}"
             if kind == "AWS::DynamoDB::Table":
-                return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+                return f"arn:aws:dynamodb:{region}:{account}:table/{name}"
             if kind == "AWS::KMS::Key":
-                return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{self.key_id(logical)}"
+                return f"arn:aws:kms:{region}:{account}:key/{self.key_id(logical)}"
             if kind == "AWS::Serverless::Function":
-                return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+                return f"arn:aws:lambda:{region}:{account}:function:{name}"
             if kind == "AWS::Events::Rule":
-                return f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{name}"
-            return f"arn:aws:{(kind or 'x::').split('::')[1].lower()}:{REGION}:{ACCOUNT}:{name}"
+                # A rule on a custom bus has the bus's name in its ARN.
+                bus = self.value(self.res[logical].get("Properties", {}).get("EventBusName", "default"))
+                return f"arn:aws:events:{region}:{account}:rule/{'' if bus == 'default' else bus + '/'}{name}"
+            if kind == "AWS::Events::EventBus":
+                return f"arn:aws:events:{region}:{account}:event-bus/{name}"
+            return f"arn:aws:{(kind or 'x::').split('::')[1].lower()}:{region}:{account}:{name}"
         if attr == "QueueName":
             return name
         if attr == "FunctionUrl":
-            return f"https://example.lambda-url.{REGION}.on.aws/"
+            return f"https://example.lambda-url.{region}.on.aws/"
         return f"{name}.{attr}"
 
     def sub(self, text, extra=None):
@@ -290,6 +342,11 @@ def actions(statement):
 
 def listed(v):
     return [v] if isinstance(v, str) else list(v or [])
+
+
+def one_or_many(v):
+    """A policy value that may be one element or a list of them (an unresolved intrinsic is one)."""
+    return list(v) if isinstance(v, list) else ([] if v is None else [v])
 
 
 CRYPTO = ["kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
@@ -563,7 +620,7 @@ def state_change_invariants(template):
         lets_the_rule_in = any(
             st.get("Effect") == "Allow" and st.get("Principal") == {"Service": "events.amazonaws.com"}
             and "sqs:SendMessage" in actions(st) and st.get("Resource") == {"Fn::GetAtt": [logical, "Arn"]}
-            and st.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn") == rule_arn
+            and rule_arn in one_or_many(st.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn"))
             for d in docs for st in d.get("Statement", []))
         if len(docs) != 1 or not lets_the_rule_in:
             problems.append(f"{logical}: needs one AWS::SQS::QueuePolicy letting events.amazonaws.com sqs:SendMessage with aws:SourceArn the rule GuardFunctionStateChange, and no one else's rule")
@@ -574,7 +631,7 @@ def state_change_invariants(template):
                 # The rule's deliveries carry aws:SourceArn and no aws:PrincipalArn: a Deny of
                 # SendMessage that does not carve them out by aws:SourceArn refuses them too.
                 if st.get("Effect") == "Deny" and "sqs:SendMessage" in actions(st) \
-                        and st.get("Condition", {}).get("ArnNotEquals", {}).get("aws:SourceArn") != rule_arn:
+                        and rule_arn not in one_or_many(st.get("Condition", {}).get("ArnNotEquals", {}).get("aws:SourceArn")):
                     problems.append(f"{logical}: the queue policy's Deny {st.get('Sid')} of sqs:SendMessage must except the rule (ArnNotEquals aws:SourceArn), or no state change arrives")
     return problems
 
@@ -711,11 +768,392 @@ def alarm_invariants(template):
 
 
 # ---------------------------------------------------------------------------------------------
+# The Organization (issue 12): the hub's part of infra/template.yaml, the spoke (infra/member.yaml)
+# and the StackSet (infra/organization.yaml).
+# ---------------------------------------------------------------------------------------------
+
+# The environment a hub sets, and the parameter behind each variable (docs/configuration.md).
+ORG_VARIABLES = {
+    "GuardFunction": {"EC2PASS_MEMBER_ROLE": "MemberRoleName", "EC2PASS_ACCOUNTS": "MemberAccounts",
+                      "EC2PASS_REGIONS": "GuardedRegions"},
+    "IssuerFunction": {"EC2PASS_LOOKUP_ROLE": "LookupRoleName", "EC2PASS_ACCOUNTS": "MemberAccounts",
+                       "EC2PASS_REGIONS": "GuardedRegions", "EC2PASS_ACCOUNT_USERS": "AccountUsers"},
+}
+HUB_ONLY = ("HubEventBus", "HubEventBusPolicy", "HubStateChange", "HubStateChangeRuleFailuresAlarm")
+# Each hop of a forwarded state change (the spoke's rule, the hub bus's rule) retries for at most
+# this long, so that the two together stay within the 600 s of a local one.
+HOP_AGE = 300
+
+
+def resolved_policies(r, template, role):
+    """The policy documents a role has, resolved: inline ones whose condition holds, and every
+    AWS::IAM::RolePolicy naming the role."""
+    res = template.get("Resources", {})
+    props = res.get(role, {}).get("Properties", {})
+    docs = [p["PolicyDocument"] for p in r.value(props.get("Policies", []))]
+    for x in res.values():
+        if x.get("Type") == "AWS::IAM::RolePolicy" and x.get("Properties", {}).get("RoleName") == {"Ref": role}:
+            docs.append(r.value(x["Properties"]["PolicyDocument"]))
+    return docs
+
+
+def ec2_statements(docs):
+    return [st for d in docs for st in d.get("Statement", []) if any(a.startswith("ec2:") for a in actions(st))]
+
+
+def canonical(statement):
+    """A statement with its resources' region and account made generic, as text: the hub guard
+    role's EC2 statements name its own region, the member role's any region of its account."""
+    st = copy.deepcopy(statement)
+    if "Resource" in st:
+        out = []
+        for arn in listed(st["Resource"]):
+            parts = arn.split(":", 5)
+            if len(parts) == 6 and parts[0] == "arn":
+                parts[3], parts[4] = "*", "<own account>"
+            out.append(":".join(parts))
+        st["Resource"] = out
+    for key in ("Action", "NotAction"):
+        if key in st:
+            st[key] = sorted(listed(st[key]))
+    return json.dumps(st, sort_keys=True)
+
+
+def pattern_problems(name, pattern):
+    """The one event pattern every state-change rule uses: EC2 starts, pending and running."""
+    detail = pattern.get("detail", {}) if isinstance(pattern.get("detail"), dict) else {}
+    if pattern.get("source") != ["aws.ec2"] or pattern.get("detail-type") != ["EC2 Instance State-change Notification"] \
+            or sorted(detail.get("state", [])) != ["pending", "running"] or set(pattern) - {"source", "detail-type", "detail"} \
+            or set(detail) - {"state"}:
+        return [f"{name}: its pattern must be EC2 Instance State-change Notifications from aws.ec2 to pending and running, and nothing narrower (as GuardFunctionStateChange's), found {json.dumps(pattern)}"]
+    return []
+
+
+def bus_policy_statements(r, template):
+    """The resolved statements of every policy on HubEventBus."""
+    res = template.get("Resources", {})
+    out = []
+    bus_policy = res.get("HubEventBus", {}).get("Properties", {}).get("Policy")
+    if bus_policy:
+        out += r.value(bus_policy).get("Statement", [])
+    for x in res.values():
+        props = x.get("Properties", {})
+        if x.get("Type") != "AWS::Events::EventBusPolicy" or props.get("EventBusName") != {"Ref": "HubEventBus"}:
+            continue
+        if "Statement" in props:
+            out += [dict(r.value(props["Statement"]), Sid=props.get("StatementId"))]
+        else:  # the older Principal / Action / Condition form
+            cond = r.value(props.get("Condition", {}))
+            out.append({"Sid": props.get("StatementId"), "Effect": "Allow", "Principal": r.value(props.get("Principal")),
+                        "Action": r.value(props.get("Action")),
+                        "Condition": {cond["Type"]: {cond["Key"]: cond["Value"]}} if cond else {}})
+    return out
+
+
+def hub_invariants(template):
+    """The hub: nothing of it unless OrganizationId is set, and then an Organization-only bus into
+    the same queue, and roles that assume exactly the member accounts' roles."""
+    problems = []
+    res = template.get("Resources", {})
+    params = template.get("Parameters", {})
+    for name, default in (("OrganizationId", ""), ("MemberAccounts", ""), ("GuardedRegions", ""),
+                          ("MemberRoleName", "ec2pass-member"), ("LookupRoleName", "ec2pass-lookup"), ("AccountUsers", "")):
+        if name not in params:
+            problems.append(f"missing parameter {name} (the Organization: docs/organization.md)")
+        elif str(params[name].get("Default")) != default:
+            problems.append(f"parameter {name}: the default must be {default!r} (by default the single-account deploy is exactly as before)")
+    if template.get("Conditions", {}).get("IsHub") != {"Fn::Not": [{"Fn::Equals": [{"Ref": "OrganizationId"}, ""]}]}:
+        return problems + ['condition IsHub must be !Not [!Equals [!Ref OrganizationId, ""]]']
+    for rule in ("HubSettingsNeedAnOrganization", "AnOrganizationNeedsAccountsAndRegions"):
+        if rule not in template.get("Rules", {}):
+            problems.append(f"Rules: {rule} is missing (hub settings without an Organization are dropped silently, an Organization without accounts or regions fails the cold start: refuse both at deploy time)")
+    if problems:
+        return problems
+    single, hub = Resolver(template), Resolver(template, HUB_PARAMS)
+    # By default nothing of the hub exists and the functions run as before.
+    for logical in HUB_ONLY:
+        if logical not in res:
+            problems.append(f"{logical}: missing (the hub: docs/organization.md)")
+        elif res[logical].get("Condition") != "IsHub":
+            problems.append(f"{logical}: must exist only in a hub (Condition: IsHub), so that the single-account deploy is unchanged")
+    for fn, variables in ORG_VARIABLES.items():
+        env = res.get(fn, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+        for var, param in variables.items():
+            if var not in env:
+                problems.append(f"{fn}: must set {var}, from {param} in a hub and empty otherwise")
+                continue
+            if single.value(env[var]) != "":
+                problems.append(f"{fn}: {var} must be empty unless OrganizationId is set (empty is unset: one account, one region)")
+            if hub.value(env[var]) != hub.params[param]:
+                problems.append(f"{fn}: {var} must be {param} in a hub, found {hub.value(env[var])!r}")
+    for fn, wanted in (("GuardFunction", "MemberRoleName"), ("IssuerFunction", "LookupRoleName")):
+        role = role_of(res.get(fn, {}))
+        if not role or role not in res:
+            continue
+        if any(a.startswith("sts:") for st in ec2_or_all(resolved_policies(single, template, role)) for a in actions(st)):
+            problems.append(f"{role}: may assume roles only in a hub (a policy under IsHub)")
+        sts = [st for d in resolved_policies(hub, template, role) for st in d.get("Statement", [])
+               if any(a.startswith("sts:") or a == "*" for a in actions(st))]
+        target = f"arn:aws:iam::*:role/{hub.params[wanted]}"
+        if len(sts) != 1 or actions(sts[0]) != ["sts:AssumeRole"] or listed(sts[0].get("Resource")) != [target]:
+            problems.append(f"{role}: in a hub, exactly one statement with sts:AssumeRole, on {target} (the {wanted} of every member account) and no other role, found {sts}")
+        for st in sts:
+            if st.get("Condition", {}).get("StringEquals", {}).get("aws:ResourceOrgID") != ORG_ID:
+                problems.append(f"{role}: its sts:AssumeRole needs Condition StringEquals aws:ResourceOrgID = OrganizationId (a role so named in an account outside the Organization is never assumed)")
+    # The bus admits the Organization only.
+    bus = res.get("HubEventBus", {})
+    if bus.get("Type") != "AWS::Events::EventBus" or bus.get("Properties", {}).get("Name") != {"Fn::Sub": "${AWS::StackName}-hub"}:
+        problems.append("HubEventBus: must be an AWS::Events::EventBus named ${AWS::StackName}-hub (the spokes' HubEventBusName; the SCPs name event-bus/ec2pass-hub)")
+    bus_statements = bus_policy_statements(hub, template)
+    if not any(st.get("Effect") == "Allow" and "events:PutEvents" in actions(st) for st in bus_statements):
+        problems.append("HubEventBus: needs a policy letting the Organization events:PutEvents (AWS::Events::EventBusPolicy), or no member account's state change arrives")
+    for st in bus_statements:
+        if st.get("Effect") != "Allow":
+            continue
+        if st.get("Condition", {}).get("StringEquals", {}).get("aws:PrincipalOrgID") != ORG_ID:
+            problems.append(f"HubEventBusPolicy: the statement {st.get('Sid')} lets principals put events on the hub bus without Condition StringEquals aws:PrincipalOrgID = OrganizationId (anyone's events would reach the guard's queue)")
+        if actions(st) != ["events:PutEvents"]:
+            problems.append(f"HubEventBusPolicy: the Organization may only events:PutEvents on the hub bus, found {actions(st)}")
+    # Its rule: the same pattern into the same queue, at most HOP_AGE, then the failure queue.
+    rule = res.get("HubStateChange", {})
+    props = rule.get("Properties", {})
+    if rule.get("Type") != "AWS::Events::Rule" or props.get("EventBusName") != {"Ref": "HubEventBus"}:
+        problems.append("HubStateChange: must be an AWS::Events::Rule on the HubEventBus")
+    if props.get("Name") != {"Fn::Sub": "${AWS::StackName}-hub-state-changes"}:
+        problems.append("HubStateChange: Name must be ${AWS::StackName}-hub-state-changes (its alarm names it; the SCP keeps rule/ec2pass-*)")
+    problems += pattern_problems("HubStateChange", props.get("EventPattern", {}))
+    targets = props.get("Targets", [])
+    if [x.get("Arn") for x in targets] != [{"Fn::GetAtt": ["StateChangeQueue", "Arn"]}]:
+        problems.append("HubStateChange: its one target must be the StateChangeQueue (one queue, one guard, one batch path for every account)")
+    for target in targets:
+        if int(target.get("RetryPolicy", {}).get("MaximumEventAgeInSeconds", 86400)) > HOP_AGE:
+            problems.append(f"HubStateChange: the target needs a RetryPolicy with MaximumEventAgeInSeconds at most {HOP_AGE} (with the spoke's hop, the 600 s a local state change takes at most)")
+        if target.get("DeadLetterConfig", {}).get("Arn") != {"Fn::GetAtt": ["GuardFailures", "Arn"]}:
+            problems.append("HubStateChange: what it cannot deliver must go to GuardFailures (DeadLetterConfig)")
+    # Both queues admit the hub bus's rule too.
+    hub_rule = hub.getatt("HubStateChange", "Arn")
+    for logical in ("StateChangeQueue", "GuardFailures"):
+        docs = [hub.value(r["Properties"].get("PolicyDocument", {})) for r in res.values() if r.get("Type") == "AWS::SQS::QueuePolicy"
+                and {"Ref": logical} in r.get("Properties", {}).get("Queues", [])]
+        sts = [st for d in docs for st in d.get("Statement", []) if "sqs:SendMessage" in actions(st)]
+        if not any(st.get("Effect") == "Allow" and hub_rule in listed(st.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn")) for st in sts):
+            problems.append(f"{logical}: in a hub, its queue policy must let the rule HubStateChange send too (aws:SourceArn), or no member account's state change arrives")
+        for st in sts:
+            if st.get("Effect") == "Deny" and hub_rule not in listed(st.get("Condition", {}).get("ArnNotEquals", {}).get("aws:SourceArn")):
+                problems.append(f"{logical}: in a hub, the queue policy's Deny {st.get('Sid')} of sqs:SendMessage must except the rule HubStateChange too")
+    alarm = res.get("HubStateChangeRuleFailuresAlarm", {}).get("Properties", {})
+    if alarm.get("MetricName") != "FailedInvocations" or sorted(alarm.get("Dimensions", []), key=json.dumps) != sorted(
+            [{"Name": "EventBusName", "Value": {"Ref": "HubEventBus"}},
+             {"Name": "RuleName", "Value": {"Fn::Sub": "${AWS::StackName}-hub-state-changes"}}], key=json.dumps):
+        problems.append("HubStateChangeRuleFailuresAlarm: must alarm on AWS/Events FailedInvocations of the hub bus's rule (dimensions EventBusName and RuleName: a rule on a custom bus reports under both)")
+    outputs = template.get("Outputs", {})
+    for out in ("HubEventBusArn", "GuardRoleArn", "IssuerRoleArn"):
+        if outputs.get(out, {}).get("Condition") != "IsHub":
+            problems.append(f"missing output {out} (Condition: IsHub): the spokes and docs/organization.md name it")
+    return problems
+
+
+def ec2_or_all(docs):
+    return [st for d in docs for st in d.get("Statement", [])]
+
+
+def member_invariants(template, member):
+    """The spoke: the member role is the hub guard role's EC2 part and trusts only that role; the
+    lookup role reads and trusts only the issuer's; every region forwards the same pattern to the
+    hub bus, with a role of its own."""
+    problems = []
+    if not member:
+        return ["infra/member.yaml: missing or empty"]
+    if "Transform" in member:
+        problems.append("infra/member.yaml: must not use a Transform (StackSets run none with their default execution role)")
+    res = member.get("Resources", {})
+    params = member.get("Parameters", {})
+    hub_params = template.get("Parameters", {})
+    wanted = {"HubAccountId": None, "HubRegion": None, "HubStackName": STACK, "HubEventBusName": f"{STACK}-hub",
+              "OrganizationId": None, "MemberRoleName": "ec2pass-member", "LookupRoleName": "ec2pass-lookup",
+              "UnstoppableAction": "terminate", "ClearStopProtection": "true"}
+    for name, default in wanted.items():
+        if name not in params:
+            problems.append(f"infra/member.yaml: missing parameter {name}")
+        elif default is not None and str(params[name].get("Default")) != default:
+            problems.append(f"infra/member.yaml: parameter {name}: the default must be {default!r}, the hub's")
+    for name in ("MemberRoleName", "LookupRoleName", "UnstoppableAction", "ClearStopProtection"):
+        for key in ("AllowedValues", "AllowedPattern"):
+            if params.get(name, {}).get(key) != hub_params.get(name, {}).get(key):
+                problems.append(f"infra/member.yaml: parameter {name} must take the values the hub's does ({key})")
+    if member.get("Conditions", {}).get("InHubRegion") != {"Fn::Equals": [{"Ref": "AWS::Region"}, {"Ref": "HubRegion"}]}:
+        problems.append("infra/member.yaml: condition InHubRegion must be !Equals [!Ref AWS::Region, !Ref HubRegion] (IAM is global: the roles once per account)")
+    for logical, kind, cond in (("MemberRole", "AWS::IAM::Role", "InHubRegion"), ("LookupRole", "AWS::IAM::Role", "InHubRegion"),
+                                ("ForwardRole", "AWS::IAM::Role", None), ("ForwardRule", "AWS::Events::Rule", None)):
+        r = res.get(logical)
+        if not r or r.get("Type") != kind:
+            problems.append(f"infra/member.yaml: {logical} ({kind}) is missing")
+        elif r.get("Condition") != cond:
+            problems.append(f"infra/member.yaml: {logical}: " + (
+                "only in the hub's region (Condition: InHubRegion): a StackSet makes a stack per region, and a role's name is the account's, not the region's"
+                if cond else "in every region (no Condition): each region forwards its own state changes"))
+    if problems:
+        return problems
+    here = Resolver(member, SPOKE_PARAMS, where=pseudo(MEMBER_ACCOUNT, REGION))
+    guard_arn, issuer_arn = f"arn:aws:iam::{ACCOUNT}:role/{STACK}-guard", f"arn:aws:iam::{ACCOUNT}:role/{STACK}-issuer"
+    bus_arn = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{STACK}-hub"
+    try:
+        # The roles: named as the hub assumes them, trusted by exactly one role of the hub.
+        for logical, name_param, principal, who in (("MemberRole", "MemberRoleName", guard_arn, "guard"),
+                                                    ("LookupRole", "LookupRoleName", issuer_arn, "issuer")):
+            props = res[logical].get("Properties", {})
+            if props.get("RoleName") != {"Ref": name_param}:
+                problems.append(f"infra/member.yaml: {logical}: RoleName must be !Ref {name_param} (the hub assumes it by that name; the SCP protects it by name)")
+            if props.get("Path", "/") != "/":
+                problems.append(f"infra/member.yaml: {logical}: must have path / (the hub names arn:aws:iam::*:role/<name>)")
+            for key in ("ManagedPolicyArns", "PermissionsBoundary"):
+                if key in props:
+                    problems.append(f"infra/member.yaml: {logical}: no {key}: its permissions are the statements written here, and nothing a managed policy may add")
+            trust = here.value(props.get("AssumeRolePolicyDocument", {})).get("Statement", [])
+            if len(trust) != 1 or trust[0].get("Effect") != "Allow" or listed(trust[0].get("Action")) != ["sts:AssumeRole"] \
+                    or trust[0].get("Principal") != {"AWS": principal} or "NotPrincipal" in trust[0]:
+                problems.append(f"infra/member.yaml: {logical}: only the hub's {who} role may assume it - one statement, Principal AWS {principal}, never an account root or *; found {json.dumps(trust)}")
+            for st in trust:
+                if st.get("Condition", {}).get("StringEquals", {}).get("aws:PrincipalOrgID") != ORG_ID:
+                    problems.append(f"infra/member.yaml: {logical}: its trust needs Condition StringEquals aws:PrincipalOrgID = OrganizationId (only while the hub is in the Organization)")
+        # The member role: the hub guard role's EC2 statements, under the same settings.
+        for action in ("terminate", "alert-only"):
+            for clear in ("true", "false"):
+                settings = {"UnstoppableAction": action, "ClearStopProtection": clear}
+                hub_ec2 = ec2_statements(resolved_policies(Resolver(template, settings), template, "GuardRole"))
+                mine = ec2_or_all(resolved_policies(Resolver(member, {**SPOKE_PARAMS, **settings}, where=pseudo(MEMBER_ACCOUNT, REGION)),
+                                                    member, "MemberRole"))
+                extra = sorted(set(map(canonical, mine)) - set(map(canonical, hub_ec2)))
+                missing = sorted(set(map(canonical, hub_ec2)) - set(map(canonical, mine)))
+                if extra or missing or len(mine) != len(hub_ec2):
+                    problems.append(f"infra/member.yaml: MemberRole must carry exactly the hub GuardRole's EC2 statements (in any region of its own account), with UnstoppableAction={action}, ClearStopProtection={clear}; not in the hub's: {extra}; missing: {missing}")
+        mine = ec2_or_all(resolved_policies(here, member, "MemberRole"))
+        for st in mine:
+            for a in actions(st):
+                if a == "*" or "*" in a.split(":", 1)[-1]:
+                    problems.append(f"infra/member.yaml: MemberRole: wildcard action {a}")
+            if "ec2:DeleteTags" in actions(st):
+                cond = st.get("Condition", {})
+                if cond.get("ForAllValues:StringEquals", {}).get("aws:TagKeys") not in (["Auth"], "Auth") \
+                        or str(cond.get("Null", {}).get("aws:TagKeys")).lower() != "false":
+                    problems.append("infra/member.yaml: MemberRole: DeleteTags only of Auth (ForAllValues:StringEquals aws:TagKeys [Auth], and Null aws:TagKeys false: a DeleteTags without tags deletes every tag)")
+        granted = [(a, tuple(listed(st.get("Resource"))), st.get("Effect")) for st in ec2_or_all(resolved_policies(here, member, "LookupRole"))
+                   for a in actions(st)]
+        if granted != [("ec2:DescribeInstances", ("*",), "Allow")]:
+            problems.append(f"infra/member.yaml: LookupRole may only ec2:DescribeInstances (the issuer finds an instance and can do nothing to it), found {granted}")
+        # The forwarding role: one per region, this account's EventBridge only, the hub bus only.
+        props = res["ForwardRole"].get("Properties", {})
+        if props.get("RoleName") != {"Fn::Sub": "${MemberRoleName}-forward-${AWS::Region}"}:
+            problems.append("infra/member.yaml: ForwardRole: RoleName must be ${MemberRoleName}-forward-${AWS::Region} - one role per region (a role's name is the account's; a StackSet's regions run in no guaranteed order), and the SCP keeps role/ec2pass-member*")
+        trust = here.value(props.get("AssumeRolePolicyDocument", {})).get("Statement", [])
+        if len(trust) != 1 or trust[0].get("Effect") != "Allow" or listed(trust[0].get("Action")) != ["sts:AssumeRole"] \
+                or trust[0].get("Principal") != {"Service": "events.amazonaws.com"} \
+                or trust[0].get("Condition", {}).get("StringEquals", {}).get("aws:SourceAccount") != MEMBER_ACCOUNT:
+            problems.append(f"infra/member.yaml: ForwardRole: only this account's EventBridge may assume it (events.amazonaws.com with Condition StringEquals aws:SourceAccount = AWS::AccountId), found {json.dumps(trust)}")
+        granted = [(a, x, st.get("Effect")) for st in ec2_or_all(resolved_policies(here, member, "ForwardRole"))
+                   for a in actions(st) for x in listed(st.get("Resource"))]
+        if granted != [("events:PutEvents", bus_arn, "Allow")] or "ManagedPolicyArns" in props:
+            problems.append(f"infra/member.yaml: ForwardRole may only events:PutEvents on the hub bus ({bus_arn}), found {granted}")
+        # The forwarding rule: the hub's pattern, to the hub bus, with that role, briefly retried.
+        props = res["ForwardRule"].get("Properties", {})
+        if props.get("Name") != {"Fn::Sub": "${MemberRoleName}-forward"}:
+            problems.append("infra/member.yaml: ForwardRule: Name must be ${MemberRoleName}-forward (protect-spokes-scp.json keeps rule/ec2pass-member-forward)")
+        if props.get("EventBusName", "default") != "default" or props.get("State", "ENABLED") != "ENABLED":
+            problems.append("infra/member.yaml: ForwardRule: an ENABLED rule on the default bus, where EC2 sends its state changes")
+        problems += pattern_problems("infra/member.yaml: ForwardRule", props.get("EventPattern", {}))
+        local = template.get("Resources", {}).get("GuardFunctionStateChange", {}).get("Properties", {}).get("EventPattern")
+        if props.get("EventPattern") != local:
+            problems.append("infra/member.yaml: ForwardRule: its pattern must be the hub's GuardFunctionStateChange pattern, exactly")
+        elsewhere = Resolver(member, SPOKE_PARAMS, where=pseudo(MEMBER_ACCOUNT, MEMBER_REGION))
+        targets = here.value(props.get("Targets", []))
+        if [t.get("Arn") for t in targets] != [bus_arn] or [t.get("Arn") for t in elsewhere.value(props.get("Targets", []))] != [bus_arn]:
+            problems.append(f"infra/member.yaml: ForwardRule: its one target must be the hub's event bus ({bus_arn}: HubRegion, HubAccountId, HubEventBusName), found {[t.get('Arn') for t in targets]}")
+        for t in targets:
+            if t.get("RoleArn") != here.getatt("ForwardRole", "Arn"):
+                problems.append("infra/member.yaml: ForwardRule: its target needs RoleArn the ForwardRole (the hub bus admits the Organization, and a rule sending under that grant must name a role)")
+            if int(t.get("RetryPolicy", {}).get("MaximumEventAgeInSeconds", 86400)) > HOP_AGE:
+                problems.append(f"infra/member.yaml: ForwardRule: the target needs a RetryPolicy with MaximumEventAgeInSeconds at most {HOP_AGE} (with the hub's hop, the 600 s a local state change takes at most)")
+    except Exception as e:  # a broken copy can break the checks' own assumptions
+        problems.append(f"infra/member.yaml: cannot be read: {e!r}")
+    return problems
+
+
+def org_invariants(org, member):
+    """The StackSet: service-managed, deploying itself to every account that joins the OUs, in
+    every guarded region, with every parameter of the spoke passed down as the spoke declares it."""
+    problems = []
+    if not org:
+        return ["infra/organization.yaml: missing or empty"]
+    where = "infra/organization.yaml"
+    if "Transform" in org:
+        problems.append(f"{where}: must not use a Transform")
+    res = org.get("Resources", {})
+    params = org.get("Parameters", {})
+    sets = [(n, r) for n, r in res.items() if r.get("Type") == "AWS::CloudFormation::StackSet"]
+    if len(sets) != 1:
+        return problems + [f"{where}: expected one AWS::CloudFormation::StackSet, found {len(sets)}"]
+    name, stack_set = sets[0]
+    props = stack_set.get("Properties", {})
+    if props.get("PermissionModel") != "SERVICE_MANAGED":
+        problems.append(f"{where}: {name}: PermissionModel must be SERVICE_MANAGED (AWS makes the execution role in each account and deploys to accounts as they join; SELF_MANAGED needs a role made by hand in every account and never follows an OU)")
+    auto = props.get("AutoDeployment", {})
+    if str(auto.get("Enabled")).lower() != "true":
+        problems.append(f"{where}: {name}: AutoDeployment Enabled must be true: an account that joins a guarded OU gets its spoke with nobody acting")
+    if str(auto.get("RetainStacksOnAccountRemoval")).lower() != "false":
+        problems.append(f"{where}: {name}: AutoDeployment RetainStacksOnAccountRemoval must be false: an account that leaves the OUs keeps no role the hub's guard could still use")
+    if "CAPABILITY_NAMED_IAM" not in listed(props.get("Capabilities")):
+        problems.append(f"{where}: {name}: Capabilities must include CAPABILITY_NAMED_IAM (the spoke's roles have fixed names)")
+    if props.get("TemplateURL") != {"Ref": "MemberTemplateUrl"} or "TemplateBody" in props:
+        problems.append(f"{where}: {name}: TemplateURL must be !Ref MemberTemplateUrl (infra/member.yaml as uploaded)")
+    r = Resolver(org, ORG_PARAMS)
+    if not str(r.value(props.get("StackSetName", ""))).startswith("ec2pass-"):
+        problems.append(f"{where}: {name}: StackSetName must start with ec2pass- (protect-spokes-scp.json keeps stack/StackSet-ec2pass-*)")
+    if props.get("CallAs") != {"Ref": "CallAs"} or params.get("CallAs", {}).get("AllowedValues") != ["SELF", "DELEGATED_ADMIN"] \
+            or params.get("CallAs", {}).get("Default") != "SELF":
+        problems.append(f"{where}: {name}: CallAs must be !Ref CallAs, SELF by default or DELEGATED_ADMIN")
+    op = props.get("OperationPreferences", {})
+    if op.get("RegionConcurrencyType") != "PARALLEL":
+        problems.append(f"{where}: {name}: OperationPreferences RegionConcurrencyType must be PARALLEL (every guarded region at once)")
+    ftp, mcp = op.get("FailureTolerancePercentage"), op.get("MaxConcurrentPercentage")
+    if not (isinstance(ftp, int) and isinstance(mcp, int) and 0 <= ftp <= 20 and ftp < mcp <= 100) \
+            or "FailureToleranceCount" in op or "MaxConcurrentCount" in op:
+        problems.append(f"{where}: {name}: OperationPreferences needs FailureTolerancePercentage at most 20 and below MaxConcurrentPercentage (an operation that fails everywhere stops after its first batch), found {op}")
+    groups = props.get("StackInstancesGroup", [])
+    if len(groups) != 1 or groups[0].get("DeploymentTargets") != {"OrganizationalUnitIds": {"Ref": "OrganizationalUnitIds"}} \
+            or groups[0].get("Regions") != {"Ref": "GuardedRegions"}:
+        problems.append(f"{where}: {name}: one StackInstancesGroup - DeploymentTargets OrganizationalUnitIds !Ref OrganizationalUnitIds (automatic deployment follows OUs, not lists of accounts), Regions !Ref GuardedRegions")
+    for p in ("OrganizationalUnitIds", "GuardedRegions"):
+        if params.get(p, {}).get("Type") != "CommaDelimitedList":
+            problems.append(f"{where}: parameter {p} must be a CommaDelimitedList")
+    if "TheHubRegionIsGuarded" not in org.get("Rules", {}):
+        problems.append(f"{where}: Rules: TheHubRegionIsGuarded is missing (the roles are made in the hub's region only, so it must be one of the StackSet's regions)")
+    passed = {x.get("ParameterKey"): x.get("ParameterValue") for x in props.get("Parameters", [])}
+    spoke = (member or {}).get("Parameters", {})
+    if set(passed) != set(spoke):
+        problems.append(f"{where}: {name}: must pass every parameter of infra/member.yaml down, and only those: missing {sorted(set(spoke) - set(passed))}, unknown {sorted(set(passed) - set(spoke))}")
+    for key, value in sorted(passed.items()):
+        if value != {"Ref": key}:
+            problems.append(f"{where}: {name}: the spoke's parameter {key} must be !Ref {key}")
+        for attr in ("Default", "AllowedValues", "AllowedPattern"):
+            if params.get(key, {}).get(attr) != spoke.get(key, {}).get(attr):
+                problems.append(f"{where}: parameter {key} must be declared as infra/member.yaml declares it ({attr})")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
 # The example policies.
 # ---------------------------------------------------------------------------------------------
 
 ADMIN_SCP = "arn:aws:iam::*:role/ec2pass-admin"
 CARVE_OUTS = {ADMIN_SCP, "arn:aws:iam::*:role/ec2pass-issuer", "arn:aws:iam::*:role/ec2pass-guard"}
+MEMBER_SCP = "arn:aws:iam::*:role/ec2pass-member"
+# StackSets' execution role in each member account ("Configure a custom execution role template
+# for StackSets", AWS CloudFormation User Guide: stacksets-exec-*), and the spokes' forwarding
+# roles. Both are wildcards, so the same file must keep anyone else from making a role so named
+# (claims "org: ... cannot create a role named like ...").
+STACKSETS_EXEC = "arn:aws:iam::*:role/stacksets-exec-*"
+FORWARD_ROLES = "arn:aws:iam::*:role/ec2pass-member-forward-*"
+FILE_CARVE_OUTS = {"protect-auth-tag.json": {MEMBER_SCP}, "protect-spokes-scp.json": {STACKSETS_EXEC, FORWARD_ROLES}}
 PLACEHOLDERS = {  # placeholder in a policy file -> the example value the claims use
     "REPLACE-WITH-EACH-GUARDED-REGION": REGION,
     "REPLACE-WITH-AN-ALLOW-LISTED-GROUP": "web",
@@ -736,7 +1174,7 @@ def policy_invariants(template, policies):
     """The shape of the example policies; what they mean is evaluated by the claims below."""
     problems = []
     for needed in ("protect-auth-tag.json", "protect-guard-scp.json", "protect-secret-and-exemptions-scp.json",
-                   "deny-unguarded-regions-scp.json"):
+                   "deny-unguarded-regions-scp.json", "protect-spokes-scp.json", "protect-hub-scp.json"):
         if needed not in policies:
             problems.append(f"infra/policies/{needed} is missing")
     sids = [st.get("Sid") for doc in policies.values() for st in doc.get("Statement", [])]
@@ -757,9 +1195,10 @@ def policy_invariants(template, policies):
             exempt = [v for op in ("ArnNotLike", "ArnNotEquals") for v in listed(cond.get(op, {}).get("aws:PrincipalArn"))]
             if not exempt:
                 problems.append(f"{name} {sid}: must except the admin (ArnNotLike aws:PrincipalArn {ADMIN_SCP})")
+            allowed = CARVE_OUTS | FILE_CARVE_OUTS.get(name, set())
             for v in exempt:
-                if v not in CARVE_OUTS:
-                    problems.append(f"{name} {sid}: the carve-out {v} is not one of the exact ec2pass roles {sorted(CARVE_OUTS)} (a path or a wildcard can be borrowed)")
+                if v not in allowed:
+                    problems.append(f"{name} {sid}: the carve-out {v} is not one of the exact ec2pass roles {sorted(allowed)} (a path or a wildcard can be borrowed)")
             if ADMIN_SCP not in exempt:
                 problems.append(f"{name} {sid}: must except the admin {ADMIN_SCP}")
             if "lambda:InvokeFunctionUrl" in actions(st):
@@ -770,8 +1209,8 @@ def policy_invariants(template, policies):
         problems.append("protect-auth-tag: DeleteTags without tags (which deletes every tag, Auth included) is not denied")
     for st in tag_policy.get("Statement", []):
         exempt = set(listed(st.get("Condition", {}).get("ArnNotLike", {}).get("aws:PrincipalArn")))
-        if exempt != {"arn:aws:iam::*:role/ec2pass-guard", ADMIN_SCP}:
-            problems.append(f"protect-auth-tag {st.get('Sid')}: must except exactly the guard's role and the admin, found {sorted(exempt)}")
+        if exempt != {"arn:aws:iam::*:role/ec2pass-guard", MEMBER_SCP, ADMIN_SCP}:
+            problems.append(f"protect-auth-tag {st.get('Sid')}: must except exactly the guard's role, the member role it acts through in the member accounts, and the admin, found {sorted(exempt)}")
     index = statement_index(policies)
     for sid, placeholder in (("KeepTheAllowListedGroups", "REPLACE-WITH-AN-ALLOW-LISTED-GROUP"),
                              ("KeepTheirLaunchTemplates", "REPLACE-WITH-ITS-LAUNCH-TEMPLATE-ID"),
@@ -990,6 +1429,8 @@ def claims(w):
         ("roles: a developer cannot create a role under /ec2pass/ or named like ec2pass's", DEV, ["iam:CreateRole"],
          [f"arn:aws:iam::{ACCOUNT}:role/ec2pass/borrowed", f"arn:aws:iam::{ACCOUNT}:role/ec2pass-issuer"], {}, "all", False),
         ("roles: a developer cannot take over the admin role", DEV, ["iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy"], [w.admin], {}, "all", False),
+        ("roles: a developer cannot re-trust or widen the issuer's or the guard's role", DEV,
+         ["iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:AttachRolePolicy"], [w.issuer_role, w.guard_role], {}, "all", False),
         ("roles: a developer cannot tag any role ec2pass:role", DEV, ["iam:TagRole", "iam:CreateRole"],
          [f"arn:aws:iam::{ACCOUNT}:role/developer-lambda"], {"aws:TagKeys": ["ec2pass:role"]}, "all", False),
         ("roles: a developer cannot give the table a resource policy", DEV, ["dynamodb:PutResourcePolicy", "dynamodb:DeleteResourcePolicy"], [w.table], {}, "all", False),
@@ -1091,24 +1532,232 @@ def claims(w):
     return c
 
 
-def evaluate_claims(template, policies):
-    """[(name, holds, message)] for every claim."""
+# The SCPs of each account of the Organization's example (docs/organization.md, "Which SCP
+# where"): the member accounts carry every file but the hub's own two; the hub account all of them.
+HUB_ONLY_POLICIES = ("protect-guard-scp.json", "protect-hub-scp.json")
+
+
+class OrgWorld:
+    """The Organization as the three templates and the policies make it: the hub in ACCOUNT, a
+    member account MEMBER_ACCOUNT with its spoke, and an account outside the Organization."""
+
+    def __init__(self, template, member, policies):
+        from principalmapper.common import Node, Policy
+
+        hub = Resolver(template, HUB_PARAMS)
+        spoke = Resolver(member, SPOKE_PARAMS, where=pseudo(MEMBER_ACCOUNT, REGION))
+        self.guard_role = hub.getatt("GuardRole", "Arn")
+        self.issuer_role = hub.getatt("IssuerRole", "Arn")
+        self.bus = hub.getatt("HubEventBus", "Arn")
+        self.hub_rule = hub.getatt("HubStateChange", "Arn")
+        self.member_role = spoke.getatt("MemberRole", "Arn")
+        self.lookup_role = spoke.getatt("LookupRole", "Arn")
+        self.forward_role = spoke.getatt("ForwardRole", "Arn")
+        self.forward_rule = spoke.getatt("ForwardRule", "Arn")
+        self.forward_rule_elsewhere = self.forward_rule.replace(f":{REGION}:", f":{MEMBER_REGION}:")
+        self.spoke_stack = (f"arn:aws:cloudformation:{REGION}:{MEMBER_ACCOUNT}:stack/StackSet-{STACK}-spokes-"
+                            "0f0e0d0c-0000-4000-8000-0000000000aa/0f0e0d0c-0000-4000-8000-0000000000bb")
+        self.outside_role = f"arn:aws:iam::{OUTSIDER}:role/{hub.params['MemberRoleName']}"
+        self.instance = f"arn:aws:ec2:{REGION}:{MEMBER_ACCOUNT}:instance/i-0123456789abcdef0"
+        self.instance_elsewhere = f"arn:aws:ec2:{MEMBER_REGION}:{MEMBER_ACCOUNT}:instance/i-0fedcba9876543210"
+        self.hub_instance = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0aaaabbbbccccdddd"
+        # Resource policies, each for the actions it governs: a role's trust policy decides
+        # AssumeRole only (IAM actions on a role are decided by identity policies and SCPs).
+        self.trusts = {}
+        for logical, arn in (("MemberRole", self.member_role), ("LookupRole", self.lookup_role), ("ForwardRole", self.forward_role)):
+            self.trusts[arn] = spoke.value(member["Resources"][logical]["Properties"]["AssumeRolePolicyDocument"])
+        # A role of the member role's name in an outside account, trusting the guard: whoever
+        # owns that account may write such a trust.
+        self.trusts[self.outside_role] = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": self.guard_role}, "Action": "sts:AssumeRole"}]}
+        self.bus_policy = {"Version": "2012-10-17", "Statement": bus_policy_statements(hub, template)}
+        filled = json.loads(World._fill(json.dumps(policies)))
+
+        def scps(names):
+            return [[Policy("arn:aws:organizations::aws:policy/service_control_policy/p-FullAWSAccess", "FullAWSAccess", FULL_AWS_ACCESS)]
+                    + [Policy(f"arn:aws:organizations::{ACCOUNT}:policy/{ORG_ID}/service_control_policy/p-{i}", n, d)
+                       for i, (n, d) in enumerate(sorted(filled.items())) if n in names]]
+
+        self.scps = {ACCOUNT: scps(set(filled)), MEMBER_ACCOUNT: scps(set(filled) - set(HUB_ONLY_POLICIES)), OUTSIDER: None}
+
+        def node(arn, docs, trust=LAMBDA_TRUST):
+            return Node(arn, "AROA" + format(abs(hash(arn)) % 10**16, "016d"),
+                        [Policy(f"{arn}/policy{i}", f"policy{i}", d) for i, d in enumerate(docs)],
+                        [], trust, None, 0, False, False, None, False, {})
+
+        self.identity = {
+            "the hub's guard role": resolved_policies(hub, template, "GuardRole"),
+            "the hub's issuer role": resolved_policies(hub, template, "IssuerRole"),
+            "the member role": resolved_policies(spoke, member, "MemberRole"),
+            "the lookup role": resolved_policies(spoke, member, "LookupRole"),
+            "the forwarding role": resolved_policies(spoke, member, "ForwardRole"),
+        }
+        self.who = {
+            "the hub's guard role": node(self.guard_role, self.identity["the hub's guard role"]),
+            "the hub's issuer role": node(self.issuer_role, self.identity["the hub's issuer role"]),
+            "a hub AdministratorAccess role": node(f"arn:aws:iam::{ACCOUNT}:role/ops-admin", [ADMINISTRATOR_ACCESS]),
+            "a hub developer": node(f"arn:aws:iam::{ACCOUNT}:role/developer", [DEVELOPER_STAND_IN]),
+            "the member account's AdministratorAccess role": node(f"arn:aws:iam::{MEMBER_ACCOUNT}:role/ops-admin", [ADMINISTRATOR_ACCESS]),
+            "a member-account developer": node(f"arn:aws:iam::{MEMBER_ACCOUNT}:role/developer", [DEVELOPER_STAND_IN]),
+            "the member account's ec2pass admin": node(f"arn:aws:iam::{MEMBER_ACCOUNT}:role/ec2pass-admin", [ADMINISTRATOR_ACCESS]),
+            "StackSets' execution role": node(f"arn:aws:iam::{MEMBER_ACCOUNT}:role/stacksets-exec-0a1b2c3d4e5f", [ADMINISTRATOR_ACCESS]),
+            "the member role": node(self.member_role, self.identity["the member role"], self.trusts[self.member_role]),
+            "the lookup role": node(self.lookup_role, self.identity["the lookup role"], self.trusts[self.lookup_role]),
+            "the forwarding role": node(self.forward_role, self.identity["the forwarding role"], self.trusts[self.forward_role]),
+            "an outside account's administrator": node(f"arn:aws:iam::{OUTSIDER}:role/ops-admin", [ADMINISTRATOR_ACCESS]),
+        }
+
+    @staticmethod
+    def _account(arn):
+        parts = arn.split(":")
+        return parts[4] if len(parts) > 4 and parts[4] else None
+
+    def allowed(self, who, action, resource, context=None, layers="all"):
+        """As World.allowed, across accounts: the caller's account's SCPs, the resource's policy
+        (a trust for AssumeRole, the bus policy for PutEvents), the organization ids AWS puts in
+        the request."""
+        from principalmapper.querying.query_interface import local_check_authorization_full
+
+        principal = self.who[who]
+        caller, owner = self._account(principal.arn), self._account(resource)
+        org_of = {ACCOUNT: ORG_ID, MEMBER_ACCOUNT: ORG_ID}
+        ctx = {"aws:RequestedRegion": resource.split(":")[3] or REGION if resource.startswith("arn:") else REGION,
+               "aws:PrincipalOrgID": org_of.get(caller, OUTSIDE_ORG_ID)}
+        if owner:
+            ctx["aws:ResourceOrgID"] = org_of.get(owner, OUTSIDE_ORG_ID)
+            ctx["aws:ResourceAccount"] = owner
+        ctx.update(context or {})
+        rp = None
+        if layers in ("all", "resource"):
+            if action == "sts:AssumeRole":
+                rp = self.trusts.get(resource, {"Version": "2012-10-17", "Statement": []})
+            elif resource == self.bus and action.startswith("events:"):
+                rp = self.bus_policy
+        scps = self.scps.get(caller) if layers in ("all", "scp") else None
+        return local_check_authorization_full(principal, action, resource, ctx, rp, owner if rp is not None else None, scps, None)
+
+
+def org_claims(o):
+    """The Organization's claims, evaluated over OrgWorld like claims() over World."""
+    GRD, ISS, HADM, HDEV = "the hub's guard role", "the hub's issuer role", "a hub AdministratorAccess role", "a hub developer"
+    MADM, MDEV, MA, EXEC = ("the member account's AdministratorAccess role", "a member-account developer",
+                            "the member account's ec2pass admin", "StackSets' execution role")
+    MEM, LOOK, FWD, OUT = "the member role", "the lookup role", "the forwarding role", "an outside account's administrator"
+    spoke_roles = [o.member_role, o.lookup_role, o.forward_role]
+    role_writes = ["iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:DeleteRole",
+                   "iam:DeleteRolePolicy", "iam:PutRolePermissionsBoundary", "iam:PassRole", "iam:TagRole"]
+    rule_writes = ["events:DeleteRule", "events:DisableRule", "events:PutRule", "events:PutTargets", "events:RemoveTargets"]
+    stack_writes = ["cloudformation:DeleteStack", "cloudformation:UpdateStack", "cloudformation:CreateChangeSet",
+                    "cloudformation:ExecuteChangeSet", "cloudformation:SetStackPolicy", "cloudformation:UpdateTerminationProtection"]
+    own = {"aws:TagKeys": ["Auth"]}
+    return [
+        # Who acts in the member accounts.
+        ("org: the hub's guard role assumes the member role of a member account", GRD, ["sts:AssumeRole"], [o.member_role], {}, "all", True),
+        ("org: the hub's guard role assumes no role of that name outside the Organization, whatever its trust says", GRD,
+         ["sts:AssumeRole"], [o.outside_role], {}, "all", False),
+        ("org: only the hub's guard role assumes the member role: not the hub's issuer, a hub administrator, the member account's own administrator, StackSets' role or an outsider",
+         ASSUMERS["member role"], ["sts:AssumeRole"], [o.member_role], {}, "all", False),
+        ("org: the hub's issuer role assumes the lookup role of a member account", ISS, ["sts:AssumeRole"], [o.lookup_role], {}, "all", True),
+        ("org: only the hub's issuer role assumes the lookup role: not the hub's guard, a hub administrator, the member account's own administrator or an outsider",
+         ASSUMERS["lookup role"], ["sts:AssumeRole"], [o.lookup_role], {}, "all", False),
+        ("org: the hub's issuer role cannot assume the member role", ISS, ["sts:AssumeRole"], [o.member_role], {}, "all", False),
+        # What the member role and the lookup role can do there.
+        ("org: the member role describes, stops, untags Auth, terminates and clears protection in every guarded region of its account", MEM,
+         ["ec2:DescribeInstances", "ec2:StopInstances", "ec2:DeleteTags", "ec2:TerminateInstances", "ec2:ModifyInstanceAttribute"],
+         [o.instance, o.instance_elsewhere], own, "all", True),
+        ("org: the member role deletes no other tag, and never every tag", MEM, ["ec2:DeleteTags"], [o.instance], {"aws:TagKeys": ["Auth", "Name"]}, "all", False),
+        ("org: the member role cannot delete every tag (a DeleteTags without keys)", MEM, ["ec2:DeleteTags"], [o.instance], {}, "all", False),
+        ("org: the member role cannot start, launch, tag or exempt an instance", MEM,
+         ["ec2:StartInstances", "ec2:RunInstances", "ec2:CreateTags"], [o.instance], {"aws:TagKeys": ["ec2pass:exempt"]}, "all", False),
+        ("org: the member role touches no instance of another account", MEM, ["ec2:StopInstances", "ec2:TerminateInstances"], [o.hub_instance], {}, "all", False),
+        ("org: the member role cannot change roles, rules or stacks", MEM,
+         ["iam:UpdateAssumeRolePolicy", "iam:PassRole", "events:DeleteRule", "cloudformation:DeleteStack", "sts:AssumeRole"],
+         [o.member_role, o.forward_rule, o.spoke_stack], {}, "all", False),
+        ("org: the lookup role describes instances", LOOK, ["ec2:DescribeInstances"], ["*"], {}, "all", True),
+        ("org: the lookup role can do nothing else to an instance", LOOK,
+         ["ec2:StopInstances", "ec2:TerminateInstances", "ec2:DeleteTags", "ec2:CreateTags", "ec2:ModifyInstanceAttribute", "ec2:GetConsoleOutput"],
+         [o.instance], own, "all", False),
+        # The hub bus.
+        ("org: a member account's forwarding role puts events on the hub bus", FWD, ["events:PutEvents"], [o.bus], {}, "all", True),
+        ("org: nobody outside the Organization puts events on the hub bus", OUT, ["events:PutEvents"], [o.bus], {}, "all", False),
+        ("org: the bus policy alone keeps an outsider off the hub bus", OUT, ["events:PutEvents"], [o.bus], {}, "resource", False),
+        ("org: a member-account developer cannot put events on the hub bus (only the forwarding rules do)", MDEV,
+         ["events:PutEvents"], [o.bus], {}, "all", False),
+        ("org: the forwarding role puts events on no other bus", FWD, ["events:PutEvents"],
+         [f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default", f"arn:aws:events:{REGION}:{OUTSIDER}:event-bus/collector"], {}, "all", False),
+        ("org: a hub developer cannot delete, archive or replay the hub bus", HDEV,
+         ["events:DeleteEventBus", "events:UpdateEventBus", "events:CreateArchive", "events:StartReplay"], [o.bus], {}, "all", False),
+        # PutPermission and RemovePermission name no resource (the Service Authorization
+        # Reference; parliament's definitions): AWS evaluates them against "*".
+        ("org: a hub developer cannot re-police the hub bus (PutPermission, RemovePermission)", HDEV,
+         ["events:PutPermission", "events:RemovePermission"], ["*"], {}, "all", False),
+        ("org: a hub developer cannot disable or retarget the hub bus's rule", HDEV, rule_writes, [o.hub_rule], {}, "all", False),
+        ("org: a hub developer cannot put events on the hub bus", HDEV, ["events:PutEvents"], [o.bus], {}, "all", False),
+        # The spoke, from inside the member account.
+        ("org: a member-account administrator cannot change, re-trust, delete, tag or pass the member, lookup or forwarding roles", MADM,
+         role_writes, spoke_roles, {}, "all", False),
+        ("org: the SCP alone keeps a member-account administrator from re-trusting the member role", MADM,
+         ["iam:UpdateAssumeRolePolicy", "iam:AttachRolePolicy"], [o.member_role], {}, "scp", False),
+        ("org: a member-account administrator cannot make a role named like the spoke's, like the ec2pass admin, or like StackSets' execution role", MADM,
+         ["iam:CreateRole"], [f"arn:aws:iam::{MEMBER_ACCOUNT}:role/ec2pass-member-forward-xx-east-9", f"arn:aws:iam::{MEMBER_ACCOUNT}:role/ec2pass-memberx",
+                              f"arn:aws:iam::{MEMBER_ACCOUNT}:role/ec2pass-admin", f"arn:aws:iam::{MEMBER_ACCOUNT}:role/stacksets-exec-borrowed"], {}, "all", False),
+        ("org: a member-account administrator cannot re-trust StackSets' execution role or pass it", MADM,
+         ["iam:UpdateAssumeRolePolicy", "iam:PassRole", "iam:AttachRolePolicy"], [f"arn:aws:iam::{MEMBER_ACCOUNT}:role/stacksets-exec-0a1b2c3d4e5f"], {}, "all", False),
+        ("org: a member-account administrator cannot delete, disable or retarget the forwarding rule, in any region", MADM,
+         rule_writes, [o.forward_rule, o.forward_rule_elsewhere], {}, "all", False),
+        ("org: a member-account administrator cannot delete or update the StackSet's stack", MADM, stack_writes, [o.spoke_stack], {}, "all", False),
+        ("org: a member-account developer cannot delete an Auth tag", MDEV, ["ec2:DeleteTags"], [o.instance], own, "all", False),
+        ("org: StackSets' execution role manages the spoke", EXEC,
+         ["iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:PassRole", "events:PutRule", "events:PutTargets",
+          "cloudformation:UpdateStack", "cloudformation:DeleteStack"], spoke_roles[:1] + [o.forward_rule, o.spoke_stack], {}, "all", True),
+        ("org: the member account's ec2pass admin manages the spoke", MA, role_writes + rule_writes + stack_writes,
+         spoke_roles[:1] + [o.forward_rule, o.spoke_stack], {}, "all", True),
+        ("org (control): a member-account administrator still manages roles, rules, stacks and bus policies of their own", MADM,
+         ["iam:UpdateAssumeRolePolicy", "events:PutRule", "cloudformation:DeleteStack", "events:PutPermission"],
+         [f"arn:aws:iam::{MEMBER_ACCOUNT}:role/my-app", f"arn:aws:events:{REGION}:{MEMBER_ACCOUNT}:rule/my-app-nightly",
+          f"arn:aws:cloudformation:{REGION}:{MEMBER_ACCOUNT}:stack/my-app/0f0e0d0c-0000-4000-8000-0000000000cc", "*"], {}, "all", True),
+        ("org (control): without the SCPs the member-account administrator could re-trust the member role", MADM,
+         ["iam:UpdateAssumeRolePolicy"], [o.member_role], {}, "none", True),
+    ]
+
+
+ASSUMERS = {  # the principals a claim with who=None is evaluated for: everyone but the one role trusted
+    "member role": ["the hub's issuer role", "a hub AdministratorAccess role", "the member account's AdministratorAccess role",
+                    "StackSets' execution role", "an outside account's administrator"],
+    "lookup role": ["the hub's guard role", "a hub AdministratorAccess role", "the member account's AdministratorAccess role",
+                    "an outside account's administrator"],
+}
+
+
+def evaluate_claims(template, policies, member=None):
+    """[(name, holds, message)] for every claim: the account's (World), then the Organization's
+    (OrgWorld)."""
+    member = member if member is not None else load_template(MEMBER_TEMPLATE)
     try:
         w = World(template, policies)
     except ImportError as e:
         return [("the simulator", False, f"Principal Mapper is not installed ({e}): run make venv (dev/requirements.txt)")]
     except Exception as e:
         return [("the simulator's world", False, f"the template or the policies cannot be resolved for the simulator: {e!r}")]
+    worlds = [(w, claims(w))]
+    try:
+        o = OrgWorld(template, member, policies)
+        worlds.append((o, org_claims(o)))
+    except Exception as e:
+        return [("the Organization's world", False, f"the templates or the policies cannot be resolved for the Organization's simulator: {e!r}")]
     results = []
-    for name, who, acts, resources, context, layers, expected in claims(w):
-        wrong = [(a, res) for a in acts for res in resources if w.allowed(who, a, res, context, layers) != expected]
-        if wrong:
-            a, res = wrong[0]
-            results.append((name, False, f"policy claim '{name}' does not hold: Principal Mapper says {who} "
-                                         f"{'cannot' if expected else 'can'} {a} on {res}"
-                                         + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")))
-        else:
-            results.append((name, True, f"{len(acts) * len(resources)} request(s)"))
+    for world, listed_claims in worlds:
+        for name, who, acts, resources, context, layers, expected in listed_claims:
+            people = who if isinstance(who, list) else [who]
+            wrong = [(p, a, res) for p in people for a in acts for res in resources
+                     if world.allowed(p, a, res, context, layers) != expected]
+            if wrong:
+                p, a, res = wrong[0]
+                results.append((name, False, f"policy claim '{name}' does not hold: Principal Mapper says {p} "
+                                             f"{'cannot' if expected else 'can'} {a} on {res}"
+                                             + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")))
+            else:
+                results.append((name, True, f"{len(people) * len(acts) * len(resources)} request(s)"))
     return results
 
 
@@ -1165,10 +1814,22 @@ def settings_read(function):
         return source[start:source.find("\n}\n", start)]
 
     body = block(f"impl {function} {{")
-    # Module-level readers such as `table_name(env)` count for the impl that calls them.
-    for helper in re.findall(r"^(?:pub )?fn (\w+)\(env: &Env", source, re.M):
+    # Module-level readers such as `table_name(env)` count for the impl that calls them, their
+    # signature on one line or several.
+    for helper in re.findall(r"^(?:pub )?fn (\w+)\(\s*env: &Env", source, re.M):
         if f"{helper}(env" in body:
             body += block(f"fn {helper}(")
+    # So do associated readers of other modules of shared/, such as `Hub::from_env(env, ...)`
+    # (shared/src/org.rs): the method's body, up to the end of its indented block.
+    for kind, method in sorted(set(re.findall(r"\b([A-Z]\w*)::(\w+)\(\s*env\b", body))):
+        for rs in sorted((ROOT / "shared" / "src").rglob("*.rs")):
+            text = rs.read_text(encoding="utf-8")
+            impl = text.find(f"impl {kind} {{")
+            start = text.find(f"fn {method}(", impl) if impl >= 0 else -1
+            if start >= 0:
+                end = text.find("\n    }\n", start)
+                body += text[start:end if end >= 0 else len(text)]
+                break
     return set(re.findall(r'"(EC2PASS_[A-Z_]+)"', body)) - set(RETIRED)
 
 
@@ -1209,18 +1870,25 @@ def parameters_behind(value, parameters):
     return sorted(named & set(parameters))
 
 
-def check(template, path=None, policies=None, lint=True):
-    """All findings for a template (parsed) and the policies, linting the file at `path` or a
-    temporary copy (lint=False: everything but cfn-lint and the SAM transform, the slow part)."""
+def check(template, path=None, policies=None, lint=True, member=None, org=None, member_path=None, org_path=None):
+    """All findings for the hub template (parsed), the spoke and the StackSet (parsed; the files
+    by default) and the policies, linting the files at the paths given or temporary copies
+    (lint=False: everything but cfn-lint and the SAM transform, the slow part)."""
     policies = policies if policies is not None else load_policies()
+    member = member if member is not None else load_template(MEMBER_TEMPLATE)
+    org = org if org is not None else load_template(ORG_TEMPLATE)
     findings = []
     findings += policy_invariants(template, policies)
     if lint:
-        findings += lint_and_translate(template, path)
-    try:
-        findings += invariants(template)
-    except Exception as e:  # a broken copy can break the checks' own assumptions
-        findings.append(f"invariants: the template cannot be read: {e!r}")
+        findings += lint_and_translate(template, path, [("infra/member.yaml", member, member_path),
+                                                        ("infra/organization.yaml", org, org_path)])
+    for layer, run in (("invariants", lambda: invariants(template)), ("hub invariants", lambda: hub_invariants(template)),
+                       ("spoke invariants", lambda: member_invariants(template, member)),
+                       ("StackSet invariants", lambda: org_invariants(org, member))):
+        try:
+            findings += run()
+        except Exception as e:  # a broken copy can break the checks' own assumptions
+            findings.append(f"{layer}: the templates cannot be read: {e!r}")
     findings += local_table_matches(template)
     findings += samconfig_matches(template)
     findings += settings_match(template)
@@ -1230,8 +1898,14 @@ def check(template, path=None, policies=None, lint=True):
         stack_policies.update({f"resource policy of {arn}": d for arn, d in world.resource_policies.items()})
     except Exception:
         stack_policies = {}
+    try:
+        o = OrgWorld(template, member, policies)
+        stack_policies.update({f"Organization: {who} policy {i}": d for who, docs in o.identity.items() for i, d in enumerate(docs)})
+        stack_policies["Organization: the hub bus's policy"] = o.bus_policy
+    except Exception:
+        pass
     findings += parliament_findings(policies, stack_policies)
-    findings += [message for _, holds, message in evaluate_claims(template, policies) if not holds]
+    findings += [message for _, holds, message in evaluate_claims(template, policies, member) if not holds]
     return findings
 
 
@@ -1493,6 +2167,105 @@ def broken_copies(template):
     def guard_forgets_its_queue(t):
         t["Resources"]["GuardFunction"]["Properties"]["Environment"]["Variables"].pop("EC2PASS_STATE_CHANGE_QUEUE_URL")
 
+    # Issue 12: the hub.
+    def hub_policy(t, role, name):
+        for pol in t["Resources"][role]["Properties"]["Policies"]:
+            if isinstance(pol, dict) and "Fn::If" in pol and pol["Fn::If"][1].get("PolicyName") == name:
+                return pol["Fn::If"][1]["PolicyDocument"]["Statement"][0]
+        raise KeyError(name)
+
+    def guard_assumes_roles_outside_the_organization(t):
+        hub_policy(t, "GuardRole", "act-in-member-accounts").pop("Condition")
+
+    def guard_assumes_any_role(t):
+        hub_policy(t, "GuardRole", "act-in-member-accounts")["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/*"}
+
+    def issuer_assumes_the_member_role(t):
+        hub_policy(t, "IssuerRole", "look-up-in-member-accounts")["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${MemberRoleName}"}
+
+    def issuer_assumes_roles_outside_the_organization(t):
+        hub_policy(t, "IssuerRole", "look-up-in-member-accounts")["Condition"] = {
+            "StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+
+    def guard_assumes_roles_without_an_organization(t):
+        # The policy outside its If: a single-account stack that may assume roles everywhere.
+        pols = t["Resources"]["GuardRole"]["Properties"]["Policies"]
+        i = next(i for i, x in enumerate(pols) if isinstance(x, dict) and "Fn::If" in x and x["Fn::If"][0] == "IsHub")
+        pols[i] = pols[i]["Fn::If"][1]
+
+    def hub_bus_open_to_every_account(t):
+        t["Resources"]["HubEventBusPolicy"]["Properties"]["Statement"].pop("Condition")
+
+    def hub_bus_open_to_the_organization_of_the_caller(t):
+        # aws:PrincipalOrgID compared with anything but OrganizationId admits another Organization.
+        t["Resources"]["HubEventBusPolicy"]["Properties"]["Statement"]["Condition"] = {
+            "StringLike": {"aws:PrincipalOrgID": "o-*"}}
+
+    def hub_bus_lets_the_organization_manage_rules(t):
+        t["Resources"]["HubEventBusPolicy"]["Properties"]["Statement"]["Action"] = ["events:PutEvents", "events:PutRule"]
+
+    def hub_bus_in_every_stack(t):
+        t["Resources"]["HubEventBus"].pop("Condition")
+
+    def hub_bus_renamed(t):
+        t["Resources"]["HubEventBus"]["Properties"]["Name"] = {"Fn::Sub": "${AWS::StackName}-organization"}
+
+    def hub_rule_misses_running(t):
+        t["Resources"]["HubStateChange"]["Properties"]["EventPattern"]["detail"]["state"] = ["pending"]
+
+    def hub_rule_on_the_default_bus(t):
+        t["Resources"]["HubStateChange"]["Properties"].pop("EventBusName")
+
+    def hub_rule_invokes_the_guard(t):
+        t["Resources"]["HubStateChange"]["Properties"]["Targets"][0]["Arn"] = {"Fn::GetAtt": ["GuardFunction", "Arn"]}
+
+    def hub_rule_retries_too_long(t):
+        t["Resources"]["HubStateChange"]["Properties"]["Targets"][0]["RetryPolicy"]["MaximumEventAgeInSeconds"] = 600
+
+    def hub_rule_without_a_dlq(t):
+        t["Resources"]["HubStateChange"]["Properties"]["Targets"][0].pop("DeadLetterConfig")
+
+    def queue_refuses_the_hub_rule(t):
+        st = next(s for s in queue_statements(t, "StateChangeQueue") if s["Sid"] == "TheRuleSends")
+        st["Condition"]["ArnEquals"]["aws:SourceArn"] = {"Fn::GetAtt": ["GuardFunctionStateChange", "Arn"]}
+
+    def queue_deny_refuses_the_hub_rule(t):
+        st = next(s for s in queue_statements(t, "StateChangeQueue") if s["Sid"] == "NobodyElseSends")
+        st["Condition"]["ArnNotEquals"]["aws:SourceArn"] = {"Fn::GetAtt": ["GuardFunctionStateChange", "Arn"]}
+
+    def failures_refuse_the_hub_rule(t):
+        st = next(s for s in queue_statements(t, "GuardFailures") if s["Sid"] == "TheRuleSendsWhatItCannotDeliver")
+        st["Condition"]["ArnEquals"]["aws:SourceArn"] = {"Fn::GetAtt": ["GuardFunctionStateChange", "Arn"]}
+
+    def forget_the_hub_rule_failures_alarm(t):
+        t["Resources"].pop("HubStateChangeRuleFailuresAlarm")
+
+    def hub_rule_alarm_without_its_bus(t):
+        dims = t["Resources"]["HubStateChangeRuleFailuresAlarm"]["Properties"]["Dimensions"]
+        dims[:] = [d for d in dims if d["Name"] != "EventBusName"]
+
+    def member_role_always_set(t):
+        t["Resources"]["GuardFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_MEMBER_ROLE"] = {"Ref": "MemberRoleName"}
+
+    def accounts_from_the_wrong_parameter(t):
+        t["Resources"]["IssuerFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_ACCOUNTS"] = {
+            "Fn::If": ["IsHub", {"Ref": "GuardedRegions"}, ""]}
+
+    def forget_the_lookup_role(t):
+        t["Resources"]["IssuerFunction"]["Properties"]["Environment"]["Variables"].pop("EC2PASS_LOOKUP_ROLE")
+
+    def hub_by_default(t):
+        t["Parameters"]["OrganizationId"]["Default"] = "o-a1b2c3d4e5"
+
+    def member_role_renamed_by_default(t):
+        t["Parameters"]["MemberRoleName"]["Default"] = "ec2pass-spoke"
+
+    def hub_settings_accepted_without_an_organization(t):
+        t["Rules"].pop("HubSettingsNeedAnOrganization")
+
+    def forget_the_hub_bus_output(t):
+        t["Outputs"].pop("HubEventBusArn")
+
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
                     managed_topic_key, forget_a_setting, bad_alarm_operator, dangling_output_getatt,
                     secret_in_environment, secret_value_in_the_template, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
@@ -1509,8 +2282,212 @@ def broken_copies(template):
                     esm_waits_to_fill_a_batch, esm_without_maximum_concurrency, esm_concurrency_below_the_minimum,
                     queue_concurrency_above_the_reservation, queue_without_dlq, queue_visibility_shorter_than_six_timeouts,
                     queue_under_the_aws_managed_key, state_change_queue_without_a_name, guard_invoked_per_state_change_again,
-                    rule_without_a_dlq, rule_retries_for_a_day, guard_forgets_its_queue):
+                    rule_without_a_dlq, rule_retries_for_a_day, guard_forgets_its_queue,
+                    guard_assumes_roles_outside_the_organization, guard_assumes_any_role, issuer_assumes_the_member_role,
+                    issuer_assumes_roles_outside_the_organization, guard_assumes_roles_without_an_organization,
+                    hub_bus_open_to_every_account, hub_bus_open_to_the_organization_of_the_caller,
+                    hub_bus_lets_the_organization_manage_rules, hub_bus_in_every_stack, hub_bus_renamed, hub_rule_misses_running,
+                    hub_rule_on_the_default_bus, hub_rule_invokes_the_guard, hub_rule_retries_too_long, hub_rule_without_a_dlq,
+                    queue_refuses_the_hub_rule, queue_deny_refuses_the_hub_rule, failures_refuse_the_hub_rule,
+                    forget_the_hub_rule_failures_alarm, hub_rule_alarm_without_its_bus, member_role_always_set,
+                    accounts_from_the_wrong_parameter, forget_the_lookup_role, hub_by_default, member_role_renamed_by_default,
+                    hub_settings_accepted_without_an_organization, forget_the_hub_bus_output):
         broken = copy.deepcopy(template)
+        breaker(broken)
+        yield breaker.__name__, broken
+
+
+def broken_members(member):
+    """Deliberately broken spokes (infra/member.yaml), each of which the checks must catch."""
+
+    def role(t, logical):
+        return t["Resources"][logical]["Properties"]
+
+    def statement(t, logical, sid):
+        return next(st for pol in role(t, logical)["Policies"] for st in
+                    (pol["Fn::If"][1] if "Fn::If" in pol else pol)["PolicyDocument"]["Statement"] if st.get("Sid") == sid)
+
+    def trust(t, logical):
+        return role(t, logical)["AssumeRolePolicyDocument"]["Statement"][0]
+
+    # (a) the member role widened
+    def member_role_may_do_all_of_ec2(t):
+        statement(t, "MemberRole", "Describe")["Action"] = ["ec2:*"]
+
+    def member_role_deletes_any_tag(t):
+        statement(t, "MemberRole", "RemoveOnlyTheAuthTag").pop("Condition")
+
+    def member_role_deletes_every_tag(t):
+        statement(t, "MemberRole", "RemoveOnlyTheAuthTag")["Condition"].pop("Null")
+
+    def member_role_may_tag(t):
+        statement(t, "MemberRole", "Stop")["Action"].append("ec2:CreateTags")
+
+    def member_role_terminates_when_alert_only(t):
+        pols = role(t, "MemberRole")["Policies"]
+        i = next(i for i, x in enumerate(pols) if "Fn::If" in x and x["Fn::If"][0] == "Terminates")
+        pols[i] = pols[i]["Fn::If"][1]
+
+    def member_role_stops_in_other_accounts(t):
+        statement(t, "MemberRole", "Stop")["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:ec2:*:*:instance/*"}
+
+    def member_role_gets_a_managed_policy(t):
+        role(t, "MemberRole")["ManagedPolicyArns"] = [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/ReadOnlyAccess"}]
+
+    # (b) the member role's trust
+    def member_role_trusts_anyone(t):
+        trust(t, "MemberRole")["Principal"] = {"AWS": "*"}
+
+    def member_role_trusts_the_hub_account(t):
+        trust(t, "MemberRole")["Principal"] = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${HubAccountId}:root"}}
+
+    def member_role_trusts_the_issuer(t):
+        trust(t, "MemberRole")["Principal"] = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${HubAccountId}:role/${HubStackName}-issuer"}}
+
+    def member_role_trusts_any_role_of_the_organization(t):
+        trust(t, "MemberRole")["Principal"] = "*"
+
+    def member_role_trusts_a_hub_outside_the_organization(t):
+        trust(t, "MemberRole").pop("Condition")
+
+    def member_role_in_every_region(t):
+        t["Resources"]["MemberRole"].pop("Condition")
+
+    # (c) the lookup role
+    def lookup_role_may_stop(t):
+        statement(t, "LookupRole", "ShowInstance")["Action"].append("ec2:StopInstances")
+
+    def lookup_role_reads_everything(t):
+        statement(t, "LookupRole", "ShowInstance")["Action"] = ["ec2:Describe*"]
+
+    def lookup_role_trusts_the_guard(t):
+        trust(t, "LookupRole")["Principal"] = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${HubAccountId}:role/${HubStackName}-guard"}}
+
+    def lookup_role_trusts_the_hub_account(t):
+        trust(t, "LookupRole")["Principal"] = {"AWS": {"Ref": "HubAccountId"}}
+
+    # (e) the forwarding rule and its role
+    def forward_rule_targets_another_bus(t):
+        t["Resources"]["ForwardRule"]["Properties"]["Targets"][0]["Arn"] = {
+            "Fn::Sub": "arn:${AWS::Partition}:events:${HubRegion}:${HubAccountId}:event-bus/default"}
+
+    def forward_rule_targets_this_region(t):
+        t["Resources"]["ForwardRule"]["Properties"]["Targets"][0]["Arn"] = {
+            "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${HubAccountId}:event-bus/${HubEventBusName}"}
+
+    def forward_rule_misses_pending(t):
+        t["Resources"]["ForwardRule"]["Properties"]["EventPattern"]["detail"]["state"] = ["running"]
+
+    def forward_rule_misses_running(t):
+        t["Resources"]["ForwardRule"]["Properties"]["EventPattern"]["detail"]["state"] = ["pending", "stopping"]
+
+    def forward_rule_only_for_some_instances(t):
+        t["Resources"]["ForwardRule"]["Properties"]["EventPattern"]["detail"]["instance-id"] = [{"prefix": "i-0"}]
+
+    def forward_rule_without_a_role(t):
+        t["Resources"]["ForwardRule"]["Properties"]["Targets"][0].pop("RoleArn")
+
+    def forward_rule_disabled(t):
+        t["Resources"]["ForwardRule"]["Properties"]["State"] = "DISABLED"
+
+    def forward_rule_renamed(t):
+        t["Resources"]["ForwardRule"]["Properties"]["Name"] = "forward-ec2-starts"
+
+    def forward_rule_retries_for_a_day(t):
+        t["Resources"]["ForwardRule"]["Properties"]["Targets"][0]["RetryPolicy"]["MaximumEventAgeInSeconds"] = 86400
+
+    def forward_rule_only_in_the_hub_region(t):
+        t["Resources"]["ForwardRule"]["Condition"] = "InHubRegion"
+
+    def forward_role_puts_events_anywhere(t):
+        statement(t, "ForwardRole", "PutOnTheHubBusOnly")["Resource"] = "*"
+
+    def forward_role_trusts_any_account(t):
+        trust(t, "ForwardRole").pop("Condition")
+
+    def forward_role_named_once(t):
+        role(t, "ForwardRole")["RoleName"] = {"Fn::Sub": "${MemberRoleName}-forward"}
+
+    # the spoke's settings
+    def spoke_alert_only_by_default(t):
+        t["Parameters"]["UnstoppableAction"]["Default"] = "alert-only"
+
+    def spoke_with_a_transform(t):
+        t["Transform"] = "AWS::Serverless-2016-10-31"
+
+    def spoke_misspells_a_property(t):
+        role(t, "ForwardRole")["AssumeRolePolicyDocuments"] = role(t, "ForwardRole").pop("AssumeRolePolicyDocument")
+
+    for breaker in (member_role_may_do_all_of_ec2, member_role_deletes_any_tag, member_role_deletes_every_tag, member_role_may_tag,
+                    member_role_terminates_when_alert_only, member_role_stops_in_other_accounts, member_role_gets_a_managed_policy,
+                    member_role_trusts_anyone, member_role_trusts_the_hub_account, member_role_trusts_the_issuer,
+                    member_role_trusts_any_role_of_the_organization, member_role_trusts_a_hub_outside_the_organization,
+                    member_role_in_every_region, lookup_role_may_stop, lookup_role_reads_everything, lookup_role_trusts_the_guard,
+                    lookup_role_trusts_the_hub_account, forward_rule_targets_another_bus, forward_rule_targets_this_region,
+                    forward_rule_misses_pending, forward_rule_misses_running, forward_rule_only_for_some_instances,
+                    forward_rule_without_a_role, forward_rule_disabled, forward_rule_renamed, forward_rule_retries_for_a_day,
+                    forward_rule_only_in_the_hub_region, forward_role_puts_events_anywhere, forward_role_trusts_any_account,
+                    forward_role_named_once, spoke_alert_only_by_default, spoke_with_a_transform, spoke_misspells_a_property):
+        broken = copy.deepcopy(member)
+        breaker(broken)
+        yield breaker.__name__, broken
+
+
+def broken_organizations(org):
+    """Deliberately broken StackSets (infra/organization.yaml), each of which the checks must catch."""
+
+    def stack_set(t):
+        return t["Resources"]["Spokes"]["Properties"]
+
+    # (f)
+    def stack_set_self_managed(t):
+        stack_set(t)["PermissionModel"] = "SELF_MANAGED"
+
+    def stack_set_without_auto_deployment(t):
+        stack_set(t)["AutoDeployment"]["Enabled"] = False
+
+    def stack_set_forgets_auto_deployment(t):
+        stack_set(t).pop("AutoDeployment")
+
+    def stack_set_keeps_stacks_of_leavers(t):
+        stack_set(t)["AutoDeployment"]["RetainStacksOnAccountRemoval"] = True
+
+    def stack_set_to_a_list_of_accounts(t):
+        stack_set(t)["StackInstancesGroup"][0]["DeploymentTargets"] = {"Accounts": ["210987654321"]}
+
+    def stack_set_in_one_region(t):
+        stack_set(t)["StackInstancesGroup"][0]["Regions"] = [{"Ref": "HubRegion"}]
+
+    def stack_set_without_named_iam(t):
+        stack_set(t)["Capabilities"] = ["CAPABILITY_IAM"]
+
+    def stack_set_forgets_a_parameter(t):
+        stack_set(t)["Parameters"] = [x for x in stack_set(t)["Parameters"] if x["ParameterKey"] != "ClearStopProtection"]
+
+    def stack_set_alert_only_by_default(t):
+        t["Parameters"]["UnstoppableAction"]["Default"] = "alert-only"
+
+    def stack_set_regions_one_by_one(t):
+        stack_set(t)["OperationPreferences"]["RegionConcurrencyType"] = "SEQUENTIAL"
+
+    def stack_set_tolerates_every_failure(t):
+        stack_set(t)["OperationPreferences"]["FailureTolerancePercentage"] = 100
+
+    def stack_set_named_unprotected(t):
+        stack_set(t)["StackSetName"] = "guard-spokes"
+
+    def stack_set_accepts_a_region_without_roles(t):
+        t.pop("Rules")
+
+    def stack_set_misspells_a_property(t):
+        stack_set(t)["OperationPreference"] = stack_set(t).pop("OperationPreferences")
+
+    for breaker in (stack_set_self_managed, stack_set_without_auto_deployment, stack_set_forgets_auto_deployment,
+                    stack_set_keeps_stacks_of_leavers, stack_set_to_a_list_of_accounts, stack_set_in_one_region,
+                    stack_set_without_named_iam, stack_set_forgets_a_parameter, stack_set_alert_only_by_default,
+                    stack_set_regions_one_by_one, stack_set_tolerates_every_failure, stack_set_named_unprotected,
+                    stack_set_accepts_a_region_without_roles, stack_set_misspells_a_property):
+        broken = copy.deepcopy(org)
         breaker(broken)
         yield breaker.__name__, broken
 
@@ -1583,6 +2560,30 @@ def broken_policies():
     def scp_queue_statement_misses_the_state_change_queue(p):
         sid(p, "OnlyTheGuardTakesStateChanges")["Resource"] = "arn:aws:sqs:*:*:ec2pass-*state-change"
 
+    # Issue 12: the spokes and the hub bus.
+    def spoke_roles_scp_misses_the_member_role(p):
+        sid(p, "KeepTheSpokeRoles")["Resource"] = ["arn:aws:iam::*:role/ec2pass-lookup", "arn:aws:iam::*:role/ec2pass-admin"]
+
+    def spoke_roles_scp_misses_the_forwarding_roles(p):
+        sid(p, "KeepTheSpokeRoles")["Resource"][0] = "arn:aws:iam::*:role/ec2pass-member"
+
+    def spoke_scp_excepts_every_role(p):
+        sid(p, "KeepTheForwardRule")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append("arn:aws:iam::*:role/*")
+
+    def spoke_scp_misses_the_forward_rule(p):
+        sid(p, "KeepTheForwardRule")["Resource"] = "arn:aws:events:*:*:rule/ec2pass-forward"
+
+    def spoke_stacks_scp_on_the_wrong_name(p):
+        sid(p, "KeepTheSpokeStacks")["Resource"] = "arn:aws:cloudformation:*:*:stack/ec2pass-*"
+
+    def auth_tag_policy_forgets_the_member_role(p):
+        for st in p["protect-auth-tag.json"]["Statement"]:
+            st["Condition"]["ArnNotLike"]["aws:PrincipalArn"].remove("arn:aws:iam::*:role/ec2pass-member")
+
+    def bus_policies_scp_on_the_bus(p):
+        # PutPermission names no resource: a Deny on the bus's ARN never matches it.
+        sid(p, "KeepTheBusPolicies")["Resource"] = "arn:aws:events:*:*:event-bus/ec2pass-*"
+
     def condition_aws_never_sets(p):
         # DetachInstances carries no instance types: a Deny that needs them never matches.
         sid(p, "NoDetachingFromGroups")["Condition"]["StringLike"] = {"autoscaling:InstanceTypes": "*"}
@@ -1629,6 +2630,16 @@ def broken_policies():
         drop_action("NoComputeOutsideTheGuardedRegions", "ec2:StartInstances"),
         drop_action("NoComputeOutsideTheGuardedRegions", "autoscaling:CreateAutoScalingGroup"),
         regions_scp_binds_the_admin,
+        # 14. the Organization (issue 12)
+        spoke_roles_scp_misses_the_member_role, spoke_roles_scp_misses_the_forwarding_roles,
+        drop_action("KeepTheSpokeRoles", "iam:UpdateAssumeRolePolicy"), drop_action("KeepTheSpokeRoles", "iam:CreateRole"),
+        drop_action("KeepTheSpokeRoles", "iam:AttachRolePolicy"), drop_statement("NoBorrowingTheStackSetsRole"),
+        drop_action("KeepTheForwardRule", "events:DeleteRule"), drop_action("KeepTheForwardRule", "events:DisableRule"),
+        drop_action("KeepTheForwardRule", "events:PutTargets"), spoke_scp_excepts_every_role, spoke_scp_misses_the_forward_rule,
+        drop_action("KeepTheSpokeStacks", "cloudformation:DeleteStack"), drop_action("KeepTheSpokeStacks", "cloudformation:UpdateStack"),
+        spoke_stacks_scp_on_the_wrong_name, drop_statement("OnlyTheForwardRulesSendToTheHub"), auth_tag_policy_forgets_the_member_role,
+        drop_action("KeepTheHubBus", "events:DeleteEventBus"), drop_action("KeepTheBusPolicies", "events:RemovePermission"),
+        bus_policies_scp_on_the_bus,
         # shape
         scp_too_long, misspelled_action, condition_aws_never_sets,
     ]
@@ -1648,18 +2659,20 @@ def quiet_translator_logs():
 def main(argv):
     quiet_translator_logs()
     template = load_template(TEMPLATE)
+    member = load_template(MEMBER_TEMPLATE)
+    org = load_template(ORG_TEMPLATE)
     policies = load_policies()
     passed = failed = 0
-    findings = check(template, TEMPLATE, policies)
+    findings = check(template, TEMPLATE, policies, member=member, org=org, member_path=MEMBER_TEMPLATE, org_path=ORG_TEMPLATE)
     for f in findings:
         print(f"  {f}")
     if findings:
         failed += 1
-        print("FAIL infra/template.yaml and infra/policies")
+        print("FAIL infra/template.yaml, infra/member.yaml, infra/organization.yaml and infra/policies")
     else:
         passed += 1
-        print("ok   infra/template.yaml and infra/policies: cfn-lint, SAM transform + cfn-lint, invariants, local table, settings, parliament")
-    for name, holds, message in evaluate_claims(template, policies):
+        print("ok   infra/template.yaml, infra/member.yaml, infra/organization.yaml and infra/policies: cfn-lint, SAM transform + cfn-lint, invariants (hub, spoke, StackSet), local table, settings, parliament")
+    for name, holds, message in evaluate_claims(template, policies, member):
         if holds:
             passed += 1
             print(f"ok   claim '{name}' (Principal Mapper, {message})")
@@ -1668,15 +2681,17 @@ def main(argv):
             print(f"FAIL {message}")
     if "--self-test" in argv:
         baseline = set(findings)
-        cases = [(n, t, policies) for n, t in broken_copies(template)]
-        cases += [(n, template, p) for n, p in broken_policies()]
+        cases = [(n, t, policies, member, org) for n, t in broken_copies(template)]
+        cases += [(n, template, policies, m, org) for n, m in broken_members(member)]
+        cases += [(n, template, policies, member, o) for n, o in broken_organizations(org)]
+        cases += [(n, template, p, member, org) for n, p in broken_policies()]
 
         def run(case):
-            name, broken, pols = case
+            name, broken, pols, m, o = case
             # Caught means a finding the intact files do not have. cfn-lint runs only for a copy
             # that nothing quicker catches.
-            caught = [f for f in check(broken, policies=pols, lint=False) if f not in baseline]
-            return name, caught or [f for f in check(broken, policies=pols) if f not in baseline]
+            caught = [f for f in check(broken, policies=pols, lint=False, member=m, org=o) if f not in baseline]
+            return name, caught or [f for f in check(broken, policies=pols, member=m, org=o) if f not in baseline]
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             for name, caught in pool.map(run, cases):
