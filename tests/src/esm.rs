@@ -79,6 +79,9 @@ pub struct Delivery {
 
 /// The event source mapping, played against moto (see the module's doc).
 pub struct LocalMapping {
+    /// Held while the mapping lives: one queue, so one mapping at a time in a test binary
+    /// (two draining at once take each other's messages, as two pollers of one queue would).
+    _only: tokio::sync::MutexGuard<'static, ()>,
     local: Local,
     sqs: aws_sdk_sqs::Client,
     url: String,
@@ -88,7 +91,9 @@ pub struct LocalMapping {
 impl LocalMapping {
     /// The mapping of `dev/local.env`'s state-change queue.
     pub async fn new(local: &Local, aws: &SdkConfig) -> Self {
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         local.require_emulator();
+        let only = ONE_AT_A_TIME.lock().await;
         let sqs = aws_sdk_sqs::Client::new(aws);
         let url = local.get("EC2PASS_STATE_CHANGE_QUEUE_URL").to_owned();
         let attributes = sqs
@@ -104,6 +109,7 @@ impl LocalMapping {
             .cloned()
             .unwrap_or_default();
         Self {
+            _only: only,
             local: local.clone(),
             sqs,
             url,
