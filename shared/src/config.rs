@@ -11,6 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::org::Hub;
 use crate::time::{format_duration, parse_duration};
 
 /// A configuration problem, naming the variable.
@@ -212,6 +213,14 @@ pub struct IssuerConfig {
     pub allow_unscoped: bool,
     /// Mints per requester per hour (`EC2PASS_RATE_LIMIT_PER_HOUR`, default 10).
     pub rate_limit_per_hour: u32,
+    /// The Organization, when this is a hub's issuer (`EC2PASS_LOOKUP_ROLE`, the read-only role
+    /// it assumes in each member account to find an instance; `EC2PASS_ACCOUNTS`;
+    /// `EC2PASS_REGIONS`). `None`: this account and region only.
+    pub hub: Option<Hub>,
+    /// Who may mint for an instance of a given account, on top of the allow-lists
+    /// (`EC2PASS_ACCOUNT_USERS`: `alias=U1,U2;alias=U3`): (account id, Slack user ids).
+    /// An account not named here: the allow-lists alone.
+    pub account_users: Vec<(String, Vec<String>)>,
 }
 
 impl IssuerConfig {
@@ -220,6 +229,7 @@ impl IssuerConfig {
         let signing_secret = SecretSource {
             secret_id: env.required("EC2PASS_SLACK_SIGNING_SECRET_ARN")?,
         };
+        let hub = Hub::from_env(env, "EC2PASS_LOOKUP_ROLE", Some(&signing_secret.secret_id))?;
         Ok(Self {
             table: table_name(env)?,
             signing_secret,
@@ -233,8 +243,49 @@ impl IssuerConfig {
             },
             allow_unscoped: env.flag("EC2PASS_ALLOW_UNSCOPED", false)?,
             rate_limit_per_hour: env.number("EC2PASS_RATE_LIMIT_PER_HOUR", 10, 1..=1000)?,
+            account_users: account_users(env, hub.as_ref())?,
+            hub,
         })
     }
+}
+
+/// `EC2PASS_ACCOUNT_USERS`: `alias=U1,U2;alias=U3`, each alias (or account id) a member of the
+/// hub, each user a Slack id.
+fn account_users(
+    env: &Env<'_>,
+    hub: Option<&Hub>,
+) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    const VAR: &str = "EC2PASS_ACCOUNT_USERS";
+    let Some(value) = env.get(VAR).filter(|v| !v.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let bad = |problem: String| ConfigError { var: VAR, problem };
+    let Some(hub) = hub else {
+        return Err(bad(
+            "set, but EC2PASS_LOOKUP_ROLE is not: only a hub has accounts".into(),
+        ));
+    };
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for entry in value.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((name, users)) = entry.split_once('=') else {
+            return Err(bad(format!("{entry:?} is not alias=U0123,U0456")));
+        };
+        let Some(member) = hub.member(name) else {
+            return Err(bad(format!(
+                "{:?} is not an account of EC2PASS_ACCOUNTS",
+                name.trim()
+            )));
+        };
+        let lookup = users.to_owned();
+        let users = Env::from_fn(move |_| Some(lookup.clone())).slack_ids(VAR)?;
+        if users.is_empty() || out.iter().any(|(id, _)| *id == member.id) {
+            return Err(bad(format!(
+                "{entry:?} names no user, or its account twice"
+            )));
+        }
+        out.push((member.id.clone(), users));
+    }
+    Ok(out)
 }
 
 /// Which instances the guard guards.
@@ -341,6 +392,10 @@ pub struct GuardConfig {
     /// How soon a start handed back while `pending` comes back (`EC2PASS_RECHECK_DELAY`,
     /// default 5s, 1s to 60s); doubled on each return, up to a minute.
     pub recheck_delay: Duration,
+    /// The Organization, when this is a hub's guard (`EC2PASS_MEMBER_ROLE`, the role it assumes
+    /// in each member account to act there; `EC2PASS_ACCOUNTS`; `EC2PASS_REGIONS`). `None`:
+    /// this account and region only, with the function's own credentials.
+    pub hub: Option<Hub>,
 }
 
 impl GuardConfig {
@@ -455,6 +510,7 @@ impl GuardConfig {
                 ),
             });
         }
+        let hub = Hub::from_env(env, "EC2PASS_MEMBER_ROLE", Some(&topic_arn))?;
         Ok(Self {
             table: table_name(env)?,
             topic_arn,
@@ -472,6 +528,7 @@ impl GuardConfig {
             activation_time,
             state_change_queue_url,
             recheck_delay,
+            hub,
         })
     }
 }

@@ -13,11 +13,13 @@
 //! - [`table`]: the attribute names and key layout of the table, in one place.
 //! - [`verdict`]: start cycles and the verdict the guard records for each.
 //! - [`alert`]: the alert model published on SNS.
+//! - [`org`]: the Organization a hub serves: member accounts, their aliases, guarded regions.
 
 pub mod alert;
 pub mod config;
 pub mod digest;
 pub mod ids;
+pub mod org;
 pub mod password;
 pub mod store;
 pub mod table;

@@ -56,6 +56,10 @@ pub const PASSWORD_KEY: &str = "password_key";
 pub const DECIDED_AT: &str = "decided_at";
 /// EventBridge event id that decided a verdict.
 pub const EVENT_ID: &str = "event_id";
+/// The account a verdict's start happened in (a hub's verdicts; absent before hubs).
+pub const ACCOUNT: &str = "account";
+/// The region a verdict's start happened in (with [`ACCOUNT`]).
+pub const REGION: &str = "region";
 /// The invocation publishing a verdict's alert.
 pub const ALERT_OWNER: &str = "alert_owner";
 /// Present (always [`ALERT_DUE_VALUE`]) while a verdict's alert is owed and not yet published:

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::ids::{InstanceId, Owner, ShortId};
+use crate::org::Place;
 use crate::time::UnixTime;
 
 /// One start of one instance.
@@ -133,6 +134,9 @@ pub struct VerdictRecord {
     pub decided_at: UnixTime,
     /// The EventBridge event (or sweep run) that decided it.
     pub event_id: String,
+    /// Where the start happened, when the event said (the sweep announces an owed alert
+    /// there); `None` in records written before hubs.
+    pub place: Option<Place>,
     /// Until when the record is kept (DynamoDB TTL).
     pub retain_until: UnixTime,
     /// The verdict's alert while it is owed (not yet published); `None` when no alert is owed.

@@ -28,6 +28,7 @@ use super::{
 };
 use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
+use crate::org::Place;
 use crate::table as t;
 use crate::time::UnixTime;
 use crate::verdict::{AlertClaim, Cycle, DenyReason, Verdict, VerdictRecord};
@@ -887,6 +888,10 @@ pub fn verdict_item(v: &VerdictRecord) -> Item {
             item.insert(name.into(), s(value));
         }
     }
+    if let Some(place) = &v.place {
+        item.insert(t::ACCOUNT.into(), s(&place.account));
+        item.insert(t::REGION.into(), s(&place.region));
+    }
     if let Some(claim) = &v.alert {
         item.insert(t::ALERT_DUE.into(), s(t::ALERT_DUE_VALUE));
         item.insert(t::ALERT_LEASE_UNTIL.into(), n(claim.lease_until.0));
@@ -936,6 +941,10 @@ pub fn verdict_from_item(item: &Item) -> Result<VerdictRecord, StoreError> {
         password_key: text(t::PASSWORD_KEY),
         decided_at: number(t::DECIDED_AT).ok_or_else(|| bad("bad decided_at"))?,
         event_id: text(t::EVENT_ID).unwrap_or_default(),
+        place: match (text(t::ACCOUNT), text(t::REGION)) {
+            (Some(account), Some(region)) => Some(Place { account, region }),
+            _ => None,
+        },
         retain_until: number(t::TTL).unwrap_or(UnixTime(0)),
         alert: text(t::ALERT_DUE).map(|_| AlertClaim {
             owner: text(t::ALERT_OWNER),
@@ -1171,6 +1180,7 @@ mod tests {
                 password_key: Some(digest.table_key()),
                 decided_at: UnixTime(1_001),
                 event_id: "e".into(),
+                place: None,
                 retain_until: UnixTime(9_999),
                 alert: None,
             };
