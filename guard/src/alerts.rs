@@ -11,6 +11,7 @@ use ec2pass_shared::verdict::VerdictRecord;
 
 use crate::ec2::{AwsError, InstanceFacts};
 use crate::event::Origin;
+use crate::fleet::FleetError;
 
 /// Most messages one SNS PublishBatch takes.
 pub const ALERTS_PER_BATCH: usize = 10;
@@ -216,6 +217,43 @@ pub fn for_sweep_error(origin: &Origin, failed: &str, detail: String) -> Alert {
         password_short_id: None,
         issuer_user_id: None,
         detail: Some(detail),
+    }
+}
+
+/// The alert for starts in a place the guard cannot act in: the account, the member role and
+/// STS's answer, and the starts, which come back (the queue redelivers them) rather than being
+/// skipped.
+pub fn for_unreachable(origin: &Origin, ids: &[&InstanceId], error: &FleetError) -> Alert {
+    let names: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+    let instance_id = match names.as_slice() {
+        [one] => (*one).to_owned(),
+        [] => "sweep".to_owned(),
+        _ => "batch".to_owned(),
+    };
+    let what = if ids.is_empty() {
+        "the sweep of this account and region waits for the next schedule".to_owned()
+    } else {
+        format!(
+            "{} start(s) left for the queue to deliver again: {}",
+            names.len(),
+            names.join(" ")
+        )
+    };
+    Alert {
+        schema_version: SCHEMA_VERSION,
+        verdict: "guard-error".to_owned(),
+        reason: "assume-role".to_owned(),
+        instance_id,
+        instance_name: None,
+        account: error.place.account.clone(),
+        region: error.place.region.clone(),
+        event_id: origin.event_id.clone(),
+        event_time: origin.event_time.clone(),
+        launch_time: None,
+        action: Action::None,
+        password_short_id: None,
+        issuer_user_id: None,
+        detail: Some(format!("{error}; {what}")),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The batch path: state changes from the SQS queue, many starts an invocation, few EC2 calls.
 //!
-//! messages → starts (one per instance, however many of its events the batch holds) → one
-//! DescribeInstances by `instance-id` filter for all of them → each start decided, consumed and
+//! messages → starts (one per instance, however many of its events the batch holds), by the
+//! account and region they happened in ([`crate::fleet`]) → for each place, one
+//! DescribeInstances by `instance-id` filter for all of its starts → each start decided, consumed and
 //! recorded exactly as on the single path ([`crate::guard`]), concurrently → their stops, untags
 //! and alerts gathered into as few StopInstances, DeleteTags and PublishBatch calls as EC2 and SNS
 //! allow ([`Gathered`]) → one summary alert for the batch → the messages to hand back.
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use ec2pass_shared::alert::{Action, Alert, SCHEMA_VERSION};
 use ec2pass_shared::ids::InstanceId;
+use ec2pass_shared::org::Place;
 use ec2pass_shared::store::{AlertStore, ConsumeStore, PasswordLookup, VerdictStore};
 use ec2pass_shared::time::{Clock, UnixTime};
 use ec2pass_shared::verdict::VerdictRecord;
@@ -30,6 +32,7 @@ use tracing::{error, info, warn};
 use crate::alerts::Alerts;
 use crate::ec2::{AwsError, Ec2, InstanceFacts, StopError};
 use crate::event::{self, Origin, Trigger};
+use crate::fleet::Fleet;
 use crate::guard::{
     ACTIVATION_FALLBACK, Existing, Guard, GuardError, Invocation, Patience, Report,
 };
@@ -88,9 +91,10 @@ pub fn recheck_after(first: Duration, receive_count: u32) -> Duration {
 /// message that did.
 pub type Starts = BTreeMap<InstanceId, (Origin, Vec<usize>)>;
 
-/// The batch's starts, and the indices of the messages that name none (logged, acknowledged).
-fn starts(messages: &[Message]) -> (Starts, Vec<usize>) {
-    let mut starts = Starts::new();
+/// The batch's starts by the place they happened in, and the indices of the messages that name
+/// none (logged, acknowledged).
+fn starts(messages: &[Message]) -> (BTreeMap<Place, Starts>, Vec<usize>) {
+    let mut starts: BTreeMap<Place, Starts> = BTreeMap::new();
     let mut ignored = Vec::new();
     for (n, m) in messages.iter().enumerate() {
         let payload: Value = match serde_json::from_str(&m.body) {
@@ -106,6 +110,8 @@ fn starts(messages: &[Message]) -> (Starts, Vec<usize>) {
                 instance, origin, ..
             } => {
                 let entry = starts
+                    .entry(origin.place())
+                    .or_default()
                     .entry(instance)
                     .or_insert_with(|| (origin, Vec::new()));
                 entry.1.push(n);
@@ -126,29 +132,73 @@ fn starts(messages: &[Message]) -> (Starts, Vec<usize>) {
 impl<S, E, A, C> Guard<S, E, A, C>
 where
     S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
-    E: Ec2,
+    E: Fleet,
     A: Alerts,
     C: Clock,
 {
     /// Handles one batch of SQS messages: see the module's doc.
     pub async fn handle_batch(&self, messages: &[Message], inv: &Invocation) -> BatchOutcome {
-        let (starts, _ignored) = starts(messages);
-        let ids: Vec<InstanceId> = starts.keys().cloned().collect();
-        info!(messages = messages.len(), starts = ids.len(), "batch");
+        let (places, _ignored) = starts(messages);
+        let count: usize = places.values().map(Starts::len).sum();
+        info!(
+            messages = messages.len(),
+            starts = count,
+            places = places.len(),
+            "batch"
+        );
         let mut outcome = BatchOutcome::default();
-        if ids.is_empty() {
-            return outcome;
+        // Each place with its own EC2, all at once: EC2 throttles per account and region.
+        let done = futures_util::future::join_all(
+            places
+                .iter()
+                .map(|(place, starts)| self.handle_place(place, starts, messages, inv)),
+        )
+        .await;
+        for part in done {
+            outcome.failed.extend(part.failed);
+            outcome.recheck.extend(part.recheck);
+            outcome.reports.extend(part.reports);
         }
-        let (described, activation) = tokio::join!(self.ec2.describe_many(&ids), self.activation());
+        let starts: Starts = places.into_values().flatten().collect();
+        if let Some(summary) = summary(&outcome.reports, &starts)
+            && let Err(e) = self.alerts.publish(&summary).await
+        {
+            warn!(error = %e, "could not publish the batch's summary");
+        }
+        outcome
+    }
+
+    /// The starts of one place: where → describe → guard each → what to hand back.
+    async fn handle_place(
+        &self,
+        place: &Place,
+        starts: &Starts,
+        messages: &[Message],
+        inv: &Invocation,
+    ) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        let ec2 = match self.ec2.at(place).await {
+            Ok(ec2) => ec2,
+            Err(e) => {
+                let ids: Vec<&InstanceId> = starts.keys().collect();
+                if let Some((_, (origin, _))) = starts.iter().next() {
+                    self.cannot_act(&ids, origin, &e).await;
+                }
+                outcome.failed = messages_of(starts, messages, |_| true);
+                return outcome;
+            }
+        };
+        let ids: Vec<InstanceId> = starts.keys().cloned().collect();
+        let (described, activation) = tokio::join!(ec2.describe_many(&ids), self.activation());
         let facts: HashMap<InstanceId, InstanceFacts> = match described {
             Ok(list) => list.into_iter().map(|f| (f.id.clone(), f)).collect(),
             Err(e) => {
                 // Throttled past the pace, or EC2 unreachable: hand the whole batch back. Every
                 // message comes back after the queue's visibility timeout; failing closed here
                 // would stop a hundred instances blind and raise an alert for each.
-                error!(error = %e, starts = ids.len(), "describe failed: the batch is handed back");
-                self.batch_error(&starts, &e).await;
-                outcome.failed = messages_of(&starts, messages, |_| true);
+                error!(error = %e, starts = ids.len(), %place, "describe failed: the batch is handed back");
+                self.batch_error(starts, &e).await;
+                outcome.failed = messages_of(starts, messages, |_| true);
                 return outcome;
             }
         };
@@ -163,7 +213,7 @@ where
                 None => Work::Gone(id.clone()),
             })
             .collect();
-        let results = self.guard_gathered(work, activation, inv).await;
+        let results = self.guard_gathered(&ec2, work, activation, inv).await;
         let mut back: HashMap<InstanceId, bool> = HashMap::new();
         for (id, result) in results {
             match result {
@@ -179,7 +229,7 @@ where
                 }
             }
         }
-        for (id, (_, ns)) in &starts {
+        for (id, (_, ns)) in starts {
             let Some(&soon) = back.get(id) else { continue };
             for &n in ns {
                 let Some(m) = messages.get(n) else { continue };
@@ -193,18 +243,14 @@ where
                 }
             }
         }
-        if let Some(summary) = summary(&outcome.reports, &starts)
-            && let Err(e) = self.alerts.publish(&summary).await
-        {
-            warn!(error = %e, "could not publish the batch's summary");
-        }
         outcome
     }
 
     /// Guards many starts at once, each as the single path would, their stops, untags and alerts
     /// gathered (see [`Gathered`]); never waits for a `pending` instance.
-    pub(crate) async fn guard_gathered(
+    pub(crate) async fn guard_gathered<E2: Ec2>(
         &self,
+        ec2: &E2,
         work: Vec<Work>,
         activation: UnixTime,
         inv: &Invocation,
@@ -216,7 +262,7 @@ where
                 Work::Gone(_) => None,
             })
             .collect();
-        let gathered = Gathered::new(&self.ec2, &self.alerts, &facts, work.len());
+        let gathered = Gathered::new(ec2, &self.alerts, &facts, work.len());
         let flow = self.flow_over(&gathered, &gathered, Patience::HandBack);
         let runs = work.into_iter().map(|w| {
             let (flow, gathered) = (&flow, &gathered);

@@ -296,7 +296,7 @@ async fn a_burst_of_running_unauthorized_starts_costs_one_describe_and_one_stop(
     assert!(outcome.failed.is_empty() && outcome.recheck.is_empty());
 }
 
-impl TestGuard {
+impl<E> Guard<MemoryStore, E, Topic, FixedClock> {
     fn topic_alerts(&self, verdict: &str) -> Vec<Alert> {
         self.alerts.alerts(verdict)
     }
@@ -557,4 +557,134 @@ async fn distinct_made_up_passwords_cost_one_untag_each_but_never_hold_back_the_
     assert!(first_stop < first_untag, "the stop goes first: {calls:?}");
     assert_eq!(g.topic_alerts("deny").len(), 50);
     assert!(outcome.failed.is_empty());
+}
+
+/// A hub's member accounts, each with its own fake EC2; one account's role cannot be assumed.
+struct Members {
+    ec2: BTreeMap<Place, Fleet>,
+    refused: &'static str,
+}
+
+impl crate::fleet::Fleet for Members {
+    type Ec2<'a> = &'a Fleet;
+
+    async fn at<'a>(&'a self, place: &Place) -> Result<&'a Fleet, crate::fleet::FleetError> {
+        match self.ec2.get(place) {
+            Some(ec2) if place.account != self.refused => Ok(ec2),
+            _ => Err(crate::fleet::FleetError {
+                place: place.clone(),
+                message: format!(
+                    "could not assume arn:aws:iam::{}:role/ec2pass-member: AccessDenied",
+                    place.account
+                ),
+            }),
+        }
+    }
+
+    fn places(&self, _here: &Place) -> Vec<Place> {
+        self.ec2.keys().cloned().collect()
+    }
+}
+
+/// A state change of instance `n` as EventBridge delivers it from a member account.
+fn message_in(n: usize, place: &Place) -> Message {
+    let iid = id(n);
+    let (account, region) = (&place.account, &place.region);
+    let body = json!({"version":"0","id":format!("evt-{iid}"),"detail-type":"EC2 Instance State-change Notification",
+        "source":"aws.ec2","account":account,"time":"2026-11-21T10:00:00Z","region":region,
+        "resources":[format!("arn:aws:ec2:{region}:{account}:instance/{iid}")],
+        "detail":{"instance-id":iid.as_str(),"state":"running"}});
+    Message {
+        id: format!("msg-{n}"),
+        receipt: format!("receipt-{n}"),
+        receive_count: 1,
+        body: body.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_hub_acts_in_each_account_with_its_own_ec2_and_alerts_an_account_it_cannot_reach() {
+    // Given a hub over two accounts in two regions, and one account whose member role refuses it
+    let places = [
+        Place::new("111111111111", "us-east-1"),
+        Place::new("111111111111", "eu-west-1"),
+        Place::new("222222222222", "us-east-1"),
+        Place::new("333333333333", "us-east-1"),
+    ];
+    let members = Members {
+        ec2: places
+            .iter()
+            .map(|p| (p.clone(), Fleet::default()))
+            .collect(),
+        refused: "333333333333",
+    };
+    for (n, place) in places.iter().enumerate() {
+        for k in 0..2 {
+            members.ec2[place].put(10 * n + k, "running", &[("Name", "miner")]);
+        }
+    }
+    let g = Guard::new(
+        config(),
+        MemoryStore::activated_at(UnixTime(1_700_000_000)),
+        members,
+        Topic::default(),
+        FixedClock(NOW),
+    );
+    // When one batch holds two unauthorized starts of each place
+    let messages: Vec<Message> = places
+        .iter()
+        .enumerate()
+        .flat_map(|(n, p)| (0..2).map(move |k| message_in(10 * n + k, p)))
+        .collect();
+    let outcome = g.handle_batch(&messages, &inv()).await;
+
+    // Then each reachable place was described and stopped with its own EC2, in one call each
+    for (n, place) in places[..3].iter().enumerate() {
+        let ec2 = &g.ec2.ec2[place];
+        assert_eq!(ec2.calls("describe-many"), [2], "{place}");
+        assert_eq!(ec2.calls("stop-many"), [2], "{place}");
+        assert!(
+            (0..2).all(|k| ec2.state(10 * n + k) == "stopping"),
+            "{place}"
+        );
+    }
+    // And the place whose role refused: nothing called, one guard-error naming the account
+    // and the role, and both messages handed back for the queue to deliver again
+    assert!(lock(&g.ec2.ec2[&places[3]].calls).is_empty());
+    let errors = g.topic_alerts("guard-error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].reason, "assume-role");
+    assert_eq!(
+        (errors[0].account.as_str(), errors[0].region.as_str()),
+        ("333333333333", "us-east-1")
+    );
+    let detail = errors[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("arn:aws:iam::333333333333:role/ec2pass-member")
+            && detail.contains(id(30).as_str()),
+        "{detail}"
+    );
+    assert_eq!(outcome.failed, ["msg-30", "msg-31"]);
+    // And every deny alert names the account and region its start happened in
+    let denies = g.topic_alerts("deny");
+    assert_eq!(denies.len(), 6);
+    for a in &denies {
+        let n: usize = places
+            .iter()
+            .position(|p| p.account == a.account && p.region == a.region)
+            .unwrap_or(usize::MAX);
+        assert!(
+            n < 3
+                && (a.instance_id == id(10 * n).as_str()
+                    || a.instance_id == id(10 * n + 1).as_str()),
+            "{a:?}"
+        );
+    }
+    // And the verdicts say where
+    assert!(
+        g.store
+            .verdicts()
+            .iter()
+            .all(|v| v.place.as_ref().is_some_and(|p| places[..3].contains(p)))
+    );
 }

@@ -219,6 +219,77 @@ pub trait Ec2: Send + Sync {
     }
 }
 
+/// A borrowed EC2 is the EC2 it borrows (a single-account [`crate::fleet::Fleet`] lends its
+/// own).
+impl<T: Ec2 + ?Sized> Ec2 for &T {
+    fn describe(
+        &self,
+        id: &InstanceId,
+    ) -> impl Future<Output = Result<Option<InstanceFacts>, AwsError>> + Send {
+        (**self).describe(id)
+    }
+
+    fn stop(&self, id: &InstanceId) -> impl Future<Output = Result<(), StopError>> + Send {
+        (**self).stop(id)
+    }
+
+    fn terminate(&self, id: &InstanceId) -> impl Future<Output = Result<(), StopError>> + Send {
+        (**self).terminate(id)
+    }
+
+    fn clear_stop_protection(
+        &self,
+        id: &InstanceId,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).clear_stop_protection(id)
+    }
+
+    fn clear_termination_protection(
+        &self,
+        id: &InstanceId,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).clear_termination_protection(id)
+    }
+
+    fn delete_tag(
+        &self,
+        id: &InstanceId,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).delete_tag(id, key, value)
+    }
+
+    fn active_instances(
+        &self,
+    ) -> impl Future<Output = Result<Vec<InstanceFacts>, AwsError>> + Send {
+        (**self).active_instances()
+    }
+
+    fn describe_many(
+        &self,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Result<Vec<InstanceFacts>, AwsError>> + Send {
+        (**self).describe_many(ids)
+    }
+
+    fn stop_many(
+        &self,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Vec<(InstanceId, Result<(), StopError>)>> + Send {
+        (**self).stop_many(ids)
+    }
+
+    fn delete_tag_many(
+        &self,
+        ids: &[InstanceId],
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        (**self).delete_tag_many(ids, key, value)
+    }
+}
+
 /// The AWS SDK's EC2 client.
 #[derive(Clone, Debug)]
 pub struct Ec2Client {

@@ -5,6 +5,7 @@
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use ec2pass_shared::ids::InstanceId;
+use ec2pass_shared::org::{Place, is_account_id, is_region};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -49,6 +50,35 @@ struct StateChangeDetail {
     state: String,
 }
 
+impl Origin {
+    /// The account and region the event happened in.
+    pub fn place(&self) -> Place {
+        Place::new(&self.account, &self.region)
+    }
+}
+
+/// The account and region of `instance` in an ARN among `resources`
+/// (`arn:<partition>:ec2:<region>:<account>:instance/<id>`).
+fn place_in_arn(resources: &[String], instance: &InstanceId) -> Option<(String, String)> {
+    resources.iter().find_map(|arn| {
+        let mut parts = arn.splitn(6, ':');
+        let (Some("arn"), Some(_), Some("ec2"), Some(region), Some(account), Some(resource)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        (resource.strip_prefix("instance/") == Some(instance.as_str())
+            && is_account_id(account)
+            && is_region(region))
+        .then(|| (account.to_owned(), region.to_owned()))
+    })
+}
+
 /// Reads an invocation payload.
 pub fn parse(payload: &Value) -> Trigger {
     // serde reads a struct from a JSON list too (its fields in order); EventBridge never sends
@@ -87,6 +117,19 @@ pub fn parse(payload: &Value) -> Trigger {
             if detail.state != "pending" && detail.state != "running" {
                 return Trigger::Ignore(format!("state {:?} is not guarded", detail.state));
             }
+            // Where it happened: the instance's ARN, when the event carries it, else the
+            // event's account and region. On AWS the two agree (EventBridge keeps both as EC2
+            // wrote them, across accounts too); an emulator that rewrites a forwarded event's
+            // account keeps the ARN.
+            let origin =
+                match place_in_arn(event.resources.as_deref().unwrap_or_default(), &instance) {
+                    Some((account, region)) => Origin {
+                        account,
+                        region,
+                        ..origin
+                    },
+                    None => origin,
+                };
             Trigger::StateChange {
                 instance,
                 state: detail.state,
@@ -139,6 +182,42 @@ mod tests {
             parse(&state_change("running")),
             Trigger::StateChange { .. }
         ));
+    }
+
+    #[test]
+    fn the_place_is_the_instance_arns_and_otherwise_the_events() {
+        // Given a state change forwarded from a member account by an emulator that rewrote the
+        // event's account and region to the hub's (moto does; AWS keeps the member's)
+        let mut forwarded = state_change("pending");
+        forwarded["resources"] = json!([
+            "arn:aws:ec2:eu-west-1:222222222222:instance/i-0fffffffffffffff0",
+            "arn:aws:ec2:eu-west-1:222222222222:instance/i-0123456789abcdef0"
+        ]);
+        let place = |e: &Value| match parse(e) {
+            Trigger::StateChange { origin, .. } => origin.place(),
+            other => panic!("not a state change: {other:?}"),
+        };
+        // Then the place is the one in this instance's ARN
+        assert_eq!(place(&forwarded), Place::new("222222222222", "eu-west-1"));
+        // And with no ARN of this instance, or one that does not read as a place, the event's
+        for resources in [
+            json!([]),
+            json!(["arn:aws:ec2:eu-west-1:222222222222:instance/i-0fffffffffffffff0"]),
+            json!(["arn:aws:ec2:eu-west-1:2222:instance/i-0123456789abcdef0"]),
+            json!(["arn:aws:ec2:EU:222222222222:instance/i-0123456789abcdef0"]),
+            json!(["arn:aws:s3:eu-west-1:222222222222:instance/i-0123456789abcdef0"]),
+        ] {
+            let mut e = state_change("pending");
+            e["resources"] = resources.clone();
+            assert_eq!(
+                place(&e),
+                Place::new("123456789012", "us-east-1"),
+                "{resources}"
+            );
+        }
+        let mut none = state_change("pending");
+        none.as_object_mut().map(|o| o.remove("resources"));
+        assert_eq!(place(&none), Place::new("123456789012", "us-east-1"));
     }
 
     #[test]

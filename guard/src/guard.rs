@@ -54,6 +54,7 @@ use crate::decide::{self, Assessment, Exemption};
 use crate::ec2::{Ec2, InstanceFacts};
 use crate::enforce;
 use crate::event::{self, Origin, Trigger};
+use crate::fleet::{Fleet, FleetError};
 
 /// When the activation time cannot be read, starts older than this are treated as older than
 /// the guard: the longest an EventBridge event is delivered for (`MaximumEventAgeInSeconds` of
@@ -134,7 +135,7 @@ pub struct GuardError {
     /// The instance (or `sweep`).
     pub instance: String,
     /// What failed: `describe`, `activation`, `consume`, `record-verdict`, `stop`, `publish`,
-    /// `list`, `verdict-lookup`.
+    /// `list`, `verdict-lookup`, `assume-role`.
     pub what: &'static str,
     /// Details (never a password or digest).
     pub detail: String,
@@ -163,7 +164,7 @@ pub struct Guard<S, E, A, C> {
     pub config: GuardConfig,
     /// The password and verdict table.
     pub store: S,
-    /// EC2.
+    /// EC2: one account's, or the hub's member accounts ([`Fleet`]).
     pub ec2: E,
     /// The alert topic.
     pub alerts: A,
@@ -176,7 +177,7 @@ pub struct Guard<S, E, A, C> {
 impl<S, E, A, C> Guard<S, E, A, C>
 where
     S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
-    E: Ec2,
+    E: Fleet,
     A: Alerts,
     C: Clock,
 {
@@ -192,13 +193,8 @@ where
         }
     }
 
-    /// The guard's parts, for one pass over instances.
-    pub(crate) fn flow(&self, patience: Patience) -> Flow<'_, S, E, A, C> {
-        self.flow_over(&self.ec2, &self.alerts, patience)
-    }
-
-    /// The guard's store, clock and configuration with other EC2 and alert parts (the batch
-    /// path's gathered calls).
+    /// The guard's store, clock and configuration with the EC2 of one place and alert parts
+    /// (the batch path's gathered calls).
     pub(crate) fn flow_over<'a, E2, A2>(
         &'a self,
         ec2: &'a E2,
@@ -240,10 +236,7 @@ where
                 let activation = match self.activation().await {
                     Ok(t) => t,
                     Err(detail) => {
-                        return Err(self
-                            .flow(Patience::Wait)
-                            .sweep_failed(&origin, "activation", detail)
-                            .await);
+                        return Err(sweep_failed(&self.alerts, &origin, "activation", detail).await);
                     }
                 };
                 self.sweep(activation, &origin, inv).await
@@ -263,14 +256,41 @@ where
             .map_err(|e| e.to_string())
     }
 
-    /// describe (with the activation time, on a cold start) → guard the facts.
+    /// One `guard-error` alert for starts in a place the guard cannot act in (its member role
+    /// cannot be assumed): they are left to come back (the queue redelivers them; the sweep
+    /// looks again), never skipped in silence.
+    pub(crate) async fn cannot_act(
+        &self,
+        ids: &[&InstanceId],
+        origin: &Origin,
+        e: &FleetError,
+    ) -> GuardError {
+        error!(account = %e.place.account, region = %e.place.region, error = %e, starts = ids.len(), "cannot act in the account");
+        let alert = alerts::for_unreachable(origin, ids, e);
+        if let Err(e) = self.alerts.publish(&alert).await {
+            error!(error = %e, "could not publish a guard-error alert");
+        }
+        GuardError {
+            instance: ids
+                .first()
+                .map_or_else(|| "sweep".to_owned(), |id| id.to_string()),
+            what: "assume-role",
+            detail: e.to_string(),
+        }
+    }
+
+    /// where → describe (with the activation time, on a cold start) → guard the facts.
     async fn guard_instance(
         &self,
         id: &InstanceId,
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Report, GuardError> {
-        let flow = self.flow(Patience::Wait);
+        let ec2 = match self.ec2.at(&origin.place()).await {
+            Ok(ec2) => ec2,
+            Err(e) => return Err(self.cannot_act(&[id], origin, &e).await),
+        };
+        let flow = self.flow_over(&ec2, &self.alerts, Patience::Wait);
         let (described, activation) =
             tokio::join!(flow.describe(id, origin, inv), self.activation());
         let Some(facts) = described? else {
@@ -480,6 +500,7 @@ where
             password_key: None,
             decided_at: now,
             event_id: origin.event_id.clone(),
+            place: Some(origin.place()).filter(|p| !p.account.is_empty() && !p.region.is_empty()),
             retain_until: now.plus(self.config.verdict_retention),
             alert: self
                 .alerts_on(verdict)
@@ -1026,16 +1047,7 @@ where
         what: &'static str,
         detail: String,
     ) -> GuardError {
-        error!(what, %detail, "sweep failed");
-        let alert = alerts::for_sweep_error(origin, what, detail.clone());
-        if let Err(e) = self.alerts.publish(&alert).await {
-            error!(error = %e, "could not publish a guard-error alert");
-        }
-        GuardError {
-            instance: "sweep".into(),
-            what,
-            detail,
-        }
+        sweep_failed(self.alerts, origin, what, detail).await
     }
 
     /// Whether a verdict found by the sweep still needs work.
@@ -1113,3 +1125,22 @@ fn describe_password(v: &mut VerdictRecord, password: Option<&PasswordRecord>) {
 #[cfg(test)]
 #[path = "guard_tests.rs"]
 mod tests;
+
+/// A sweep failure that concerns no one instance: alerted as `guard-error`, returned.
+pub(crate) async fn sweep_failed(
+    alerts: &impl Alerts,
+    origin: &Origin,
+    what: &'static str,
+    detail: String,
+) -> GuardError {
+    error!(what, %detail, "sweep failed");
+    let alert = alerts::for_sweep_error(origin, what, detail.clone());
+    if let Err(e) = alerts.publish(&alert).await {
+        error!(error = %e, "could not publish a guard-error alert");
+    }
+    GuardError {
+        instance: "sweep".into(),
+        what,
+        detail,
+    }
+}

@@ -1418,6 +1418,7 @@ async fn a_recorder_died(g: &TestGuard, owner: &str, at: UnixTime) {
         password_key: None,
         decided_at: at,
         event_id: "evt".into(),
+        place: None,
         retain_until: at.plus(Duration::from_secs(86_400 * 90)),
         alert: Some(AlertClaim::by(owner, at)),
     };

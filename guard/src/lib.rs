@@ -17,8 +17,10 @@
 //! retries and races. [`batch`] takes the state changes of a burst from the SQS queue many at a
 //! time: one describe for all, each start decided as above, their stops, untags and alerts
 //! gathered into few calls, and what is still `pending` handed back to the queue ([`queue`]).
-//! [`pace`] retries throttled EC2 calls at the rate EC2's buckets refill. `main.rs` only wires
-//! real AWS clients into [`guard::Guard`].
+//! [`pace`] retries throttled EC2 calls at the rate EC2's buckets refill. [`fleet`] says where
+//! each start is acted on: this account, or (a hub's guard) the member account and region it
+//! happened in, through that account's member role. `main.rs` only wires real AWS clients into
+//! [`guard::Guard`].
 
 pub mod alerts;
 pub mod batch;
@@ -26,6 +28,7 @@ pub mod decide;
 pub mod ec2;
 pub mod enforce;
 pub mod event;
+pub mod fleet;
 pub mod guard;
 pub mod pace;
 pub mod queue;

@@ -6,10 +6,12 @@ use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_lambda_events::sqs::SqsEvent;
 use ec2pass_shared::config::{Env, GuardConfig};
+use ec2pass_shared::org::StsAssume;
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
 use guard::alerts::SnsAlerts;
 use guard::ec2::Ec2Client;
+use guard::fleet::{Fleet, MemberRoles, SESSION_NAME};
 use guard::guard::{Guard, Invocation};
 use guard::pace::Paced;
 use guard::queue::{self, Recheck, SqsRecheck};
@@ -31,17 +33,35 @@ async fn main() -> Result<(), Error> {
         .timeout_config(timeouts)
         .load()
         .await;
-    let guard = Guard::new(
-        config.clone(),
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone()),
-        Paced(Ec2Client::new(aws_sdk_ec2::Client::new(&aws))),
-        SnsAlerts::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone()),
-        SystemClock,
-    );
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone());
+    let alerts = SnsAlerts::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
     let recheck = SqsRecheck::new(
         aws_sdk_sqs::Client::new(&aws),
         config.state_change_queue_url.clone(),
     );
+    // A hub acts in each member account through its member role; one account with its own role.
+    match config.hub.clone() {
+        Some(hub) => {
+            let fleet =
+                MemberRoles::new(hub, StsAssume::new(aws.clone(), SESSION_NAME), aws.clone());
+            serve(
+                Guard::new(config, store, fleet, alerts, SystemClock),
+                recheck,
+            )
+            .await
+        }
+        None => {
+            let ec2 = Paced(Ec2Client::new(aws_sdk_ec2::Client::new(&aws)));
+            serve(Guard::new(config, store, ec2, alerts, SystemClock), recheck).await
+        }
+    }
+}
+
+/// Answers invocations until the runtime stops.
+async fn serve<F: Fleet>(
+    guard: Guard<DynamoStore, F, SnsAlerts, SystemClock>,
+    recheck: SqsRecheck,
+) -> Result<(), Error> {
     let (guard, recheck) = (&guard, &recheck);
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let inv = Invocation {

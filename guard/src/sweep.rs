@@ -5,7 +5,9 @@
 //! keys a request, [`VERDICT_READS`] requests at once) → what needs work: a start with no verdict
 //! (its events were lost) or a verdict left unfinished (a deny still up, an alert still owed, an
 //! exemption whose reason went away) → done [`ROUND`] starts at a time, exactly as a batch from
-//! the queue is ([`crate::batch`]) → owed alerts of instances no longer running.
+//! the queue is ([`crate::batch`]) → owed alerts of instances no longer running. A hub's guard
+//! does this for every member account and region in turn ([`crate::fleet::Fleet::places`]),
+//! each with its own EC2, and announces an owed alert where its start happened.
 //!
 //! Resumable across runs: the sweep stops between rounds when the invocation's time runs short.
 //! What it did not reach still has no verdict, or is still unfinished, so the next sweep finds it
@@ -24,7 +26,8 @@ use crate::alerts::Alerts;
 use crate::batch::Work;
 use crate::ec2::{Ec2, InstanceFacts};
 use crate::event::Origin;
-use crate::guard::{Guard, GuardError, Invocation, Patience, Report};
+use crate::fleet::Fleet;
+use crate::guard::{Guard, GuardError, Invocation, Patience, Report, sweep_failed};
 
 /// How many starts one round decides or finishes.
 pub const ROUND: usize = 100;
@@ -42,20 +45,103 @@ pub const SWEEP_ALERTS: usize = 100;
 impl<S, E, A, C> Guard<S, E, A, C>
 where
     S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
-    E: Ec2,
+    E: Fleet,
     A: Alerts,
     C: Clock,
 {
-    /// The sweep (see the module's doc).
+    /// The sweep (see the module's doc): every place in turn, then the owed alerts.
     pub(crate) async fn sweep(
         &self,
         activation: UnixTime,
         origin: &Origin,
         inv: &Invocation,
     ) -> Result<Vec<Report>, GuardError> {
-        let flow = self.flow(Patience::HandBack);
         let now = self.clock.now();
-        let instances = match self.ec2.active_instances().await {
+        let mut reports = Vec::new();
+        let mut first_error = None;
+        let mut seen = HashSet::new();
+        let places = self.ec2.places(&origin.place());
+        for (n, place) in places.iter().enumerate() {
+            if Instant::now() + ROUND_BUDGET > inv.deadline {
+                warn!(
+                    left = places.len() - n,
+                    "sweep: out of time; the next sweep takes up the other places"
+                );
+                break;
+            }
+            // The alerts of a place's starts name that place.
+            let here = Origin {
+                account: place.account.clone(),
+                region: place.region.clone(),
+                ..origin.clone()
+            };
+            let swept = match self.ec2.at(place).await {
+                Ok(ec2) => {
+                    self.sweep_place(&ec2, activation, &here, inv, now, &mut seen)
+                        .await
+                }
+                Err(e) => Err(self.cannot_act(&[], &here, &e).await),
+            };
+            match swept {
+                Ok(done) => reports.extend(done),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match self.store.due_alerts(now, SWEEP_ALERTS).await {
+            Ok(due) => {
+                for theirs in due {
+                    if seen.contains(&theirs.cycle.verdict_key()) {
+                        continue;
+                    }
+                    // Announced where the start happened (a verdict recorded before hubs
+                    // names no place: where the sweep runs).
+                    let place = theirs.place.clone().unwrap_or_else(|| origin.place());
+                    let announced = match self.ec2.at(&place).await {
+                        Ok(ec2) => {
+                            self.flow_over(&ec2, &self.alerts, Patience::HandBack)
+                                .announce_owed(theirs, origin, inv)
+                                .await
+                        }
+                        Err(e) => Err(self.cannot_act(&[&theirs.cycle.instance], origin, &e).await),
+                    };
+                    match announced {
+                        Ok(report) => reports.push(report),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(
+                    sweep_failed(&self.alerts, origin, "alert-lookup", e.to_string()).await,
+                );
+            }
+        }
+        info!(
+            finished = reports.len(),
+            places = places.len(),
+            "sweep done"
+        );
+        first_error.map_or(Ok(reports), Err)
+    }
+
+    /// One place: list its active instances → keep the starts the guard may decide → their
+    /// verdicts → decide or finish what needs it, [`ROUND`] at a time, while time lasts. Adds
+    /// the verdict keys it listed to `seen`.
+    async fn sweep_place<E2: Ec2>(
+        &self,
+        ec2: &E2,
+        activation: UnixTime,
+        origin: &Origin,
+        inv: &Invocation,
+        now: UnixTime,
+        seen: &mut HashSet<String>,
+    ) -> Result<Vec<Report>, GuardError> {
+        let flow = self.flow_over(ec2, &self.alerts, Patience::HandBack);
+        let instances = match ec2.active_instances().await {
             Ok(list) => list,
             Err(e) => return Err(flow.sweep_failed(origin, "list", e.to_string()).await),
         };
@@ -75,7 +161,8 @@ where
                 return Err(flow.sweep_failed(origin, "verdict-lookup", detail).await);
             }
         };
-        let seen: HashSet<String> = candidates.iter().map(|(_, c)| c.verdict_key()).collect();
+        seen.extend(candidates.iter().map(|(_, c)| c.verdict_key()));
+        let listed = candidates.len();
         let mut work = Vec::new();
         for (facts, cycle) in candidates {
             match verdicts.get(&cycle.verdict_key()) {
@@ -91,8 +178,10 @@ where
             }
         }
         info!(
-            listed = seen.len(),
+            listed,
             to_do = work.len(),
+            account = %origin.account,
+            region = %origin.region,
             "sweep: starts without a verdict or with one unfinished"
         );
         let mut reports = Vec::new();
@@ -109,7 +198,7 @@ where
                 break;
             }
             left -= round.len();
-            for (_, result) in self.guard_gathered(round, activation, inv).await {
+            for (_, result) in self.guard_gathered(ec2, round, activation, inv).await {
                 match result {
                     Ok(report) => reports.push(report),
                     Err(e) => {
@@ -118,28 +207,6 @@ where
                 }
             }
         }
-        match self.store.due_alerts(now, SWEEP_ALERTS).await {
-            Ok(due) => {
-                for theirs in due {
-                    if seen.contains(&theirs.cycle.verdict_key()) {
-                        continue;
-                    }
-                    match flow.announce_owed(theirs, origin, inv).await {
-                        Ok(report) => reports.push(report),
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                first_error.get_or_insert(
-                    flow.sweep_failed(origin, "alert-lookup", e.to_string())
-                        .await,
-                );
-            }
-        }
-        info!(finished = reports.len(), "sweep done");
         first_error.map_or(Ok(reports), Err)
     }
 

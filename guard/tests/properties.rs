@@ -888,6 +888,7 @@ fn a_verdict_alert_is_one_short_line_and_documented_json_for_any_instance() {
                 password_key: password.as_ref().map(|p| p.digest().table_key()),
                 decided_at: UnixTime(launch),
                 event_id: origin.event_id.clone(),
+                place: None,
                 retain_until: UnixTime(launch),
                 alert: None,
             };

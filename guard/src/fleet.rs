@@ -1,0 +1,245 @@
+//! Where the guard acts: the EC2 API of the account and region each start happened in.
+//!
+//! A batch is split by place ([`Place`]) before anything is described: EC2 throttles per account
+//! and region, and each place's starts are described, stopped and untagged with that place's
+//! EC2, got from [`Fleet::at`].
+//!
+//! - Any [`Ec2`] is a fleet of one place. A single-account stack acts with its own credentials
+//!   in its own region whatever an event says: it only receives its own account's events, and a
+//!   forged one names an instance that it describes (or does not find) like any other.
+//! - [`MemberRoles`] is the hub's. For each member account it assumes the member role
+//!   (`EC2PASS_MEMBER_ROLE`, through [`Assume`], with [`Sessions`]), keeps the credentials until
+//!   [`REFRESH_BEFORE`] their expiry, and keeps one paced EC2 client per account and region. A
+//!   role it cannot assume is a [`FleetError`], which the guard alerts as `guard-error` naming
+//!   the account, and the starts go back to the queue: never a silent skip.
+
+use std::future::Future;
+
+use aws_config::SdkConfig;
+use aws_sdk_ec2::config::{Region, SharedCredentialsProvider};
+use ec2pass_shared::org::{Assume, Hub, Place, Sessions, Unreachable};
+
+use crate::ec2::{Ec2, Ec2Client};
+use crate::pace::Paced;
+
+pub use ec2pass_shared::org::REFRESH_BEFORE;
+
+/// The session name the guard's assumed-role sessions carry (CloudTrail shows it in each member
+/// account).
+pub const SESSION_NAME: &str = "ec2pass-guard";
+
+/// The guard cannot act in a place.
+pub type FleetError = Unreachable;
+
+/// The EC2 APIs of the places the guard guards.
+pub trait Fleet: Send + Sync {
+    /// The EC2 of one place.
+    type Ec2<'a>: Ec2
+    where
+        Self: 'a;
+
+    /// The EC2 of `place`.
+    fn at<'a>(
+        &'a self,
+        place: &Place,
+    ) -> impl Future<Output = Result<Self::Ec2<'a>, FleetError>> + Send;
+
+    /// Every place the sweep covers; `here` is where the sweep's own schedule runs.
+    fn places(&self, here: &Place) -> Vec<Place>;
+}
+
+/// A single account: its one EC2, wherever the event says it happened.
+impl<E: Ec2> Fleet for E {
+    type Ec2<'a>
+        = &'a E
+    where
+        E: 'a;
+
+    fn at<'a>(&'a self, _place: &Place) -> impl Future<Output = Result<&'a E, FleetError>> + Send {
+        std::future::ready(Ok(self))
+    }
+
+    fn places(&self, here: &Place) -> Vec<Place> {
+        vec![here.clone()]
+    }
+}
+
+/// The hub's fleet: every member account through its member role (see the module's doc).
+pub struct MemberRoles<A> {
+    sessions: Sessions<A, Paced<Ec2Client>>,
+    base: SdkConfig,
+}
+
+impl<A: Assume> MemberRoles<A> {
+    /// The hub's members, reached with `assume`; EC2 clients are built from `base` (timeouts,
+    /// retries, endpoint) with the member's credentials and the place's region.
+    pub fn new(hub: Hub, assume: A, base: SdkConfig) -> Self {
+        Self {
+            sessions: Sessions::new(hub, assume),
+            base,
+        }
+    }
+}
+
+impl<A: Assume> Fleet for MemberRoles<A> {
+    type Ec2<'a>
+        = Paced<Ec2Client>
+    where
+        A: 'a;
+
+    fn at(
+        &self,
+        place: &Place,
+    ) -> impl Future<Output = Result<Paced<Ec2Client>, FleetError>> + Send {
+        let place = place.clone();
+        async move {
+            self.sessions
+                .client(&place, |credentials, region| {
+                    let conf = aws_sdk_ec2::config::Builder::from(&self.base)
+                        .region(Region::new(region.to_owned()))
+                        .credentials_provider(SharedCredentialsProvider::new(credentials.clone()))
+                        .build();
+                    Paced(Ec2Client::new(aws_sdk_ec2::Client::from_conf(conf)))
+                })
+                .await
+        }
+    }
+
+    fn places(&self, _here: &Place) -> Vec<Place> {
+        self.sessions.hub().places()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    use aws_sdk_ec2::config::Credentials;
+    use ec2pass_shared::org::Member;
+
+    /// Counts assumptions; refuses one account; hands out credentials that live `lifetime`.
+    struct FakeSts {
+        calls: std::sync::Arc<AtomicUsize>,
+        refused: &'static str,
+        lifetime: Duration,
+    }
+
+    impl Assume for FakeSts {
+        async fn assume(&self, role_arn: &str) -> Result<Credentials, String> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if role_arn.contains(self.refused) {
+                return Err("AccessDenied: not authorized to perform sts:AssumeRole".into());
+            }
+            Ok(Credentials::new(
+                "ASIAFAKE",
+                "fake",
+                Some("token".into()),
+                Some(SystemTime::now() + self.lifetime),
+                "fake",
+            ))
+        }
+    }
+
+    fn hub() -> Hub {
+        Hub {
+            role: "ec2pass-member".into(),
+            partition: "aws".into(),
+            members: ["111111111111", "222222222222", "333333333333"]
+                .iter()
+                .enumerate()
+                .map(|(n, id)| Member {
+                    alias: format!("a{n}"),
+                    id: (*id).into(),
+                })
+                .collect(),
+            regions: vec!["us-east-1".into(), "eu-west-1".into()],
+        }
+    }
+
+    fn fleet(lifetime: Duration) -> (MemberRoles<FakeSts>, std::sync::Arc<AtomicUsize>) {
+        let base = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let fake = FakeSts {
+            calls: calls.clone(),
+            refused: "333333333333",
+            lifetime,
+        };
+        (MemberRoles::new(hub(), fake, base), calls)
+    }
+
+    #[tokio::test]
+    async fn a_member_role_is_assumed_once_per_account_and_renewed_before_it_expires() {
+        // Given the hub's fleet, with hour-long sessions
+        let (f, calls) = fleet(Duration::from_secs(3600));
+        // When the guard acts in two regions of one account, then in another account
+        for place in [
+            Place::new("111111111111", "us-east-1"),
+            Place::new("111111111111", "eu-west-1"),
+            Place::new("111111111111", "us-east-1"),
+            Place::new("222222222222", "us-east-1"),
+        ] {
+            assert!(f.at(&place).await.is_ok(), "{place}");
+        }
+        // Then each account's role was assumed once
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // Given sessions that expire within REFRESH_BEFORE
+        let (short, short_calls) = fleet(REFRESH_BEFORE / 2);
+        let place = Place::new("111111111111", "us-east-1");
+        for _ in 0..3 {
+            assert!(short.at(&place).await.is_ok());
+        }
+        // Then each use renews it: no call starts with credentials about to die
+        assert_eq!(short_calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_role_that_cannot_be_assumed_is_an_error_naming_the_account() {
+        let (f, calls) = fleet(Duration::from_secs(3600));
+        let place = Place::new("333333333333", "eu-west-1");
+        let Err(e) = f.at(&place).await else {
+            panic!("a refused role must not give an EC2");
+        };
+        assert_eq!(e.place, place);
+        let text = e.to_string();
+        assert!(text.contains("333333333333"), "{text}");
+        assert!(
+            text.contains("arn:aws:iam::333333333333:role/ec2pass-member"),
+            "{text}"
+        );
+        assert!(text.contains("AccessDenied"), "{text}");
+        // And it is asked again next time (a role fixed meanwhile is used at once)
+        assert!(f.at(&place).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_event_without_a_usable_place_assumes_nothing() {
+        let (f, calls) = fleet(Duration::from_secs(3600));
+        for place in [
+            Place::new("", ""),
+            Place::new("12345", "us-east-1"),
+            Place::new("111111111111", "Mars"),
+        ] {
+            assert!(f.at(&place).await.is_err(), "{place}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn the_hub_sweeps_every_member_in_every_region() {
+        let (f, _) = fleet(Duration::from_secs(3600));
+        let here = Place::new("999999999999", "ap-south-1");
+        let places = f.places(&here);
+        assert_eq!(places.len(), 6);
+        assert!(places.contains(&Place::new("333333333333", "eu-west-1")));
+        assert!(
+            !places.contains(&here),
+            "the hub's own account is a member like any other"
+        );
+    }
+}
