@@ -66,7 +66,12 @@ fn describe_scope(scope: Option<(&InstanceId, &InstanceInfo)>) -> String {
                 .as_deref()
                 .map(|n| format!(" ({})", escape(n)))
                 .unwrap_or_default();
-            format!("`{id}`{name}, now {}", escape(&info.state))
+            let place = info
+                .place
+                .as_ref()
+                .map(|(alias, p)| format!(" in {}/{}", escape(alias), escape(&p.region)))
+                .unwrap_or_default();
+            format!("`{id}`{name}{place}, now {}", escape(&info.state))
         }
     }
 }
@@ -283,6 +288,7 @@ mod tests {
         let info = InstanceInfo {
             name: Some("<!here>".into()),
             state: "stopped".into(),
+            place: None,
         };
         let id = InstanceId::parse("i-0123abcd").unwrap_or_else(|| unreachable!());
         let shown = describe_scope(Some((&id, &info)));
@@ -296,6 +302,7 @@ mod tests {
         let info = InstanceInfo {
             name: Some("web-prod".into()),
             state: "stopped".into(),
+            place: None,
         };
         let short = ec2pass_shared::password::new_short_id();
         let v = minted(&p, &short, Some((&id, &info)), UnixTime(1_795_255_200));

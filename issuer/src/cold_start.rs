@@ -65,7 +65,11 @@ pub async fn issuer(env: &Env<'_>, aws: &SdkConfig) -> Result<LambdaIssuer, Cold
     let secret = secret::resolve(&config.signing_secret, &secrets).await?;
     Ok(Issuer {
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), config.table.clone()),
-        directory: Ec2Directory::new(aws_sdk_ec2::Client::new(aws)),
+        // A hub's issuer looks for the instance in every member account and region.
+        directory: match config.hub.clone() {
+            Some(hub) => Ec2Directory::hub(aws_sdk_ec2::Client::new(aws), hub, aws.clone()),
+            None => Ec2Directory::new(aws_sdk_ec2::Client::new(aws)),
+        },
         clock: SystemClock,
         secret,
         config,

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use crate::answer;
 use crate::authorize::authorize;
 use crate::command::{self, Command, Mistake, RevokeTarget};
-use crate::instances::InstanceDirectory;
+use crate::instances::{InstanceDirectory, InstanceInfo};
 use crate::mint;
 use crate::request::{Form, Incoming, SlashCommand, check_shape, parse_form};
 use crate::verify::{HeaderValue, verify};
@@ -219,6 +219,10 @@ where
                 }
                 match lookup {
                     Ok(Some(info)) if info.is_gone() => return answer::instance_gone(id, &info),
+                    Ok(Some(info)) if !self.may_mint_in(cmd, &info) => {
+                        info!(user_id = cmd.user_id, instance_id = %id, "mint refused: not on the account's allow-list");
+                        return answer::not_allowed();
+                    }
                     Ok(Some(info)) => Some(info),
                     Ok(None) => {
                         info!(user_id = cmd.user_id, instance_id = %id, "mint refused: unknown instance");
@@ -267,6 +271,19 @@ where
                 answer::try_again()
             }
         }
+    }
+
+    /// Whether the account a hub found the instance in lets this requester mint for it
+    /// (`EC2PASS_ACCOUNT_USERS`; an account not named there: the allow-lists alone decided).
+    fn may_mint_in(&self, cmd: &SlashCommand, info: &InstanceInfo) -> bool {
+        let Some((_, place)) = &info.place else {
+            return true;
+        };
+        self.config
+            .account_users
+            .iter()
+            .find(|(account, _)| *account == place.account)
+            .is_none_or(|(_, users)| users.contains(&cmd.user_id))
     }
 
     async fn list(&self, cmd: &SlashCommand, now: UnixTime) -> Value {

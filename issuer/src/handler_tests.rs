@@ -39,6 +39,7 @@ fn ec2() -> FakeEc2 {
         Some(InstanceInfo {
             name: Some("web-prod".into()),
             state: "stopped".into(),
+            place: None,
         }),
     );
     map.insert(
@@ -46,6 +47,7 @@ fn ec2() -> FakeEc2 {
         Some(InstanceInfo {
             name: None,
             state: "terminated".into(),
+            place: None,
         }),
     );
     map.insert("i-00000000000000bad".to_owned(), None);
@@ -66,6 +68,8 @@ fn config() -> IssuerConfig {
         allow: AllowLists::default(),
         allow_unscoped: false,
         rate_limit_per_hour: 3,
+        hub: None,
+        account_users: Vec::new(),
     }
 }
 
@@ -871,4 +875,41 @@ async fn slow_aws_gets_an_answer_before_slack_gives_up_and_nothing_is_minted_aft
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(slow_store.store.0.records().is_empty());
     assert!(slow_ec2.store.records().is_empty());
+}
+
+#[tokio::test]
+async fn a_hub_shows_where_it_found_the_instance_and_keeps_each_accounts_allow_list() {
+    // Given a hub's issuer that found the instance in prod/eu-west-1, whose allow-list is U1
+    let prod = ec2pass_shared::org::Place::new("111111111111", "eu-west-1");
+    let mut fleet = ec2();
+    fleet.0.insert(
+        INSTANCE.to_owned(),
+        Some(InstanceInfo {
+            name: Some("web-prod".into()),
+            state: "stopped".into(),
+            place: Some(("prod".into(), prod)),
+        }),
+    );
+    let issuer = Issuer {
+        directory: fleet,
+        ..issuer_with(
+            MemoryStore::new(),
+            IssuerConfig {
+                account_users: vec![("111111111111".into(), vec!["U1".into()])],
+                ..config()
+            },
+        )
+    };
+    // When U1 asks, the answer names the account's alias and the region
+    let reply = send(&issuer, &form("U1", INSTANCE)).await;
+    assert!(password_in(&reply).is_some(), "{reply:?}");
+    assert!(
+        text_of(&reply).contains("in prod/eu-west-1"),
+        "{}",
+        text_of(&reply)
+    );
+    // And U2, whom the global allow-lists let in, gets no password for that account
+    let refused = send(&issuer, &form("U2", INSTANCE)).await;
+    assert!(password_in(&refused).is_none(), "{refused:?}");
+    assert!(text_of(&refused).contains("not"), "{}", text_of(&refused));
 }

@@ -6,9 +6,15 @@
 
 use std::future::Future;
 
+use aws_config::SdkConfig;
 use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::{Region, SharedCredentialsProvider};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use ec2pass_shared::ids::InstanceId;
+use ec2pass_shared::org::{Hub, Place, Sessions, StsAssume};
+
+/// The session name of the issuer's lookups in member accounts (CloudTrail shows it there).
+pub const SESSION_NAME: &str = "ec2pass-issuer";
 
 /// What the requester is shown about an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +23,9 @@ pub struct InstanceInfo {
     pub name: Option<String>,
     /// The state name (`running`, `stopped`, …).
     pub state: String,
+    /// Where a hub found it: the account's alias (or id) and the region. `None` for a
+    /// single-account stack, where there is only one place.
+    pub place: Option<(String, Place)>,
 }
 
 impl InstanceInfo {
@@ -40,55 +49,123 @@ pub trait InstanceDirectory: Send + Sync {
     ) -> impl Future<Output = Result<Option<InstanceInfo>, DirectoryError>> + Send;
 }
 
-/// The EC2 API.
-#[derive(Clone, Debug)]
+/// The EC2 API: this account's, or (a hub's issuer) every member account's in every guarded
+/// region, through the read-only lookup role (`EC2PASS_LOOKUP_ROLE`).
 pub struct Ec2Directory {
     client: Client,
+    hub: Option<(Sessions<StsAssume, Client>, SdkConfig)>,
 }
 
 impl Ec2Directory {
     /// Uses a client built once at cold start.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self { client, hub: None }
+    }
+
+    /// A hub's: looks in every account × region of `hub` at once, with `base`'s timeouts and
+    /// retries and each member's lookup-role credentials.
+    pub fn hub(client: Client, hub: Hub, base: SdkConfig) -> Self {
+        let assume = StsAssume::new(base.clone(), SESSION_NAME);
+        Self {
+            client,
+            hub: Some((Sessions::new(hub, assume), base)),
+        }
+    }
+
+    /// Every member place at once; the instance where it is found. An instance found nowhere
+    /// while some place could not be asked is an error (it may be there), not "unknown".
+    async fn find(
+        &self,
+        sessions: &Sessions<StsAssume, Client>,
+        base: &SdkConfig,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceInfo>, DirectoryError> {
+        let hub = sessions.hub();
+        let asks = hub.places().into_iter().map(|place| async move {
+            let client = sessions
+                .client(&place, |credentials, region| {
+                    let conf = aws_sdk_ec2::config::Builder::from(base)
+                        .region(Region::new(region.to_owned()))
+                        .credentials_provider(SharedCredentialsProvider::new(credentials.clone()))
+                        .build();
+                    Client::from_conf(conf)
+                })
+                .await
+                .map_err(|e| DirectoryError(e.to_string()))?;
+            let found = describe_with(&client, id).await?;
+            Ok::<_, DirectoryError>(found.map(|info| {
+                InstanceInfo {
+                    place: Some((
+                        hub.alias_of(&place.account)
+                            .unwrap_or(&place.account)
+                            .to_owned(),
+                        place,
+                    )),
+                    ..info
+                }
+            }))
+        });
+        let mut failed = None;
+        for answer in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(Some(info)) => return Ok(Some(info)),
+                Ok(None) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(None), Err)
     }
 }
 
 impl InstanceDirectory for Ec2Directory {
     async fn describe(&self, id: &InstanceId) -> Result<Option<InstanceInfo>, DirectoryError> {
-        let result = self
-            .client
-            .describe_instances()
-            .instance_ids(id.as_str())
-            .send()
-            .await;
-        let out = match result {
-            Ok(out) => out,
-            Err(e)
-                if e.code()
-                    .is_some_and(|c| c.starts_with("InvalidInstanceID.")) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(DirectoryError(DisplayErrorContext(&e).to_string())),
-        };
-        let instance = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find(|i| i.instance_id() == Some(id.as_str()));
-        Ok(instance.map(|i| InstanceInfo {
-            name: i
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some("Name"))
-                .and_then(|t| t.value())
-                .map(str::to_owned),
-            state: i
-                .state()
-                .and_then(|s| s.name())
-                .map_or_else(|| "unknown".to_owned(), |s| s.as_str().to_owned()),
-        }))
+        match &self.hub {
+            None => describe_with(&self.client, id).await,
+            Some((sessions, base)) => self.find(sessions, base, id).await,
+        }
     }
+}
+
+/// DescribeInstances for one id with one client.
+async fn describe_with(
+    client: &Client,
+    id: &InstanceId,
+) -> Result<Option<InstanceInfo>, DirectoryError> {
+    let result = client
+        .describe_instances()
+        .instance_ids(id.as_str())
+        .send()
+        .await;
+    let out = match result {
+        Ok(out) => out,
+        Err(e)
+            if e.code()
+                .is_some_and(|c| c.starts_with("InvalidInstanceID.")) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(DirectoryError(DisplayErrorContext(&e).to_string())),
+    };
+    let instance = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find(|i| i.instance_id() == Some(id.as_str()));
+    Ok(instance.map(|i| InstanceInfo {
+        name: i
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("Name"))
+            .and_then(|t| t.value())
+            .map(str::to_owned),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map_or_else(|| "unknown".to_owned(), |s| s.as_str().to_owned()),
+        place: None,
+    }))
 }
 
 #[cfg(test)]
@@ -147,7 +224,8 @@ mod tests {
             info,
             Some(InstanceInfo {
                 name: Some("web-prod".into()),
-                state: "stopped".into()
+                state: "stopped".into(),
+                place: None,
             })
         );
     }
@@ -178,6 +256,7 @@ mod tests {
             InstanceInfo {
                 name: None,
                 state: state.into(),
+                place: None,
             }
             .is_gone()
         };

@@ -1289,6 +1289,7 @@ impl InstanceDirectory for AnyInstance {
         Ok(Some(InstanceInfo {
             name: Some(self.0.clone()),
             state: "stopped".into(),
+            place: None,
         }))
     }
 }
@@ -1308,6 +1309,8 @@ fn issuer(name: String, allow_unscoped: bool) -> Issuer<MemoryStore, AnyInstance
             allow: AllowLists::default(),
             allow_unscoped,
             rate_limit_per_hour: 1000,
+            hub: None,
+            account_users: Vec::new(),
         },
         secret: SigningSecret::new(SECRET),
         store: MemoryStore::new(),

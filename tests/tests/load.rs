@@ -479,6 +479,7 @@ impl InstanceDirectory for Launched {
         Ok(self.0.contains(id.as_str()).then(|| InstanceInfo {
             name: Some("issuer-load".into()),
             state: "running".into(),
+            place: None,
         }))
     }
 }

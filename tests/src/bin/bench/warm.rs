@@ -110,6 +110,7 @@ impl InstanceDirectory for KnownDirectory {
         Ok(Some(InstanceInfo {
             name: Some("bench-web".into()),
             state: "running".into(),
+            place: None,
         }))
     }
 }
