@@ -22,6 +22,7 @@ use issuer::verify::sign;
 pub mod esm;
 /// A throttle-faithful EC2 and the guard's two designs in virtual time (the burst figures).
 pub mod model;
+pub mod org;
 pub mod secrets;
 
 /// The workspace root.

@@ -543,6 +543,7 @@ mod guard_side {
             password_key: None,
             decided_at: now,
             event_id: unique("evt-"),
+            place: None,
             retain_until: now.plus(Duration::from_secs(90 * 86_400)),
             alert,
         }
@@ -623,7 +624,11 @@ mod guard_side {
         let mut recorded = Vec::new();
         for n in 0..150 {
             let c = cycle(UnixTime(f.now.0 - 60));
-            let v = verdict(&c, kinds[n % kinds.len()], f.now, None);
+            let mut v = verdict(&c, kinds[n % kinds.len()], f.now, None);
+            // A hub's verdicts say where the start happened; earlier ones do not.
+            if n % 2 == 0 {
+                v.place = Some(ec2pass_shared::org::Place::new("222222222222", "eu-west-1"));
+            }
             f.record(&v).await;
             cycles.push(c);
             recorded.push(v);

@@ -773,6 +773,7 @@ async fn sweep(name: &str, design: Design, n: usize, undecided: usize) -> Figure
             password_key: None,
             decided_at: launch_time.plus(Duration::from_secs(5)),
             event_id: format!("evt-earlier-{k}"),
+            place: None,
             retain_until: EPOCH.plus(Duration::from_secs(90 * 86_400)),
             alert: None,
         };
