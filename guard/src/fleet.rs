@@ -186,6 +186,12 @@ mod tests {
         }
         // Then each account's role was assumed once
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // And an account of the Organization the hub was not told about is acted in too (the
+        // StackSet gave it a member role; only the sweep needs the list)
+        let joined = Place::new("444444444444", "eu-west-1");
+        assert!(!f.sessions.hub().guards(&joined));
+        assert!(f.at(&joined).await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
 
         // Given sessions that expire within REFRESH_BEFORE
         let (short, short_calls) = fleet(REFRESH_BEFORE / 2);

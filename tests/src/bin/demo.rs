@@ -244,6 +244,105 @@ async fn story() -> Result<(), Failed> {
     let verdict = guard(build.clone(), "pending").await?;
     show(&verdict);
     expect_stopped(&ec2, &alerts, &build, &verdict, "reused").await?;
+    organization(&local, &aws, &alerts).await
+}
+
+/// The same product for an Organization: this account as the hub, three member accounts in two
+/// regions (see `ec2pass_tests::org`). The hub's guard and the hub issuer's search run in-process
+/// here (the functions under `cargo lambda watch` are the single-account stack), with the code
+/// and settings a hub deploys.
+async fn organization(local: &Local, aws: &SdkConfig, alerts: &AlertQueue) -> Result<(), Failed> {
+    use ec2pass_shared::org::{Hub, Place, members};
+    use ec2pass_tests::org::{
+        MEMBERS, REGIONS, hub_guard, member_ec2, member_state_change, messages,
+    };
+    use issuer::instances::{Ec2Directory, InstanceDirectory};
+
+    let hub = hub_guard(local, aws);
+    let (bravo, charlie) = (
+        Place::new(MEMBERS[1].1, REGIONS[1]),
+        Place::new(MEMBERS[2].1, REGIONS[0]),
+    );
+    step(
+        13,
+        &format!(
+            "ec2pass now serves an Organization: this account is the hub of {} member accounts in {}. Eve, with keys stolen in bravo, launches a miner in {}.",
+            MEMBERS.len(),
+            REGIONS.join(" and "),
+            bravo.region
+        ),
+    );
+    let bravo_ec2 = member_ec2(aws, &bravo).await;
+    let miner = launch_instance(&bravo_ec2, "bravo-miner").await;
+    let outcome = hub
+        .handle_batch(
+            &messages(&[
+                member_state_change(&miner, "pending", &bravo),
+                member_state_change(&miner, "running", &bravo),
+            ]),
+            &ec2pass_tests::invocation(),
+        )
+        .await;
+    show(&format!(
+        "hub guard: {}",
+        outcome
+            .reports
+            .iter()
+            .map(|r| format!("{} ({})", r.verdict, r.reason.as_deref().unwrap_or("-")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    check(
+        inspect(&bravo_ec2, &miner).await.0 == "stopped",
+        "the hub's guard stops it in bravo, through bravo's member role",
+    )?;
+    let about: Vec<_> = alerts
+        .drain()
+        .await
+        .into_iter()
+        .filter(|a| a.message["instance_id"] == miner.as_str())
+        .collect();
+    check(
+        about.len() == 1
+            && about[0].message["account"] == bravo.account.as_str()
+            && about[0].message["region"] == bravo.region.as_str(),
+        "one alert, naming bravo's account and eu-west-1",
+    )?;
+
+    step(
+        14,
+        "Alice's server runs in charlie, in us-east-1; she does not need to know where.",
+    );
+    let charlie_ec2 = member_ec2(aws, &charlie).await;
+    let server = launch_instance(&charlie_ec2, "charlie-api").await;
+    let accounts: Vec<String> = MEMBERS.iter().map(|(a, i)| format!("{a}={i}")).collect();
+    let lookup = Ec2Directory::hub(
+        aws_sdk_ec2::Client::new(aws),
+        Hub {
+            role: "ec2pass-lookup".into(),
+            partition: "aws".into(),
+            members: members(&accounts.join(",")).map_err(|e| Failed(e.to_string()))?,
+            regions: REGIONS.iter().map(|r| (*r).to_owned()).collect(),
+        },
+        aws.clone(),
+    );
+    let found = lookup
+        .describe(&server)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|i| i.place);
+    show(&format!(
+        "hub issuer: found {server} in {}",
+        found.as_ref().map_or_else(
+            || "no account".to_owned(),
+            |(alias, p)| format!("{alias}/{}", p.region)
+        )
+    ));
+    check(
+        found == Some(("charlie".to_owned(), charlie.clone())),
+        "the hub's issuer finds it in charlie/us-east-1, through the read-only lookup role",
+    )?;
     Ok(())
 }
 
