@@ -265,6 +265,16 @@ fn expected_trigger(payload: &Value) -> Expected {
             };
             match (InstanceId::parse(id), state.as_str()) {
                 (Some(instance), "pending" | "running") => {
+                    // Issue 12: the place is the instance's ARN among the resources, when one
+                    // reads as a place.
+                    let origin = match arn_place(event.get("resources"), id) {
+                        Some((account, region)) => Origin {
+                            account,
+                            region,
+                            ..origin
+                        },
+                        None => origin,
+                    };
                     Expected::Trigger(Trigger::StateChange {
                         instance,
                         state: state.clone(),
@@ -282,6 +292,35 @@ fn expected_trigger(payload: &Value) -> Expected {
         }),
         _ => Expected::Ignore,
     }
+}
+
+/// The account and region of the first `arn:*:ec2:<region>:<account>:instance/<id>` among the
+/// resources, as documented: twelve digits, and a region of dash-joined lower-case words ending
+/// in a number of one or two digits.
+fn arn_place(resources: Option<&Value>, id: &str) -> Option<(String, String)> {
+    let list = resources?.as_array()?;
+    list.iter().filter_map(Value::as_str).find_map(|arn| {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let [first, _, service, region, account, resource] = parts.as_slice() else {
+            return None;
+        };
+        let words: Vec<&str> = region.split('-').collect();
+        let (number, names) = words.split_last()?;
+        let region_ok = region.len() <= 25
+            && names.len() >= 2
+            && names
+                .iter()
+                .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
+            && (1..=2).contains(&number.len())
+            && number.chars().all(|c| c.is_ascii_digit());
+        let ok = *first == "arn"
+            && *service == "ec2"
+            && account.len() == 12
+            && account.chars().all(|c| c.is_ascii_digit())
+            && region_ok
+            && *resource == format!("instance/{id}");
+        ok.then(|| ((*account).to_owned(), (*region).to_owned()))
+    })
 }
 
 /// What the parser made of it, for comparison (an Ignore's reason is free text, but never empty).
