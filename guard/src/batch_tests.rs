@@ -688,3 +688,60 @@ async fn a_hub_acts_in_each_account_with_its_own_ec2_and_alerts_an_account_it_ca
             .all(|v| v.place.as_ref().is_some_and(|p| places[..3].contains(p)))
     );
 }
+
+#[tokio::test]
+async fn a_hubs_sweep_covers_every_member_place_and_alerts_the_one_it_cannot_reach() {
+    // Given a hub over three reachable places and one whose role refuses, each with a start
+    // whose events were lost
+    let places = [
+        Place::new("111111111111", "us-east-1"),
+        Place::new("111111111111", "eu-west-1"),
+        Place::new("222222222222", "us-east-1"),
+        Place::new("333333333333", "us-east-1"),
+    ];
+    let members = Members {
+        ec2: places
+            .iter()
+            .map(|p| (p.clone(), Fleet::default()))
+            .collect(),
+        refused: "333333333333",
+    };
+    for (n, place) in places.iter().enumerate() {
+        members.ec2[place].put(n, "running", &[("Name", "lost")]);
+    }
+    let g = Guard::new(
+        config(),
+        MemoryStore::activated_at(UnixTime(1_700_000_000)),
+        members,
+        Topic::default(),
+        FixedClock(NOW),
+    );
+    // When the schedule's sweep runs (in the hub's own account, which is not a member)
+    let _ = g.handle(&sweep_event(), &inv()).await;
+    // Then each reachable place's lost start is denied and stopped there, its alert naming it
+    for (n, place) in places[..3].iter().enumerate() {
+        assert_eq!(g.ec2.ec2[place].state(n), "stopping", "{place}");
+        let mine: Vec<Alert> = g
+            .topic_alerts("deny")
+            .into_iter()
+            .filter(|a| a.instance_id == id(n).as_str())
+            .collect();
+        assert_eq!(mine.len(), 1, "{place}");
+        assert_eq!(
+            (&mine[0].account, &mine[0].region),
+            (&place.account, &place.region)
+        );
+    }
+    // And the place it cannot reach is one guard-error naming it; nothing was asked there
+    assert!(lock(&g.ec2.ec2[&places[3]].calls).is_empty());
+    let errors = g.topic_alerts("guard-error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (
+            errors[0].reason.as_str(),
+            errors[0].account.as_str(),
+            errors[0].instance_id.as_str()
+        ),
+        ("assume-role", "333333333333", "sweep")
+    );
+}

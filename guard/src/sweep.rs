@@ -6,8 +6,9 @@
 //! (its events were lost) or a verdict left unfinished (a deny still up, an alert still owed, an
 //! exemption whose reason went away) → done [`ROUND`] starts at a time, exactly as a batch from
 //! the queue is ([`crate::batch`]) → owed alerts of instances no longer running. A hub's guard
-//! does this for every member account and region in turn ([`crate::fleet::Fleet::places`]),
-//! each with its own EC2, and announces an owed alert where its start happened.
+//! does this for every member account and region ([`crate::fleet::Fleet::places`]),
+//! [`PLACES_AT_ONCE`] at a time, each with its own EC2, starting one place further on each
+//! schedule, and announces an owed alert where its start happened.
 //!
 //! Resumable across runs: the sweep stops between rounds when the invocation's time runs short.
 //! What it did not reach still has no verdict, or is still unfinished, so the next sweep finds it
@@ -39,6 +40,9 @@ pub const ROUND_BUDGET: Duration = Duration::from_secs(5);
 /// How many BatchGetItem requests run at once.
 pub const VERDICT_READS: usize = 4;
 
+/// How many places (account × region) a hub's sweep lists and decides at once.
+pub const PLACES_AT_ONCE: usize = 8;
+
 /// How many owed alerts one sweep takes over at most (the rest wait for the next sweep).
 pub const SWEEP_ALERTS: usize = 100;
 
@@ -60,32 +64,44 @@ where
         let mut reports = Vec::new();
         let mut first_error = None;
         let mut seen = HashSet::new();
-        let places = self.ec2.places(&origin.place());
-        for (n, place) in places.iter().enumerate() {
+        let mut places = self.ec2.places(&origin.place());
+        // Each schedule starts one place further on, so that a sweep cut short by its deadline
+        // does not leave the same places to the end every time.
+        if !places.is_empty() {
+            let turn = usize::try_from(now.0.div_euclid(60)).unwrap_or(0) % places.len();
+            places.rotate_left(turn);
+        }
+        let count = places.len();
+        for (n, group) in places.chunks(PLACES_AT_ONCE).enumerate() {
             if Instant::now() + ROUND_BUDGET > inv.deadline {
                 warn!(
-                    left = places.len() - n,
+                    left = count - n * PLACES_AT_ONCE,
                     "sweep: out of time; the next sweep takes up the other places"
                 );
                 break;
             }
-            // The alerts of a place's starts name that place.
-            let here = Origin {
-                account: place.account.clone(),
-                region: place.region.clone(),
-                ..origin.clone()
-            };
-            let swept = match self.ec2.at(place).await {
-                Ok(ec2) => {
-                    self.sweep_place(&ec2, activation, &here, inv, now, &mut seen)
-                        .await
+            // Places are independent (EC2 throttles each account and region on its own): a
+            // few at once.
+            let swept = futures_util::future::join_all(group.iter().map(|place| async move {
+                // The alerts of a place's starts name that place.
+                let here = Origin {
+                    account: place.account.clone(),
+                    region: place.region.clone(),
+                    ..origin.clone()
+                };
+                match self.ec2.at(place).await {
+                    Ok(ec2) => self.sweep_place(&ec2, activation, &here, inv, now).await,
+                    Err(e) => (Err(self.cannot_act(&[], &here, &e).await), HashSet::new()),
                 }
-                Err(e) => Err(self.cannot_act(&[], &here, &e).await),
-            };
-            match swept {
-                Ok(done) => reports.extend(done),
-                Err(e) => {
-                    first_error.get_or_insert(e);
+            }))
+            .await;
+            for (result, listed) in swept {
+                seen.extend(listed);
+                match result {
+                    Ok(done) => reports.extend(done),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -129,8 +145,8 @@ where
     }
 
     /// One place: list its active instances → keep the starts the guard may decide → their
-    /// verdicts → decide or finish what needs it, [`ROUND`] at a time, while time lasts. Adds
-    /// the verdict keys it listed to `seen`.
+    /// verdicts → decide or finish what needs it, [`ROUND`] at a time, while time lasts. Also
+    /// gives the verdict keys it listed.
     async fn sweep_place<E2: Ec2>(
         &self,
         ec2: &E2,
@@ -138,12 +154,14 @@ where
         origin: &Origin,
         inv: &Invocation,
         now: UnixTime,
-        seen: &mut HashSet<String>,
-    ) -> Result<Vec<Report>, GuardError> {
+    ) -> (Result<Vec<Report>, GuardError>, HashSet<String>) {
         let flow = self.flow_over(ec2, &self.alerts, Patience::HandBack);
         let instances = match ec2.active_instances().await {
             Ok(list) => list,
-            Err(e) => return Err(flow.sweep_failed(origin, "list", e.to_string()).await),
+            Err(e) => {
+                let failed = flow.sweep_failed(origin, "list", e.to_string()).await;
+                return (Err(failed), HashSet::new());
+            }
         };
         let oldest = now.minus(self.config.sweep_window);
         let candidates: Vec<(InstanceFacts, Cycle)> = instances
@@ -158,10 +176,11 @@ where
         let verdicts = match self.read_verdicts(&candidates).await {
             Ok(v) => v,
             Err(detail) => {
-                return Err(flow.sweep_failed(origin, "verdict-lookup", detail).await);
+                let failed = flow.sweep_failed(origin, "verdict-lookup", detail).await;
+                return (Err(failed), HashSet::new());
             }
         };
-        seen.extend(candidates.iter().map(|(_, c)| c.verdict_key()));
+        let seen: HashSet<String> = candidates.iter().map(|(_, c)| c.verdict_key()).collect();
         let listed = candidates.len();
         let mut work = Vec::new();
         for (facts, cycle) in candidates {
@@ -207,7 +226,9 @@ where
                 }
             }
         }
-        first_error.map_or(Ok(reports), Err)
+        // What it listed is its own even when a round failed: the owed alerts are not taken
+        // over again in the same sweep (Lambda's retry of the failed sweep does that).
+        (first_error.map_or(Ok(reports), Err), seen)
     }
 
     /// The verdicts of these starts, [`VERDICT_READS`] BatchGetItem requests at a time.
