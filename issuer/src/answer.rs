@@ -185,16 +185,49 @@ pub fn usage(config: &IssuerConfig, mistake: Option<&Mistake>) -> Value {
         Mistake::UnscopedNotAllowed => {
             "Passwords must name an instance here: `/ec2pass i-0123456789abcdef0`.".to_owned()
         }
+        Mistake::BadPlace(what) if what.is_empty() => {
+            "`in` needs an account, and maybe a region: `in prod` or `in prod/eu-west-1`."
+                .to_owned()
+        }
+        Mistake::BadPlace(what) => format!(
+            "`{}` is not a place. Write an account's alias or id, and maybe a region: `prod` or `prod/eu-west-1`.",
+            escape(what)
+        ),
+        Mistake::UnknownPlace(what) => match &config.hub {
+            None => format!(
+                "This ec2pass guards one account and region, so there is nothing to choose: leave out `in {}`.",
+                escape(what)
+            ),
+            Some(hub) => format!(
+                "ec2pass does not guard `{}`. Accounts: {}. Regions: {}.",
+                escape(what),
+                hub.members
+                    .iter()
+                    .map(|m| format!("`{}`", m.alias))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                hub.regions
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
     });
     let unscoped = if config.allow_unscoped {
         "\n• `/ec2pass` alone: a password any one instance may use"
     } else {
         ""
     };
+    let near = if config.hub.is_some() {
+        "\n• `/ec2pass i-0123456789abcdef0 in prod/eu-west-1`: the same, looking only there (ec2pass otherwise finds the account and region itself)"
+    } else {
+        ""
+    };
     let help = format!(
         "*ec2pass* hands out one-time passwords for starting EC2 instances.\n\
          • `/ec2pass i-0123456789abcdef0`: a password for that instance, valid {}\n\
-         • `/ec2pass i-0123456789abcdef0 2h`: the same, valid 2h (from {} to {}){unscoped}\n\
+         • `/ec2pass i-0123456789abcdef0 2h`: the same, valid 2h (from {} to {}){near}{unscoped}\n\
          • `/ec2pass list`: your outstanding passwords\n\
          • `/ec2pass revoke ID` or `/ec2pass revoke all`: withdraw them\n\
          • `/ec2pass help`: this message",

@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `i-0123456789abcdef0` | mint a password only that instance may use |
 //! | `i-… 30m`, `i-… 2h` | the same, with a lifetime |
+//! | `i-… in prod`, `i-… in prod/eu-west-1`, `i-… 2h in prod` | the same, where a hub looks (an account's alias or id, and a region) |
 //! | *(empty)*, or a lifetime alone | mint an unscoped password (only where configuration allows) |
 //! | `help` | usage |
 //! | `list` | the requester's outstanding passwords |
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use ec2pass_shared::config::Lifetimes;
 use ec2pass_shared::ids::{InstanceId, ShortId};
+use ec2pass_shared::org::is_region;
 use ec2pass_shared::time::parse_duration;
 
 /// A parsed command.
@@ -26,6 +28,8 @@ pub enum Command {
         scope: Option<InstanceId>,
         /// The requested lifetime, if any.
         lifetime: Option<Duration>,
+        /// Where to look for it (`in …`), if the requester said.
+        near: Option<Near>,
     },
     /// Show usage.
     Help,
@@ -33,6 +37,36 @@ pub enum Command {
     List,
     /// Withdraw outstanding passwords.
     Revoke(RevokeTarget),
+}
+
+/// Where the requester says an instance lives: `in prod` or `in prod/eu-west-1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Near {
+    /// An account's alias or id, lower-cased (resolved against the hub's accounts).
+    pub account: String,
+    /// A region, if named.
+    pub region: Option<String>,
+}
+
+impl Near {
+    /// Reads `alias`, `alias/region`, `123456789012` or `123456789012/region`.
+    pub fn parse(word: &str) -> Option<Self> {
+        let (account, region) = match word.split_once('/') {
+            Some((a, r)) => (a, Some(r)),
+            None => (word, None),
+        };
+        let account = account.to_ascii_lowercase();
+        let account_ok = (1..=32).contains(&account.len())
+            && account
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let region = match region {
+            Some(r) if is_region(r) => Some(r.to_owned()),
+            Some(_) => return None,
+            None => None,
+        };
+        account_ok.then_some(Self { account, region })
+    }
 }
 
 /// Which passwords `revoke` withdraws.
@@ -59,6 +93,11 @@ pub enum Mistake {
     BadRevoke(String),
     /// An unscoped password was asked for but configuration does not allow them.
     UnscopedNotAllowed,
+    /// `in` followed by nothing, or by something that is not `alias` or `alias/region`.
+    BadPlace(String),
+    /// A place this ec2pass does not guard (an unknown alias, a region not guarded, or any
+    /// place at all on a single-account stack).
+    UnknownPlace(String),
 }
 
 /// Parses the text after `/ec2pass`.
@@ -69,6 +108,7 @@ pub fn parse(text: &str) -> Result<Command, Mistake> {
         (None, _) => Ok(Command::Mint {
             scope: None,
             lifetime: None,
+            near: None,
         }),
         (Some("help"), [_]) => Ok(Command::Help),
         (Some("list"), [_]) => Ok(Command::List),
@@ -81,19 +121,29 @@ pub fn parse(text: &str) -> Result<Command, Mistake> {
         (Some("revoke"), _) => Err(Mistake::BadRevoke(shorten(&words[1..].join(" ")))),
         (Some(first), [id, rest @ ..]) if first.starts_with("i-") => {
             let scope = InstanceId::parse(id).ok_or_else(|| Mistake::BadInstanceId(shorten(id)))?;
-            let lifetime = match rest {
-                [] => None,
-                [l] => Some(parse_duration(l).ok_or_else(|| Mistake::BadLifetime(shorten(l)))?),
+            let lifetime_of =
+                |l: &str| parse_duration(l).ok_or_else(|| Mistake::BadLifetime(shorten(l)));
+            let near_of = |w: &str| Near::parse(w).ok_or_else(|| Mistake::BadPlace(shorten(w)));
+            let is_in = |w: &str| w.eq_ignore_ascii_case("in");
+            let (lifetime, near) = match rest {
+                [] => (None, None),
+                [w] if is_in(w) => return Err(Mistake::BadPlace(String::new())),
+                [l] => (Some(lifetime_of(l)?), None),
+                [w, place] if is_in(w) => (None, Some(near_of(place)?)),
+                [l, w, place] if is_in(w) => (Some(lifetime_of(l)?), Some(near_of(place)?)),
+                [w, place, l] if is_in(w) => (Some(lifetime_of(l)?), Some(near_of(place)?)),
                 _ => return Err(Mistake::Unknown(shorten(text.trim()))),
             };
             Ok(Command::Mint {
                 scope: Some(scope),
                 lifetime,
+                near,
             })
         }
         (Some(_), [l]) if parse_duration(l).is_some() => Ok(Command::Mint {
             scope: None,
             lifetime: parse_duration(l),
+            near: None,
         }),
         (Some(_), _) => Err(Mistake::Unknown(shorten(text.trim()))),
     }
@@ -137,14 +187,16 @@ mod tests {
             parse("i-0123456789abcdef0"),
             Ok(Command::Mint {
                 scope: id("i-0123456789abcdef0"),
-                lifetime: None
+                lifetime: None,
+                near: None
             })
         );
         assert_eq!(
             parse("  i-0123abcd   2h "),
             Ok(Command::Mint {
                 scope: id("i-0123abcd"),
-                lifetime: Some(Duration::from_secs(7200))
+                lifetime: Some(Duration::from_secs(7200)),
+                near: None
             })
         );
     }
@@ -155,23 +207,71 @@ mod tests {
             parse(""),
             Ok(Command::Mint {
                 scope: None,
-                lifetime: None
+                lifetime: None,
+                near: None
             })
         );
         assert_eq!(
             parse("   "),
             Ok(Command::Mint {
                 scope: None,
-                lifetime: None
+                lifetime: None,
+                near: None
             })
         );
         assert_eq!(
             parse("30m"),
             Ok(Command::Mint {
                 scope: None,
-                lifetime: Some(Duration::from_secs(1800))
+                lifetime: Some(Duration::from_secs(1800)),
+                near: None
             })
         );
+    }
+
+    #[test]
+    fn in_names_where_a_hub_should_look() {
+        let near = |account: &str, region: Option<&str>| Near {
+            account: account.into(),
+            region: region.map(str::to_owned),
+        };
+        let mint = |text: &str| match parse(text) {
+            Ok(Command::Mint { near, lifetime, .. }) => Ok((near, lifetime)),
+            other => Err(other),
+        };
+        let two_hours = Some(Duration::from_secs(7200));
+        assert_eq!(
+            mint("i-0123abcd in Prod/eu-west-1"),
+            Ok((Some(near("prod", Some("eu-west-1"))), None))
+        );
+        assert_eq!(
+            mint("i-0123abcd IN prod"),
+            Ok((Some(near("prod", None)), None))
+        );
+        assert_eq!(
+            mint("i-0123abcd 2h in 111111111111"),
+            Ok((Some(near("111111111111", None)), two_hours))
+        );
+        assert_eq!(
+            mint("i-0123abcd in dev/us-west-2 2h"),
+            Ok((Some(near("dev", Some("us-west-2"))), two_hours))
+        );
+        assert_eq!(
+            parse("i-0123abcd in"),
+            Err(Mistake::BadPlace(String::new()))
+        );
+        assert_eq!(
+            parse("i-0123abcd in prod/Mars"),
+            Err(Mistake::BadPlace("prod/Mars".into()))
+        );
+        assert_eq!(
+            parse("i-0123abcd in pr*d"),
+            Err(Mistake::BadPlace("pr*d".into()))
+        );
+        assert!(matches!(
+            parse("i-0123abcd in prod in dev"),
+            Err(Mistake::Unknown(_))
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ec2pass_shared::config::{IssuerConfig, SigningSecret};
 use ec2pass_shared::ids::InstanceId;
+use ec2pass_shared::org::Place;
 use ec2pass_shared::store::{MintOutcome, MintStore, OutstandingStore, TriggerStore};
 use ec2pass_shared::time::{Clock, UnixTime};
 use lambda_http::http::{HeaderMap, Response, header};
@@ -19,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::answer;
 use crate::authorize::authorize;
-use crate::command::{self, Command, Mistake, RevokeTarget};
+use crate::command::{self, Command, Mistake, Near, RevokeTarget};
 use crate::instances::{InstanceDirectory, InstanceInfo};
 use crate::mint;
 use crate::request::{Form, Incoming, SlashCommand, check_shape, parse_form};
@@ -172,7 +173,17 @@ where
                 answer::usage(&self.config, Some(&mistake))
             }
             Ok(Command::Help) => answer::usage(&self.config, None),
-            Ok(Command::Mint { scope, lifetime }) => self.mint(&cmd, scope, lifetime, now).await,
+            Ok(Command::Mint {
+                scope,
+                lifetime,
+                near,
+            }) => match self.within(near.as_ref()) {
+                Ok(within) => {
+                    self.mint(&cmd, scope, lifetime, within.as_deref(), now)
+                        .await
+                }
+                Err(mistake) => answer::usage(&self.config, Some(&mistake)),
+            },
             Ok(Command::List) => self.list(&cmd, now).await,
             Ok(Command::Revoke(target)) => self.revoke(&cmd, target, now).await,
         };
@@ -184,6 +195,7 @@ where
         cmd: &SlashCommand,
         scope: Option<InstanceId>,
         lifetime: Option<std::time::Duration>,
+        within: Option<&[Place]>,
         now: UnixTime,
     ) -> Value {
         if scope.is_none() && !self.config.allow_unscoped {
@@ -213,7 +225,7 @@ where
             None => None,
             Some(id) => {
                 let (refused, lookup) =
-                    tokio::join!(self.claim(cmd, now), self.directory.describe(id));
+                    tokio::join!(self.claim(cmd, now), self.directory.describe_in(id, within));
                 if let Some(refused) = refused {
                     return refused;
                 }
@@ -270,6 +282,34 @@ where
                 error!(error = %e, "mint failed: store");
                 answer::try_again()
             }
+        }
+    }
+
+    /// The places `in …` names, or `None` (everywhere the hub guards, or this account). A
+    /// place this ec2pass does not guard is a mistake explained to the requester.
+    fn within(&self, near: Option<&Near>) -> Result<Option<Vec<Place>>, Mistake> {
+        let Some(near) = near else {
+            return Ok(None);
+        };
+        let named = match &near.region {
+            Some(r) => format!("{}/{r}", near.account),
+            None => near.account.clone(),
+        };
+        let Some(hub) = &self.config.hub else {
+            return Err(Mistake::UnknownPlace(named));
+        };
+        let Some(member) = hub.member(&near.account) else {
+            return Err(Mistake::UnknownPlace(named));
+        };
+        match &near.region {
+            Some(r) if !hub.regions.contains(r) => Err(Mistake::UnknownPlace(named)),
+            Some(r) => Ok(Some(vec![Place::new(&member.id, r)])),
+            None => Ok(Some(
+                hub.regions
+                    .iter()
+                    .map(|r| Place::new(&member.id, r))
+                    .collect(),
+            )),
         }
     }
 
@@ -380,6 +420,8 @@ fn mistake_kind(m: &Mistake) -> &'static str {
         Mistake::LifetimeOutOfBounds(_) => "lifetime-out-of-bounds",
         Mistake::BadRevoke(_) => "bad-revoke",
         Mistake::UnscopedNotAllowed => "unscoped-not-allowed",
+        Mistake::BadPlace(_) => "bad-place",
+        Mistake::UnknownPlace(_) => "unknown-place",
     }
 }
 

@@ -913,3 +913,45 @@ async fn a_hub_shows_where_it_found_the_instance_and_keeps_each_accounts_allow_l
     assert!(password_in(&refused).is_none(), "{refused:?}");
     assert!(text_of(&refused).contains("not"), "{}", text_of(&refused));
 }
+
+#[tokio::test]
+async fn in_names_a_place_a_hub_guards_and_anything_else_is_explained() {
+    use ec2pass_shared::org::{Hub, members};
+    let hub = Hub {
+        role: "ec2pass-lookup".into(),
+        partition: "aws".into(),
+        members: members("prod=111111111111,dev=222222222222").unwrap_or_default(),
+        regions: vec!["eu-west-1".into()],
+    };
+    let config_hub = IssuerConfig {
+        hub: Some(hub),
+        ..config()
+    };
+    // A hub: a guarded account and region is looked in (the fake finds the instance anywhere)
+    let hub_issuer = issuer_with(MemoryStore::new(), config_hub.clone());
+    let reply = send(
+        &hub_issuer,
+        &form("U1", &format!("{INSTANCE} in PROD/eu-west-1")),
+    )
+    .await;
+    assert!(password_in(&reply).is_some(), "{reply:?}");
+    // An alias it does not know, or a region it does not guard, is explained, with the choices
+    for place in ["staging", "prod/us-east-1"] {
+        let reply = send(&hub_issuer, &form("U1", &format!("{INSTANCE} in {place}"))).await;
+        assert!(password_in(&reply).is_none());
+        let text = text_of(&reply);
+        assert!(
+            text.contains(&format!("does not guard `{place}`")) && text.contains("`prod`, `dev`"),
+            "{text}"
+        );
+    }
+    // A single account has nothing to choose
+    let single = issuer();
+    let reply = send(&single, &form("U1", &format!("{INSTANCE} in prod"))).await;
+    assert!(password_in(&reply).is_none());
+    assert!(
+        text_of(&reply).contains("one account"),
+        "{}",
+        text_of(&reply)
+    );
+}

@@ -47,6 +47,17 @@ pub trait InstanceDirectory: Send + Sync {
         &self,
         id: &InstanceId,
     ) -> impl Future<Output = Result<Option<InstanceInfo>, DirectoryError>> + Send;
+
+    /// The instance, looked for only `within` these places when the requester named them (a
+    /// hub's); this default looks where [`InstanceDirectory::describe`] does.
+    fn describe_in(
+        &self,
+        id: &InstanceId,
+        within: Option<&[Place]>,
+    ) -> impl Future<Output = Result<Option<InstanceInfo>, DirectoryError>> + Send {
+        let _ = within;
+        self.describe(id)
+    }
 }
 
 /// The EC2 API: this account's, or (a hub's issuer) every member account's in every guarded
@@ -79,9 +90,11 @@ impl Ec2Directory {
         sessions: &Sessions<StsAssume, Client>,
         base: &SdkConfig,
         id: &InstanceId,
+        within: Option<&[Place]>,
     ) -> Result<Option<InstanceInfo>, DirectoryError> {
         let hub = sessions.hub();
-        let asks = hub.places().into_iter().map(|place| async move {
+        let places = within.map_or_else(|| hub.places(), <[Place]>::to_vec);
+        let asks = places.into_iter().map(|place| async move {
             let client = sessions
                 .client(&place, |credentials, region| {
                     let conf = aws_sdk_ec2::config::Builder::from(base)
@@ -123,7 +136,18 @@ impl InstanceDirectory for Ec2Directory {
     async fn describe(&self, id: &InstanceId) -> Result<Option<InstanceInfo>, DirectoryError> {
         match &self.hub {
             None => describe_with(&self.client, id).await,
-            Some((sessions, base)) => self.find(sessions, base, id).await,
+            Some((sessions, base)) => self.find(sessions, base, id, None).await,
+        }
+    }
+
+    async fn describe_in(
+        &self,
+        id: &InstanceId,
+        within: Option<&[Place]>,
+    ) -> Result<Option<InstanceInfo>, DirectoryError> {
+        match &self.hub {
+            None => describe_with(&self.client, id).await,
+            Some((sessions, base)) => self.find(sessions, base, id, within).await,
         }
     }
 }

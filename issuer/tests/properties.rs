@@ -21,7 +21,7 @@ use ec2pass_shared::store::memory::MemoryStore;
 use ec2pass_shared::time::{FixedClock, UnixTime};
 use hmac::{Hmac, KeyInit, Mac};
 use issuer::answer::escape;
-use issuer::command::{self, Command, Mistake, RevokeTarget, choose_lifetime};
+use issuer::command::{self, Command, Mistake, Near, RevokeTarget, choose_lifetime};
 use issuer::handler::Issuer;
 use issuer::instances::{DirectoryError, InstanceDirectory, InstanceInfo};
 use issuer::request::{
@@ -967,6 +967,45 @@ fn is_short_id(w: &str) -> bool {
             .all(|b| ALPHABET.contains(&b.to_ascii_lowercase()))
 }
 
+/// `alias` or `alias/region` (issue 12), written out from the documented rules: an alias or
+/// account id of lower-case letters, digits and dashes (any case typed), a region of dash-joined
+/// lower-case words ending in a number.
+fn near_of(w: &str) -> Option<Near> {
+    let (a, r) = match w.find('/') {
+        Some(i) => (&w[..i], Some(&w[i + 1..])),
+        None => (w, None),
+    };
+    let a = a.to_ascii_lowercase();
+    if a.is_empty()
+        || a.len() > 32
+        || !a
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return None;
+    }
+    let region = match r {
+        None => None,
+        Some(r) => {
+            let parts: Vec<&str> = r.split('-').collect();
+            let (last, words) = parts.split_last()?;
+            let ok = r.len() <= 25
+                && words.len() >= 2
+                && !last.is_empty()
+                && last.len() <= 2
+                && last.chars().all(|c| c.is_ascii_digit())
+                && words
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()));
+            if !ok {
+                return None;
+            }
+            Some(r.to_owned())
+        }
+    };
+    Some(Near { account: a, region })
+}
+
 /// The grammar of SPEC §3.2 over whitespace-separated words; `core` is the text without its
 /// surrounding whitespace (what a mistake echoes).
 fn expected_command(words: &[&str], core: &str) -> Result<Command, Mistake> {
@@ -976,6 +1015,7 @@ fn expected_command(words: &[&str], core: &str) -> Result<Command, Mistake> {
         (None, _) => Ok(Command::Mint {
             scope: None,
             lifetime: None,
+            near: None,
         }),
         (Some("help"), [_]) => Ok(Command::Help),
         (Some("list"), [_]) => Ok(Command::List),
@@ -991,19 +1031,27 @@ fn expected_command(words: &[&str], core: &str) -> Result<Command, Mistake> {
             if !is_instance_id(id) {
                 return Err(Mistake::BadInstanceId(shorten(id)));
             }
-            let lifetime = match rest {
-                [] => None,
-                [l] => Some(lifetime_of(l).ok_or_else(|| Mistake::BadLifetime(shorten(l)))?),
+            let life = |l: &str| lifetime_of(l).ok_or_else(|| Mistake::BadLifetime(shorten(l)));
+            let place = |w: &str| near_of(w).ok_or_else(|| Mistake::BadPlace(shorten(w)));
+            let is_in = |w: &str| w.eq_ignore_ascii_case("in");
+            let (lifetime, near) = match rest {
+                [] => (None, None),
+                [w] if is_in(w) => return Err(Mistake::BadPlace(String::new())),
+                [l] => (Some(life(l)?), None),
+                [w, p] if is_in(w) => (None, Some(place(p)?)),
+                [l, w, p] | [w, p, l] if is_in(w) => (Some(life(l)?), Some(place(p)?)),
                 _ => return unknown(),
             };
             Ok(Command::Mint {
                 scope: InstanceId::parse(id),
                 lifetime,
+                near,
             })
         }
         (Some(_), [l]) if lifetime_of(l).is_some() => Ok(Command::Mint {
             scope: None,
             lifetime: lifetime_of(l),
+            near: None,
         }),
         (Some(_), _) => unknown(),
     }
@@ -1181,7 +1229,14 @@ fn valid_commands_in_any_case_and_spacing_parse_to_what_was_typed() {
                         .chain(l.map(|(n, u)| format!("{n}{u}")))
                         .collect();
                     let scope = id.as_deref().and_then(InstanceId::parse);
-                    (words, Command::Mint { scope, lifetime })
+                    (
+                        words,
+                        Command::Mint {
+                            scope,
+                            lifetime,
+                            near: None,
+                        },
+                    )
                 }
                 Typed::Help(m) => (vec![recase("help", m)], Command::Help),
                 Typed::List(m) => (vec![recase("list", m)], Command::List),

@@ -357,7 +357,7 @@ async fn a_hubs_issuer_finds_an_instance_in_whichever_member_account_and_region_
     let local = Local::load();
     let aws = local.aws().await;
     // Given an instance in bravo/eu-west-1, and the issuer of a hub over all three members
-    let bravo = Place::new(MEMBERS[1].1, REGIONS[1]);
+    let bravo = bravo_again();
     let id = launch(&member_ec2(&aws, &bravo).await, "org-found").await;
     let accounts: Vec<String> = MEMBERS.iter().map(|(a, i)| format!("{a}={i}")).collect();
     let hub = ec2pass_shared::org::Hub {
@@ -372,7 +372,29 @@ async fn a_hubs_issuer_finds_an_instance_in_whichever_member_account_and_region_
     let found = directory.describe(&id).await.expect("looked up");
     let place = found.and_then(|i| i.place);
     assert_eq!(place, Some(("bravo".to_owned(), bravo)));
+    // And looked for only where the requester said (`in alpha`), it is not found
+    let alpha: Vec<Place> = REGIONS
+        .iter()
+        .map(|r| Place::new(MEMBERS[0].1, *r))
+        .collect();
+    assert!(matches!(
+        directory.describe_in(&id, Some(&alpha)).await,
+        Ok(None)
+    ));
+    assert!(
+        directory
+            .describe_in(&id, Some(std::slice::from_ref(&bravo_again())))
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    );
     // And an instance no member has is unknown, not an error
     let nowhere = InstanceId::parse("i-0fedcba9876543210").expect("an id");
     assert!(matches!(directory.describe(&nowhere).await, Ok(None)));
+}
+
+/// bravo/eu-west-1.
+fn bravo_again() -> Place {
+    Place::new(ec2pass_tests::org::MEMBERS[1].1, REGIONS[1])
 }
