@@ -586,6 +586,24 @@ impl crate::fleet::Fleet for Members {
     }
 }
 
+/// Two accounts in two regions and, last, a third account whose member role refuses the hub.
+fn hub_places() -> ([Place; 4], Members) {
+    let places = [
+        Place::new("111111111111", "us-east-1"),
+        Place::new("111111111111", "eu-west-1"),
+        Place::new("222222222222", "us-east-1"),
+        Place::new("333333333333", "us-east-1"),
+    ];
+    let members = Members {
+        ec2: places
+            .iter()
+            .map(|p| (p.clone(), Fleet::default()))
+            .collect(),
+        refused: "333333333333",
+    };
+    (places, members)
+}
+
 /// A state change of instance `n` as EventBridge delivers it from a member account.
 fn message_in(n: usize, place: &Place) -> Message {
     let iid = id(n);
@@ -605,19 +623,7 @@ fn message_in(n: usize, place: &Place) -> Message {
 #[tokio::test]
 async fn a_hub_acts_in_each_account_with_its_own_ec2_and_alerts_an_account_it_cannot_reach() {
     // Given a hub over two accounts in two regions, and one account whose member role refuses it
-    let places = [
-        Place::new("111111111111", "us-east-1"),
-        Place::new("111111111111", "eu-west-1"),
-        Place::new("222222222222", "us-east-1"),
-        Place::new("333333333333", "us-east-1"),
-    ];
-    let members = Members {
-        ec2: places
-            .iter()
-            .map(|p| (p.clone(), Fleet::default()))
-            .collect(),
-        refused: "333333333333",
-    };
+    let (places, members) = hub_places();
     for (n, place) in places.iter().enumerate() {
         for k in 0..2 {
             members.ec2[place].put(10 * n + k, "running", &[("Name", "miner")]);
@@ -693,19 +699,7 @@ async fn a_hub_acts_in_each_account_with_its_own_ec2_and_alerts_an_account_it_ca
 async fn a_hubs_sweep_covers_every_member_place_and_alerts_the_one_it_cannot_reach() {
     // Given a hub over three reachable places and one whose role refuses, each with a start
     // whose events were lost
-    let places = [
-        Place::new("111111111111", "us-east-1"),
-        Place::new("111111111111", "eu-west-1"),
-        Place::new("222222222222", "us-east-1"),
-        Place::new("333333333333", "us-east-1"),
-    ];
-    let members = Members {
-        ec2: places
-            .iter()
-            .map(|p| (p.clone(), Fleet::default()))
-            .collect(),
-        refused: "333333333333",
-    };
+    let (places, members) = hub_places();
     for (n, place) in places.iter().enumerate() {
         members.ec2[place].put(n, "running", &[("Name", "lost")]);
     }

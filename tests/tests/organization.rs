@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::org::Place;
 use ec2pass_shared::password::Password;
@@ -20,32 +19,10 @@ use ec2pass_shared::store::dynamo::{DynamoStore, verdict_from_item};
 use ec2pass_shared::store::{MintOutcome, MintStore};
 use ec2pass_shared::time::UnixTime;
 use ec2pass_tests::org::{REGIONS, hub_guard, member_ec2, member_state_change, messages, places};
-use ec2pass_tests::{AlertQueue, Local, inspect, invocation, now, scan_all, tag, unique};
+use ec2pass_tests::{
+    AlertQueue, Local, inspect, invocation, launch_instance, now, scan_all, tag, unique,
+};
 use issuer::request::SlashCommand;
-
-/// Launches an instance with a `Name` tag through a member's client.
-async fn launch(ec2: &aws_sdk_ec2::Client, name: &str) -> InstanceId {
-    let out = ec2
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .tags(Tag::builder().key("Name").value(name).build())
-                .build(),
-        )
-        .send()
-        .await
-        .expect("RunInstances in a member account");
-    let id = out
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .expect("an instance");
-    InstanceId::parse(id).expect("an instance id")
-}
 
 /// Mints a password for `scope` as the issuer does (digest only, 15 minutes).
 async fn mint(store: &DynamoStore, scope: &InstanceId) -> Password {
@@ -86,19 +63,19 @@ async fn a_hub_stops_denied_starts_in_every_member_account_and_region_through_it
     // Given in each of three accounts × two regions a start with a password nobody minted
     let mut rogues = Vec::new();
     for client in &ec2 {
-        let rogue = launch(client, "org-rogue").await;
+        let rogue = launch_instance(client, "org-rogue").await;
         tag(client, &rogue, "Auth", &Password::generate().display()).await;
         rogues.push(rogue);
     }
     // And in alpha/us-east-1 a start with its own password
     let (alpha, alpha_ec2) = (&places[0], &ec2[0]);
-    let web = launch(alpha_ec2, "org-web").await;
+    let web = launch_instance(alpha_ec2, "org-web").await;
     tag(alpha_ec2, &web, "Auth", &mint(&store, &web).await.display()).await;
     // And a password minted for an instance of charlie/eu-west-1, presented on one of bravo's
     let (charlie, charlie_ec2) = (&places[5], &ec2[5]);
     let (bravo, bravo_ec2) = (&places[2], &ec2[2]);
-    let owner = launch(charlie_ec2, "org-owner").await;
-    let thief = launch(bravo_ec2, "org-thief").await;
+    let owner = launch_instance(charlie_ec2, "org-owner").await;
+    let thief = launch_instance(bravo_ec2, "org-thief").await;
     let leaked = mint(&store, &owner).await;
     tag(bravo_ec2, &thief, "Auth", &leaked.display()).await;
     // And the hub's own credentials cannot see any of them (they live in the members)
@@ -358,7 +335,7 @@ async fn a_hubs_issuer_finds_an_instance_in_whichever_member_account_and_region_
     let aws = local.aws().await;
     // Given an instance in bravo/eu-west-1, and the issuer of a hub over all three members
     let bravo = bravo_again();
-    let id = launch(&member_ec2(&aws, &bravo).await, "org-found").await;
+    let id = launch_instance(&member_ec2(&aws, &bravo).await, "org-found").await;
     let accounts: Vec<String> = MEMBERS.iter().map(|(a, i)| format!("{a}={i}")).collect();
     let hub = ec2pass_shared::org::Hub {
         role: "ec2pass-lookup".into(),
