@@ -201,6 +201,21 @@ where
         if scope.is_none() && !self.config.allow_unscoped {
             return answer::usage(&self.config, Some(&Mistake::UnscopedNotAllowed));
         }
+        // An unscoped password opens an instance in any account: only for someone every
+        // account's allow-list names, or it would be the way around them.
+        if scope.is_none()
+            && !self
+                .config
+                .account_users
+                .iter()
+                .all(|(_, users)| users.contains(&cmd.user_id))
+        {
+            info!(
+                user_id = cmd.user_id,
+                "mint refused: unscoped, and not on every account's allow-list"
+            );
+            return answer::not_allowed();
+        }
         let lifetime = match command::choose_lifetime(lifetime, &self.config.lifetimes) {
             Ok(l) => l,
             Err(mistake) => return answer::usage(&self.config, Some(&mistake)),

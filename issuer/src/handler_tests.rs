@@ -955,3 +955,21 @@ async fn in_names_a_place_a_hub_guards_and_anything_else_is_explained() {
         text_of(&reply)
     );
 }
+
+#[tokio::test]
+async fn an_unscoped_password_is_no_way_around_an_accounts_allow_list() {
+    // Given a hub's issuer that allows unscoped passwords, where prod lets only U1 mint
+    let issuer = issuer_with(
+        MemoryStore::new(),
+        IssuerConfig {
+            allow_unscoped: true,
+            account_users: vec![("111111111111".into(), vec!["U1".into()])],
+            ..config()
+        },
+    );
+    // When U2, whom prod's list does not name, asks for a password any instance may use
+    let refused = send(&issuer, &form("U2", "")).await;
+    // Then none is minted (it would open prod's instances too); U1 still gets one
+    assert!(password_in(&refused).is_none(), "{refused:?}");
+    assert!(password_in(&send(&issuer, &form("U1", "")).await).is_some());
+}
