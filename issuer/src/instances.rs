@@ -83,7 +83,7 @@ impl Ec2Directory {
         }
     }
 
-    /// Every member place at once; the instance where it is found. An instance found nowhere
+    /// Every member place at once; the instance where it is first found. An instance found nowhere
     /// while some place could not be asked is an error (it may be there), not "unknown".
     async fn find(
         &self,
@@ -118,8 +118,11 @@ impl Ec2Directory {
                 }
             }))
         });
+        // The first place that has it answers: a slow or failing account elsewhere must not
+        // hold the answer Slack waits for.
+        let mut pending: futures_util::stream::FuturesUnordered<_> = asks.collect();
         let mut failed = None;
-        for answer in futures_util::future::join_all(asks).await {
+        while let Some(answer) = futures_util::StreamExt::next(&mut pending).await {
             match answer {
                 Ok(Some(info)) => return Ok(Some(info)),
                 Ok(None) => {}
