@@ -240,20 +240,10 @@ pub fn for_unreachable(origin: &Origin, ids: &[&InstanceId], error: &FleetError)
         )
     };
     Alert {
-        schema_version: SCHEMA_VERSION,
-        verdict: "guard-error".to_owned(),
-        reason: "assume-role".to_owned(),
         instance_id,
-        instance_name: None,
         account: error.place.account.clone(),
         region: error.place.region.clone(),
-        event_id: origin.event_id.clone(),
-        event_time: origin.event_time.clone(),
-        launch_time: None,
-        action: Action::None,
-        password_short_id: None,
-        issuer_user_id: None,
-        detail: Some(format!("{error}; {what}")),
+        ..for_sweep_error(origin, "assume-role", format!("{error}; {what}"))
     }
 }
 

@@ -224,10 +224,21 @@ fn guard() -> TestGuard {
 }
 
 fn message(n: usize, state: &str, receive_count: u32) -> Message {
+    message_at(
+        n,
+        state,
+        receive_count,
+        &Place::new("123456789012", "us-east-1"),
+    )
+}
+
+/// A state change of instance `n` as EventBridge delivers it from an account and region.
+fn message_at(n: usize, state: &str, receive_count: u32, place: &Place) -> Message {
     let iid = id(n);
+    let (account, region) = (&place.account, &place.region);
     let body = json!({"version":"0","id":format!("evt-{iid}-{state}"),"detail-type":"EC2 Instance State-change Notification",
-        "source":"aws.ec2","account":"123456789012","time":"2026-11-21T10:00:00Z","region":"us-east-1",
-        "resources":[format!("arn:aws:ec2:us-east-1:123456789012:instance/{iid}")],
+        "source":"aws.ec2","account":account,"time":"2026-11-21T10:00:00Z","region":region,
+        "resources":[format!("arn:aws:ec2:{region}:{account}:instance/{iid}")],
         "detail":{"instance-id":iid.as_str(),"state":state}});
     Message {
         id: format!("msg-{n}-{state}-{receive_count}"),
@@ -604,22 +615,6 @@ fn hub_places() -> ([Place; 4], Members) {
     (places, members)
 }
 
-/// A state change of instance `n` as EventBridge delivers it from a member account.
-fn message_in(n: usize, place: &Place) -> Message {
-    let iid = id(n);
-    let (account, region) = (&place.account, &place.region);
-    let body = json!({"version":"0","id":format!("evt-{iid}"),"detail-type":"EC2 Instance State-change Notification",
-        "source":"aws.ec2","account":account,"time":"2026-11-21T10:00:00Z","region":region,
-        "resources":[format!("arn:aws:ec2:{region}:{account}:instance/{iid}")],
-        "detail":{"instance-id":iid.as_str(),"state":"running"}});
-    Message {
-        id: format!("msg-{n}"),
-        receipt: format!("receipt-{n}"),
-        receive_count: 1,
-        body: body.to_string(),
-    }
-}
-
 #[tokio::test]
 async fn a_hub_acts_in_each_account_with_its_own_ec2_and_alerts_an_account_it_cannot_reach() {
     // Given a hub over two accounts in two regions, and one account whose member role refuses it
@@ -640,7 +635,7 @@ async fn a_hub_acts_in_each_account_with_its_own_ec2_and_alerts_an_account_it_ca
     let messages: Vec<Message> = places
         .iter()
         .enumerate()
-        .flat_map(|(n, p)| (0..2).map(move |k| message_in(10 * n + k, p)))
+        .flat_map(|(n, p)| (0..2).map(move |k| message_at(10 * n + k, "running", 1, p)))
         .collect();
     let outcome = g.handle_batch(&messages, &inv()).await;
 
@@ -670,7 +665,7 @@ async fn a_hub_acts_in_each_account_with_its_own_ec2_and_alerts_an_account_it_ca
             && detail.contains(id(30).as_str()),
         "{detail}"
     );
-    assert_eq!(outcome.failed, ["msg-30", "msg-31"]);
+    assert_eq!(outcome.failed, ["msg-30-running-1", "msg-31-running-1"]);
     // And every deny alert names the account and region its start happened in
     let denies = g.topic_alerts("deny");
     assert_eq!(denies.len(), 6);
