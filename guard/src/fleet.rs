@@ -12,17 +12,25 @@
 //!   [`REFRESH_BEFORE`] their expiry, and keeps one paced EC2 client per account and region. A
 //!   role it cannot assume is a [`FleetError`], which the guard alerts as `guard-error` naming
 //!   the account, and the starts go back to the queue: never a silent skip.
+//!
+//! Each account and region's client has a retry quota of its own ([`retry_partition`]). The SDK
+//! keys its quota by service and region (`ec2-us-east-1`) for the whole process, so by default
+//! every account of a region would share one: an attacker throttled in one account, or one
+//! account's burst, would spend the retries the guard needs in all the others. EC2 throttles per
+//! account and region, so that is where a quota belongs.
 
 use std::future::Future;
 
 use aws_config::SdkConfig;
+use aws_credential_types::Credentials;
+use aws_sdk_ec2::config::retry::RetryPartition;
 use aws_sdk_ec2::config::{Region, SharedCredentialsProvider};
 use ec2pass_shared::org::{Assume, Hub, Place, Sessions, Unreachable};
 
 use crate::ec2::{Ec2, Ec2Client};
 use crate::pace::Paced;
 
-pub use ec2pass_shared::org::REFRESH_BEFORE;
+pub use ec2pass_shared::org::{REFRESH_BEFORE, STILL_USABLE};
 
 /// The session name the guard's assumed-role sessions carry (CloudTrail shows it in each member
 /// account).
@@ -68,6 +76,7 @@ impl<E: Ec2> Fleet for E {
 pub struct MemberRoles<A> {
     sessions: Sessions<A, Paced<Ec2Client>>,
     base: SdkConfig,
+    quota: String,
 }
 
 impl<A: Assume> MemberRoles<A> {
@@ -77,8 +86,38 @@ impl<A: Assume> MemberRoles<A> {
         Self {
             sessions: Sessions::new(hub, assume),
             base,
+            quota: "ec2".into(),
         }
     }
+
+    /// Names the retry quotas `<quota>-<account>-<region>` rather than `ec2-…`: for a process
+    /// that runs several hubs' guards (the throttle model's execution environments), since the
+    /// SDK shares a quota between every client of the process with the same name.
+    pub fn with_retry_quota(mut self, quota: impl Into<String>) -> Self {
+        self.quota = quota.into();
+        self
+    }
+}
+
+/// The retry quota of one place's EC2 client: `<quota>-<account>-<region>`, one per place, as
+/// EC2's throttling is (see the module's doc).
+pub fn retry_partition(quota: &str, place: &Place) -> RetryPartition {
+    RetryPartition::new(format!("{quota}-{}-{}", place.account, place.region))
+}
+
+/// The EC2 client configuration of one place: `base` (timeouts, retries, endpoint, HTTP client)
+/// with the member's credentials, the place's region and its own retry quota.
+pub fn member_config(
+    base: &SdkConfig,
+    credentials: &Credentials,
+    place: &Place,
+    quota: &str,
+) -> aws_sdk_ec2::Config {
+    aws_sdk_ec2::config::Builder::from(base)
+        .region(Region::new(place.region.clone()))
+        .credentials_provider(SharedCredentialsProvider::new(credentials.clone()))
+        .retry_partition(retry_partition(quota, place))
+        .build()
 }
 
 impl<A: Assume> Fleet for MemberRoles<A> {
@@ -95,10 +134,8 @@ impl<A: Assume> Fleet for MemberRoles<A> {
         async move {
             self.sessions
                 .client(&place, |credentials, region| {
-                    let conf = aws_sdk_ec2::config::Builder::from(&self.base)
-                        .region(Region::new(region.to_owned()))
-                        .credentials_provider(SharedCredentialsProvider::new(credentials.clone()))
-                        .build();
+                    let here = Place::new(place.account.clone(), region);
+                    let conf = member_config(&self.base, credentials, &here, &self.quota);
                     Paced(Ec2Client::new(aws_sdk_ec2::Client::from_conf(conf)))
                 })
                 .await
@@ -119,17 +156,19 @@ mod tests {
     use aws_sdk_ec2::config::Credentials;
     use ec2pass_shared::org::Member;
 
-    /// Counts assumptions; refuses one account; hands out credentials that live `lifetime`.
+    /// Counts assumptions; refuses one account, and every call after `answers` calls; hands
+    /// out credentials that live `lifetime`.
     struct FakeSts {
         calls: std::sync::Arc<AtomicUsize>,
         refused: &'static str,
+        answers: usize,
         lifetime: Duration,
     }
 
     impl Assume for FakeSts {
         async fn assume(&self, role_arn: &str) -> Result<Credentials, String> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if role_arn.contains(self.refused) {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if role_arn.contains(self.refused) || n >= self.answers {
                 return Err("AccessDenied: not authorized to perform sts:AssumeRole".into());
             }
             Ok(Credentials::new(
@@ -166,6 +205,7 @@ mod tests {
         let fake = FakeSts {
             calls: calls.clone(),
             refused: "333333333333",
+            answers: usize::MAX,
             lifetime,
         };
         (MemberRoles::new(hub(), fake, base), calls)
@@ -204,6 +244,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_renewal_that_fails_keeps_a_session_that_still_serves() {
+        // Given a session due for renewal (it expires within REFRESH_BEFORE, but not within an
+        // invocation), and STS that answers once and then fails
+        let (mut f, calls) = fleet(REFRESH_BEFORE / 2);
+        f.sessions = Sessions::new(
+            hub(),
+            FakeSts {
+                calls: calls.clone(),
+                refused: "333333333333",
+                answers: 1,
+                lifetime: REFRESH_BEFORE / 2,
+            },
+        );
+        let place = Place::new("111111111111", "us-east-1");
+        assert!(f.at(&place).await.is_ok());
+        // When the renewal fails, the guard still acts with the credentials it has …
+        assert!(f.at(&place).await.is_ok(), "a live session is not dropped");
+        // … and tries to renew each time
+        assert!(f.at(&place).await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // Given credentials that die within an invocation, a failed renewal is an error
+        let (mut f, calls) = fleet(STILL_USABLE / 2);
+        f.sessions = Sessions::new(
+            hub(),
+            FakeSts {
+                calls: calls.clone(),
+                refused: "333333333333",
+                answers: 1,
+                lifetime: STILL_USABLE / 2,
+            },
+        );
+        assert!(f.at(&place).await.is_ok());
+        assert!(
+            f.at(&place).await.is_err(),
+            "credentials about to die are not used"
+        );
+    }
+
+    #[tokio::test]
     async fn a_role_that_cannot_be_assumed_is_an_error_naming_the_account() {
         let (f, calls) = fleet(Duration::from_secs(3600));
         let place = Place::new("333333333333", "eu-west-1");
@@ -234,6 +314,28 @@ mod tests {
             assert!(f.at(&place).await.is_err(), "{place}");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn each_account_and_region_has_a_retry_quota_of_its_own() {
+        // The SDK shares a retry quota between every client of a process whose partition has
+        // the same name; by default that name is `ec2-<region>`, whatever the credentials.
+        let base = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let credentials = Credentials::new("ASIAFAKE", "fake", None, None, "fake");
+        let partition = |account: &str, region: &str| {
+            member_config(&base, &credentials, &Place::new(account, region), "ec2")
+                .retry_partition()
+                .map(ToString::to_string)
+        };
+        let a = partition("111111111111", "us-east-1");
+        assert_eq!(a.as_deref(), Some("ec2-111111111111-us-east-1"));
+        // An attacker throttled in one account must not spend another account's retries …
+        assert_ne!(a, partition("222222222222", "us-east-1"));
+        // … nor one region's those of another
+        assert_ne!(a, partition("111111111111", "eu-west-1"));
+        assert_eq!(a, partition("111111111111", "us-east-1"));
     }
 
     #[test]

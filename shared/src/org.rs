@@ -156,6 +156,10 @@ impl Hub {
 /// under it.
 pub const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
 
+/// A session whose renewal fails is still acted with while its credentials live longer than
+/// this (an invocation and its calls: the functions time out after 30 s).
+pub const STILL_USABLE: Duration = Duration::from_secs(60);
+
 /// Assumes a role.
 pub trait Assume: Send + Sync {
     /// The role's temporary credentials, or why not.
@@ -271,20 +275,33 @@ impl<A: Assume, C: Clone + Send> Sessions<A, C> {
                 .expiry()
                 .is_none_or(|expiry| expiry > now + REFRESH_BEFORE)
         };
+        let usable = |s: &Session<C>| {
+            s.credentials
+                .expiry()
+                .is_none_or(|expiry| expiry > now + STILL_USABLE)
+        };
         let session = match session.take() {
             Some(s) if fresh(&s) => session.insert(s),
-            _ => {
+            old => {
                 let arn = self.hub.role_arn(&place.account);
-                let credentials = self
-                    .assume
-                    .assume(&arn)
-                    .await
-                    .map_err(|e| refuse(format!("could not assume {arn}: {e}")))?;
-                tracing::info!(account = %place.account, role = %self.hub.role, "assumed the member role");
-                session.insert(Session {
-                    credentials,
-                    clients: HashMap::new(),
-                })
+                match self.assume.assume(&arn).await {
+                    Ok(credentials) => {
+                        tracing::info!(account = %place.account, role = %self.hub.role, "assumed the member role");
+                        session.insert(Session {
+                            credentials,
+                            clients: HashMap::new(),
+                        })
+                    }
+                    Err(e) => match old {
+                        // A renewal that fails while the session still outlives an invocation:
+                        // act with it, and renew again next time.
+                        Some(s) if usable(&s) => {
+                            tracing::warn!(account = %place.account, error = %e, "could not renew the member session; its credentials still serve");
+                            session.insert(s)
+                        }
+                        _ => return Err(refuse(format!("could not assume {arn}: {e}"))),
+                    },
+                }
             }
         };
         if let Some(client) = session.clients.get(&place.region) {
