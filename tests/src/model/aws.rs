@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use aws_sdk_ec2::config::Credentials;
 use ec2pass_shared::alert::Alert;
 use ec2pass_shared::digest::Digest;
 use ec2pass_shared::ids::{Owner, ShortId};
+use ec2pass_shared::org::Assume;
 use ec2pass_shared::store::memory::MemoryStore;
 use ec2pass_shared::store::{
     AlertStore, Consume, ConsumeOutcome, ConsumeStore, PasswordLookup, PasswordRecord, Recorded,
@@ -217,6 +219,8 @@ pub struct Published {
     pub reason: String,
     /// The instance (`batch` for summaries and batch errors, `sweep` for sweep errors).
     pub instance_id: String,
+    /// The account it names.
+    pub account: String,
     /// When it was published.
     pub at: Instant,
 }
@@ -245,6 +249,7 @@ impl Topic {
             verdict: alert.verdict.clone(),
             reason: alert.reason.clone(),
             instance_id: alert.instance_id.clone(),
+            account: alert.account.clone(),
             at: Instant::now(),
         });
     }
@@ -278,5 +283,39 @@ impl Alerts for Topic {
             }
         }
         alerts.iter().map(|_| Ok(())).collect()
+    }
+}
+
+/// Virtual latency of one STS AssumeRole call (assumption).
+pub const STS_LATENCY: Duration = Duration::from_millis(100);
+
+/// STS as the hub's guard meets it: any member role is assumed, after [`STS_LATENCY`], for
+/// credentials that do not expire within a run and whose access key names the account
+/// ([`super::ec2::member_access_key`], which [`super::ec2::Members`] routes by).
+#[derive(Debug, Clone, Default)]
+pub struct Sts {
+    calls: Arc<Mutex<u64>>,
+}
+
+impl Sts {
+    /// AssumeRole calls so far.
+    pub fn calls(&self) -> u64 {
+        *lock(&self.calls)
+    }
+}
+
+impl Assume for Sts {
+    async fn assume(&self, role_arn: &str) -> Result<Credentials, String> {
+        *lock(&self.calls) += 1;
+        tokio::time::sleep(STS_LATENCY).await;
+        // arn:aws:iam::<account>:role/<name>
+        let account = role_arn.split(':').nth(4).unwrap_or_default();
+        Ok(Credentials::new(
+            super::ec2::member_access_key(account),
+            "model-secret",
+            Some("model-session".into()),
+            None,
+            "model-sts",
+        ))
     }
 }

@@ -198,6 +198,12 @@ type Refusal = (u16, &'static str, String);
 impl Ec2Model {
     /// An empty fleet with full buckets, its time zero now.
     pub fn new(epoch: UnixTime, latency: Latency) -> Self {
+        Self::numbered(epoch, latency, 0)
+    }
+
+    /// As [`Ec2Model::new`], its instance ids in a series of their own (`series` in the id's
+    /// upper half): the fleets of several accounts, whose ids must not collide.
+    pub fn numbered(epoch: UnixTime, latency: Latency, series: u16) -> Self {
         let now = Instant::now();
         Self {
             fleet: Mutex::new(Fleet {
@@ -208,7 +214,7 @@ impl Ec2Model {
                     .collect(),
                 guard: BTreeMap::new(),
                 attacker: BTreeMap::new(),
-                next_id: 0x0b0b_0000_0000_0000,
+                next_id: 0x0b0b_0000_0000_0000 | (u64::from(series) << 32),
                 next_request: 0,
                 unsupported: Vec::new(),
                 log: Vec::new(),
@@ -912,16 +918,89 @@ impl HttpConnector for Endpoint {
             let (status, xml, listed) = model.serve(&params);
             let listed = u32::try_from(listed).unwrap_or(u32::MAX);
             tokio::time::sleep(latency / 2 + model.latency.describe_per_instance * listed).await;
-            let status = StatusCode::try_from(status).unwrap_or_else(|_| {
-                StatusCode::try_from(500).unwrap_or_else(|_| unreachable!("500 is a status"))
-            });
-            let mut response = HttpResponse::new(status, SdkBody::from(xml));
-            response
-                .headers_mut()
-                .insert("content-type", "text/xml;charset=UTF-8");
-            Ok(response)
+            Ok(respond(status, xml))
         })
     }
+}
+
+/// Several accounts' and regions' models as one HTTP client, as the hub's guard meets them: a
+/// request goes to the model of the account its credentials belong to and of the region it is
+/// signed for (SigV4's `Credential=<access key>/<date>/<region>/ec2/aws4_request`). The access
+/// key names the account as [`member_access_key`] makes it; a request no model answers is the
+/// `AuthFailure` EC2 gives a key it does not know.
+#[derive(Debug, Clone)]
+pub struct Members(pub Arc<Vec<(String, String, Arc<Ec2Model>)>>);
+
+/// The access key of a member account's assumed-role credentials in the model.
+pub fn member_access_key(account: &str) -> String {
+    format!("ASIA{account}MODL")
+}
+
+impl Members {
+    fn model(&self, request: &HttpRequest) -> Option<Arc<Ec2Model>> {
+        let auth = request.headers().get("authorization")?;
+        let scope = auth.split("Credential=").nth(1)?;
+        let mut parts = scope.split('/');
+        let (key, _date, region) = (parts.next()?, parts.next()?, parts.next()?);
+        self.0
+            .iter()
+            .find(|(account, r, _)| member_access_key(account) == key && r == region)
+            .map(|(_, _, m)| m.clone())
+    }
+}
+
+impl HttpClient for Members {
+    fn http_connector(
+        &self,
+        _settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
+}
+
+impl HttpConnector for Members {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        match self.model(&request) {
+            Some(model) => Endpoint(model).call(request),
+            None => HttpConnectorFuture::ready(Ok(respond(
+                401,
+                error_xml(
+                    "AuthFailure",
+                    "AWS was not able to validate the provided access credentials",
+                    "model-unknown-key",
+                ),
+            ))),
+        }
+    }
+}
+
+fn respond(status: u16, xml: String) -> HttpResponse {
+    let status = StatusCode::try_from(status).unwrap_or_else(|_| {
+        StatusCode::try_from(500).unwrap_or_else(|_| unreachable!("500 is a status"))
+    });
+    let mut response = HttpResponse::new(status, SdkBody::from(xml));
+    response
+        .headers_mut()
+        .insert("content-type", "text/xml;charset=UTF-8");
+    response
+}
+
+/// The hub's base configuration in the model: [`client`]'s behaviour version, retries and
+/// timeouts, on [`Members`], in `region` (the hub's).
+pub fn hub_config(members: Members, region: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .http_client(members)
+        .retry_config(RetryConfig::standard())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(2))
+                .operation_timeout(Duration::from_secs(6))
+                .build(),
+        )
+        .build()
 }
 
 /// An SDK EC2 client on the model, configured as `guard/src/main.rs` configures it: the

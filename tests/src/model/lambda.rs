@@ -32,7 +32,7 @@ use ec2pass_shared::store::{AlertStore, ConsumeStore, PasswordLookup, VerdictSto
 use ec2pass_shared::time::Clock;
 use guard::alerts::Alerts;
 use guard::batch::{HandBack, Message};
-use guard::ec2::Ec2;
+use guard::fleet::Fleet;
 use guard::guard::{Guard, Invocation};
 use guard::queue::ENTRIES_PER_CALL;
 use serde_json::Value;
@@ -213,7 +213,7 @@ impl AsyncQueue {
     pub async fn serve<S, E, A, C>(&self, guard: &Guard<S, E, A, C>, name: &str)
     where
         S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
-        E: Ec2,
+        E: Fleet,
         A: Alerts,
         C: Clock,
     {
@@ -397,7 +397,7 @@ impl Sqs {
     pub async fn serve<S, E, A, C>(&self, guard: &Guard<S, E, A, C>, name: &str)
     where
         S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
-        E: Ec2,
+        E: Fleet,
         A: Alerts,
         C: Clock,
     {

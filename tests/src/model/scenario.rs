@@ -7,22 +7,27 @@ use std::time::Duration;
 
 use ec2pass_shared::config::{Env, GuardConfig};
 use ec2pass_shared::ids::{InstanceId, Owner};
+use ec2pass_shared::org::Place;
 use ec2pass_shared::password::{Password, new_short_id};
 use ec2pass_shared::store::{PasswordRecord, VerdictStore};
 use ec2pass_shared::time::UnixTime;
 use ec2pass_shared::verdict::{Cycle, Verdict, VerdictRecord};
 use guard::ec2::{Ec2, Ec2Client};
+use guard::fleet::{Fleet, MemberRoles};
 use guard::guard::Guard;
 use guard::pace::Paced;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::aws::{Table, Topic, VirtualClock};
+use super::aws::{Sts, Table, Topic, VirtualClock};
 use super::bucket::Key;
-use super::ec2::{ApiCount, Ec2Model, Latency, Logged, client};
+use super::ec2::{
+    ACCOUNT, ApiCount, Ec2Model, Latency, Logged, Members, REGION, client, hub_config,
+};
 use super::lambda::{self, AsyncQueue, Invocations, QUEUE_CONCURRENCY, RESERVED_CONCURRENCY, Sqs};
-use crate::{Deterministic, state_change};
+use crate::Deterministic;
+use crate::org::member_state_change;
 
 /// Wall-clock second at the burst's start (2026-11-21T10:00:00Z).
 pub const EPOCH: UnixTime = UnixTime(1_795_255_200);
@@ -90,6 +95,18 @@ pub enum Scenario {
         /// Whether the attacker makes its own calls ([`ATTACK`]).
         attacker: bool,
     },
+    /// A burst in each of `accounts` member accounts at once (the same region), guarded by the
+    /// hub through each account's member role (issue 12): `instances` unauthorized launches in
+    /// each, with or without the attacker spending the first account's buckets meanwhile. The
+    /// hub is batched only: [`Design::Baseline`] is not a hub, and a run of it is refused.
+    Accounts {
+        /// How many member accounts.
+        accounts: usize,
+        /// Launches in each.
+        instances: usize,
+        /// Whether the attacker makes its own calls in the first account ([`ATTACK`]).
+        attacker: bool,
+    },
     /// `instances` running (launched two hours before, after the activation), all with a
     /// verdict but `undecided` of them (lost events); the schedule's sweep until those are
     /// decided.
@@ -102,8 +119,9 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    /// The issue's scenarios: 1,000 launches; the same with the attacker; 50 legitimate among
-    /// 1,000; a sweep of 10,000 all decided, and with 1,000 lost events.
+    /// The scenarios: 1,000 launches; the same with the attacker; 50 legitimate among 1,000;
+    /// 1,000 in each of two accounts at once, without and with the attacker in one (issue 12);
+    /// a sweep of 10,000 all decided, and with 1,000 lost events.
     pub fn all() -> Vec<(&'static str, Scenario)> {
         vec![
             ("burst", Self::burst(1000)),
@@ -121,6 +139,22 @@ impl Scenario {
                     instances: 1000,
                     legitimate: 50,
                     attacker: false,
+                },
+            ),
+            (
+                "2 accounts x 1,000",
+                Scenario::Accounts {
+                    accounts: 2,
+                    instances: 1000,
+                    attacker: false,
+                },
+            ),
+            (
+                "2 accounts x 1,000, the attacker in the first",
+                Scenario::Accounts {
+                    accounts: 2,
+                    instances: 1000,
+                    attacker: true,
                 },
             ),
             (
@@ -232,6 +266,13 @@ pub struct Figures {
     pub wall_s: f64,
     /// Requests the model could not answer faithfully (should be empty).
     pub unsupported: Vec<String>,
+    /// A hub's run: the same figures for each member account, by account id. Its instances,
+    /// EC2 requests, verdicts, alerts and stops are that account's; invocations, the failure
+    /// queue, DynamoDB, SNS and SQS counts are the run's, shared.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_account: BTreeMap<String, Figures>,
+    /// STS AssumeRole calls (a hub's run).
+    pub assume_role_calls: u64,
     /// Every EC2 request of the guard (for looking into a run; not in the JSON).
     #[serde(skip)]
     pub requests: Vec<Logged>,
@@ -347,7 +388,24 @@ pub fn run(name: &str, scenario: &Scenario, design: Design, seed: u64) -> Figure
                         instances,
                         legitimate,
                         attacker,
-                    } => burst(&name, design, instances, legitimate, attacker, seed).await,
+                    } => {
+                        let w = World::new(&name, design, None);
+                        burst(w, instances, legitimate, attacker, seed).await
+                    }
+                    Scenario::Accounts { .. } if design == Design::Baseline => Figures {
+                        scenario: name,
+                        design: design.name(),
+                        unsupported: vec!["the hub's guard is batched: no baseline".into()],
+                        ..Figures::default()
+                    },
+                    Scenario::Accounts {
+                        accounts,
+                        instances,
+                        attacker,
+                    } => {
+                        let w = World::new(&name, design, Some(accounts));
+                        burst(w, instances, 0, attacker, seed).await
+                    }
                     Scenario::Sweep {
                         instances,
                         undecided,
@@ -367,33 +425,55 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn config(design: Design) -> GuardConfig {
-    let mut vars = vec![
-        ("EC2PASS_TABLE", "ec2pass-model"),
+/// The guard's configuration: the design's, and a hub's for `members` (alias, account).
+fn config(design: Design, members: &[(String, Place)]) -> GuardConfig {
+    let mut vars: Vec<(&str, String)> = vec![
+        ("EC2PASS_TABLE", "ec2pass-model".into()),
         (
             "EC2PASS_ALERT_TOPIC_ARN",
-            "arn:aws:sns:us-east-1:123456789012:ec2pass-alerts",
+            "arn:aws:sns:us-east-1:123456789012:ec2pass-alerts".into(),
         ),
     ];
     if design == Design::Batched {
         vars.push((
             "EC2PASS_STATE_CHANGE_QUEUE_URL",
-            "https://sqs.us-east-1.amazonaws.com/123456789012/ec2pass-state-changes",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/ec2pass-state-changes".into(),
         ));
     }
+    if !members.is_empty() {
+        let accounts: Vec<String> = members
+            .iter()
+            .map(|(alias, p)| format!("{alias}={}", p.account))
+            .collect();
+        vars.push(("EC2PASS_MEMBER_ROLE", "ec2pass-member".into()));
+        vars.push(("EC2PASS_ACCOUNTS", accounts.join(",")));
+        vars.push(("EC2PASS_REGIONS", REGION.into()));
+    }
     GuardConfig::from_env(&Env::from_fn(|k| {
-        vars.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| (*v).to_owned())
+        vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
     }))
     .unwrap_or_else(|e| panic!("the model's guard configuration: {e}"))
+}
+
+/// The `n`th member account of a hub's run: `member-<n>`, `1111…`, `2222…`, …
+fn member(n: usize) -> (String, Place) {
+    let digit = char::from(b'1' + u8::try_from(n % 9).unwrap_or(0));
+    (
+        format!("member-{}", n + 1),
+        Place::new(digit.to_string().repeat(12), REGION),
+    )
 }
 
 /// Everything one run shares.
 struct World {
     name: String,
     design: Design,
-    model: Arc<Ec2Model>,
+    /// Each place's EC2: the one account's, or each member account's in a hub's run.
+    places: Vec<(Place, Arc<Ec2Model>)>,
+    /// A hub's run: its member accounts (alias, place).
+    members: Vec<(String, Place)>,
+    /// STS, for a hub's run.
+    sts: Sts,
     table: Table,
     topic: Topic,
     clock: VirtualClock,
@@ -409,17 +489,32 @@ struct World {
 type Served = (bool, Invocations, usize, (u64, u64, u64));
 
 impl World {
-    fn new(name: &str, design: Design) -> Self {
+    /// One account's run, or with `accounts` a hub's with that many member accounts.
+    fn new(name: &str, design: Design, accounts: Option<usize>) -> Self {
         static RUNS: AtomicU64 = AtomicU64::new(0);
-        let model = Arc::new(Ec2Model::new(EPOCH, Latency::default()));
+        let members: Vec<(String, Place)> = (0..accounts.unwrap_or(0)).map(member).collect();
+        let places: Vec<(Place, Arc<Ec2Model>)> = if members.is_empty() {
+            let model = Ec2Model::new(EPOCH, Latency::default());
+            vec![(Place::new(ACCOUNT, REGION), Arc::new(model))]
+        } else {
+            (0u16..)
+                .zip(&members)
+                .map(|(n, (_, place))| {
+                    let model = Ec2Model::numbered(EPOCH, Latency::default(), n + 1);
+                    (place.clone(), Arc::new(model))
+                })
+                .collect()
+        };
         let clock = VirtualClock {
             epoch: EPOCH,
-            start: model.start,
+            start: places[0].1.start,
         };
         Self {
             name: name.to_owned(),
             design,
-            model,
+            places,
+            members,
+            sts: Sts::default(),
             table: Table::activated_at(ACTIVATION),
             topic: Topic::default(),
             clock,
@@ -429,19 +524,51 @@ impl World {
         }
     }
 
+    /// The first (or only) place's EC2.
+    fn model(&self) -> &Arc<Ec2Model> {
+        &self.places[0].1
+    }
+
+    /// The SDK keeps retry quotas per partition name for the whole process: a name per run and
+    /// environment gives each environment its own, as each is its own process in Lambda.
+    fn quota(&self, env: usize) -> String {
+        format!("ec2-model-{}-{}-env{env}", self.run, self.design.name())
+    }
+
     /// An execution environment's guard, with its own SDK client and retry quota.
     fn guard<E: Ec2>(
         &self,
         env: usize,
         wrap: impl Fn(Ec2Client) -> E,
     ) -> Guard<Table, E, Topic, VirtualClock> {
-        // The SDK keeps retry quotas per partition name for the whole process: a name per run
-        // and environment gives each environment its own, as each is its own process in Lambda.
-        let partition = format!("ec2-model-{}-{}-env{env}", self.run, self.design.name());
         Guard::new(
-            config(self.design),
+            config(self.design, &[]),
             self.table.clone(),
-            wrap(Ec2Client::new(client(&self.model, &partition))),
+            wrap(Ec2Client::new(client(self.model(), &self.quota(env)))),
+            self.topic.clone(),
+            self.clock,
+        )
+    }
+
+    /// A hub's execution environment's guard, wired as `guard/src/main.rs` wires it: the member
+    /// roles through STS, a client per account on that account's EC2, each with its own quota.
+    fn hub_guard(&self, env: usize) -> Guard<Table, MemberRoles<Sts>, Topic, VirtualClock> {
+        let config = config(self.design, &self.members);
+        let hub = config
+            .hub
+            .clone()
+            .unwrap_or_else(|| panic!("the model's hub configuration names no members"));
+        let routes = self
+            .places
+            .iter()
+            .map(|(p, m)| (p.account.clone(), p.region.clone(), m.clone()))
+            .collect();
+        let base = hub_config(Members(Arc::new(routes)), REGION);
+        let fleet = MemberRoles::new(hub, self.sts.clone(), base).with_retry_quota(self.quota(env));
+        Guard::new(
+            config,
+            self.table.clone(),
+            fleet,
             self.topic.clone(),
             self.clock,
         )
@@ -496,32 +623,49 @@ impl World {
                     (0, 0, 0),
                 )
             }
-            Design::Batched => {
-                let guards: Vec<_> = (0..QUEUE_CONCURRENCY)
-                    .map(|k| self.guard(k, Paced))
-                    .collect();
-                // The sweep still arrives by schedule, straight to the function.
-                let sweeper = self.guard(QUEUE_CONCURRENCY, Paced);
-                let names: Vec<String> = (0..guards.len()).map(|k| format!("env{k}")).collect();
-                let envs = futures_util::future::join_all(
-                    guards.iter().zip(&names).map(|(g, n)| self.sqs.serve(g, n)),
-                );
-                let work = async {
-                    tokio::join!(envs, self.lambda.serve(&sweeper, "sweeper"), deliver, extra);
-                };
+            Design::Batched if self.members.is_empty() => {
+                let work = self.batched(|k| self.guard(k, Paced), deliver, extra);
                 let quiet = lambda::until(work, idle, every, horizon).await;
-                let mut invocations = self.sqs.invocations();
-                invocations.add(&self.lambda.invocations());
-                (
-                    quiet,
-                    invocations,
-                    self.sqs.dead().len() + self.lambda.failed().len(),
-                    self.sqs.counts(),
-                )
+                self.batched_served(quiet)
+            }
+            Design::Batched => {
+                let work = self.batched(|k| self.hub_guard(k), deliver, extra);
+                let quiet = lambda::until(work, idle, every, horizon).await;
+                self.batched_served(quiet)
             }
         }
     }
 
+    /// The batched design's work: the queue's execution environments, and the schedule's
+    /// sweeper (which still arrives by schedule, straight to the function), each a guard from
+    /// `guard`; with `deliver` and `extra` alongside.
+    async fn batched<F: Fleet>(
+        &self,
+        guard: impl Fn(usize) -> Guard<Table, F, Topic, VirtualClock>,
+        deliver: impl std::future::Future<Output = ()>,
+        extra: impl std::future::Future<Output = ()>,
+    ) {
+        let guards: Vec<_> = (0..QUEUE_CONCURRENCY).map(&guard).collect();
+        let sweeper = guard(QUEUE_CONCURRENCY);
+        let names: Vec<String> = (0..guards.len()).map(|k| format!("env{k}")).collect();
+        let envs = futures_util::future::join_all(
+            guards.iter().zip(&names).map(|(g, n)| self.sqs.serve(g, n)),
+        );
+        tokio::join!(envs, self.lambda.serve(&sweeper, "sweeper"), deliver, extra);
+    }
+
+    fn batched_served(&self, quiet: bool) -> Served {
+        let mut invocations = self.sqs.invocations();
+        invocations.add(&self.lambda.invocations());
+        (
+            quiet,
+            invocations,
+            self.sqs.dead().len() + self.lambda.failed().len(),
+            self.sqs.counts(),
+        )
+    }
+
+    /// The run's figures; a hub's also for each member account.
     fn figures(
         &self,
         quiet: bool,
@@ -529,20 +673,68 @@ impl World {
         failure_queue: usize,
         sqs: (u64, u64, u64),
     ) -> Figures {
+        let served = (quiet, invocations, failure_queue, sqs);
+        let mut f = self.figures_of(&self.places, None, served);
+        if !self.members.is_empty() {
+            f.by_account = self
+                .places
+                .iter()
+                .map(|p| {
+                    let account = &p.0.account;
+                    let one = self.figures_of(std::slice::from_ref(p), Some(account), served);
+                    (account.clone(), one)
+                })
+                .collect();
+            f.assume_role_calls = self.sts.calls();
+        }
+        f
+    }
+
+    /// The figures of `places`; with `account`, only the alerts that name it.
+    fn figures_of(
+        &self,
+        places: &[(Place, Arc<Ec2Model>)],
+        account: Option<&str>,
+        (quiet, invocations, failure_queue, sqs): (bool, &Invocations, usize, (u64, u64, u64)),
+    ) -> Figures {
         let now = Instant::now();
-        let m = &self.model;
-        let instances = m.instances();
-        let by_api = m.guard_counts();
-        let alerts = self.topic.alerts();
-        let verdicts = self.table.verdicts();
-        let created = std::mem::take(
-            &mut self
-                .table
-                .log
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .created,
-        );
+        let m = self.model();
+        let instances: Vec<_> = places.iter().flat_map(|(_, m)| m.instances()).collect();
+        let ids: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        let merge = |counts: Vec<BTreeMap<String, ApiCount>>| {
+            let mut all: BTreeMap<String, ApiCount> = BTreeMap::new();
+            for (api, c) in counts.into_iter().flatten() {
+                let sum = all.entry(api).or_default();
+                sum.requests += c.requests;
+                sum.throttled += c.throttled;
+                sum.refused += c.refused;
+            }
+            all
+        };
+        let by_api = merge(places.iter().map(|(_, m)| m.guard_counts()).collect());
+        let attacker = merge(places.iter().map(|(_, m)| m.attacker_counts()).collect());
+        let alerts: Vec<_> = self
+            .topic
+            .alerts()
+            .into_iter()
+            .filter(|a| account.is_none_or(|id| a.account == id))
+            .collect();
+        let verdicts: Vec<_> = self
+            .table
+            .verdicts()
+            .into_iter()
+            .filter(|v| ids.contains(v.cycle.instance.as_str()))
+            .collect();
+        let created: HashMap<String, Vec<Instant>> = self
+            .table
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .created
+            .iter()
+            .filter(|(key, _)| ids.iter().any(|id| key.contains(id)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let denied: BTreeSet<String> = verdicts
             .iter()
             .filter(|v| matches!(v.verdict, Verdict::Deny(_)))
@@ -582,7 +774,7 @@ impl World {
             ec2_throttled: by_api.values().map(|c| c.throttled).sum(),
             ec2_refused: by_api.values().map(|c| c.refused).sum(),
             ec2_by_api: by_api,
-            attacker: m.attacker_counts(),
+            attacker,
             invocations: invocations.count,
             invocation_errors: invocations.errors,
             invocation_timeouts: invocations.timeouts,
@@ -621,8 +813,10 @@ impl World {
             sweep_runs_s: Vec::new(),
             undecided: (0, 0),
             wall_s: 0.0,
-            unsupported: m.unsupported(),
-            requests: m.log(),
+            unsupported: places.iter().flat_map(|(_, m)| m.unsupported()).collect(),
+            by_account: BTreeMap::new(),
+            assume_role_calls: 0,
+            requests: places.iter().flat_map(|(_, m)| m.log()).collect(),
             timeline: instances
                 .iter()
                 .map(|i| {
@@ -680,57 +874,56 @@ async fn attack(model: &Ec2Model) {
     }
 }
 
-async fn burst(
-    name: &str,
-    design: Design,
-    n: usize,
-    legitimate: usize,
-    attacker: bool,
-    seed: u64,
-) -> Figures {
-    let w = World::new(name, design);
+/// `n` launches at once in each of the world's places, `legitimate` of each place's with a
+/// password; the attacker, if any, in the first place.
+async fn burst(w: World, n: usize, legitimate: usize, attacker: bool, seed: u64) -> Figures {
     let mut rng = Deterministic::new(seed);
-    let ids = w.model.next_ids(n);
-    // The legitimate starts spread evenly through the burst.
-    let legit: BTreeSet<usize> = (0..legitimate).map(|k| k * n / legitimate.max(1)).collect();
-    let passwords: HashMap<usize, Password> = legit
-        .iter()
-        .map(|&k| (k, mint(&w.table, &ids[k], w.clock.epoch)))
-        .collect();
-    let pending: Vec<Duration> = (0..n)
-        .map(|_| between(&mut rng, PENDING_MIN, PENDING_MAX))
-        .collect();
-    let launched = w.model.launch(
-        &pending,
-        |k, _| {
-            let mut tags = vec![("Name".to_owned(), format!("burst-{k}"))];
-            if let Some(p) = passwords.get(&k) {
-                tags.push(("Auth".to_owned(), p.display()));
-            }
-            tags
-        },
-        |k| legit.contains(&k),
-    );
-    assert_eq!(launched, ids, "the model named the instances as announced");
-    let mut events = Vec::with_capacity(2 * n);
-    for i in w.model.instances() {
-        let Some(id) = InstanceId::parse(&i.id) else {
-            continue;
-        };
-        let d = between(&mut rng, DELIVERY_MIN, DELIVERY_MAX);
-        events.push((i.launched_at + d, state_change(&id, "pending")));
-        let d = between(&mut rng, DELIVERY_MIN, DELIVERY_MAX);
-        events.push((i.running_at + d, state_change(&id, "running")));
+    let mut events = Vec::with_capacity(2 * n * w.places.len());
+    for (place, model) in &w.places {
+        let ids = model.next_ids(n);
+        // The legitimate starts spread evenly through the burst.
+        let legit: BTreeSet<usize> = (0..legitimate).map(|k| k * n / legitimate.max(1)).collect();
+        let passwords: HashMap<usize, Password> = legit
+            .iter()
+            .map(|&k| (k, mint(&w.table, &ids[k], w.clock.epoch)))
+            .collect();
+        let pending: Vec<Duration> = (0..n)
+            .map(|_| between(&mut rng, PENDING_MIN, PENDING_MAX))
+            .collect();
+        let launched = model.launch(
+            &pending,
+            |k, _| {
+                let mut tags = vec![("Name".to_owned(), format!("burst-{k}"))];
+                if let Some(p) = passwords.get(&k) {
+                    tags.push(("Auth".to_owned(), p.display()));
+                }
+                tags
+            },
+            |k| legit.contains(&k),
+        );
+        assert_eq!(launched, ids, "the model named the instances as announced");
+        for i in model.instances() {
+            let Some(id) = InstanceId::parse(&i.id) else {
+                continue;
+            };
+            let d = between(&mut rng, DELIVERY_MIN, DELIVERY_MAX);
+            events.push((
+                i.launched_at + d,
+                member_state_change(&id, "pending", place),
+            ));
+            let d = between(&mut rng, DELIVERY_MIN, DELIVERY_MAX);
+            events.push((i.running_at + d, member_state_change(&id, "running", place)));
+        }
     }
     let extra = async {
         if attacker {
-            attack(&w.model).await;
+            attack(w.model()).await;
         } else {
             std::future::pending::<()>().await;
         }
     };
     let (quiet, invocations, failed, sqs) = w
-        .serve(events, extra, || true, w.model.start + HORIZON)
+        .serve(events, extra, || true, w.model().start + HORIZON)
         .await;
     w.figures(quiet, &invocations, failed, sqs)
 }
@@ -743,11 +936,11 @@ fn scheduled(k: u32) -> Value {
 }
 
 async fn sweep(name: &str, design: Design, n: usize, undecided: usize) -> Figures {
-    let w = World::new(name, design);
+    let w = World::new(name, design, None);
     let lost: BTreeSet<usize> = (0..undecided).map(|k| k * n / undecided.max(1)).collect();
     // Launched two hours before (after the activation, within the sweep window), running since.
     let two_hours = Duration::from_secs(7200);
-    let ids = w.model.launch_earlier(
+    let ids = w.model().launch_earlier(
         two_hours,
         &vec![Duration::ZERO; n],
         |k, _| vec![("Name".to_owned(), format!("fleet-{k}"))],
@@ -788,7 +981,7 @@ async fn sweep(name: &str, design: Design, n: usize, undecided: usize) -> Figure
             .map(|v| v.cycle.instance.to_string())
             .collect();
         let down: BTreeSet<String> = w
-            .model
+            .model()
             .instances()
             .into_iter()
             .filter(|i| i.stopped_at.is_some() || i.terminated_at.is_some())
@@ -805,7 +998,7 @@ async fn sweep(name: &str, design: Design, n: usize, undecided: usize) -> Figure
     // run when there are none).
     let schedule = async {
         for k in 0..runs {
-            tokio::time::sleep_until(w.model.start + SWEEP_EVERY * k).await;
+            tokio::time::sleep_until(w.model().start + SWEEP_EVERY * k).await;
             if k > 0 && finished() == lost_ids.len() {
                 break;
             }
@@ -814,7 +1007,7 @@ async fn sweep(name: &str, design: Design, n: usize, undecided: usize) -> Figure
         scheduled_all.store(true, Ordering::SeqCst);
         std::future::pending::<()>().await;
     };
-    let horizon = w.model.start + SWEEP_EVERY * runs;
+    let horizon = w.model().start + SWEEP_EVERY * runs;
     let (quiet, invocations, failed, sqs) = w
         .serve(
             Vec::new(),
