@@ -574,6 +574,8 @@ async fn distinct_made_up_passwords_cost_one_untag_each_but_never_hold_back_the_
 struct Members {
     ec2: BTreeMap<Place, Fleet>,
     refused: &'static str,
+    /// Why the Organization could not be read, if it could not.
+    roster_problem: Option<String>,
 }
 
 impl crate::fleet::Fleet for Members {
@@ -592,9 +594,23 @@ impl crate::fleet::Fleet for Members {
         }
     }
 
-    fn places(&self, _here: &Place) -> Vec<Place> {
-        self.ec2.keys().cloned().collect()
+    async fn places(&self, _here: &Place) -> (Vec<Place>, Option<String>) {
+        (
+            self.ec2.keys().cloned().collect(),
+            self.roster_problem.clone(),
+        )
     }
+}
+
+/// The hub's guard over `members`.
+fn hub_guard(members: Members) -> Guard<MemoryStore, Members, Topic, FixedClock> {
+    Guard::new(
+        config(),
+        MemoryStore::activated_at(UnixTime(1_700_000_000)),
+        members,
+        Topic::default(),
+        FixedClock(NOW),
+    )
 }
 
 /// Two accounts in two regions and, last, a third account whose member role refuses the hub.
@@ -611,6 +627,7 @@ fn hub_places() -> ([Place; 4], Members) {
             .map(|p| (p.clone(), Fleet::default()))
             .collect(),
         refused: "333333333333",
+        roster_problem: None,
     };
     (places, members)
 }
@@ -624,13 +641,7 @@ async fn a_hub_acts_in_each_account_with_its_own_ec2_and_alerts_an_account_it_ca
             members.ec2[place].put(10 * n + k, "running", &[("Name", "miner")]);
         }
     }
-    let g = Guard::new(
-        config(),
-        MemoryStore::activated_at(UnixTime(1_700_000_000)),
-        members,
-        Topic::default(),
-        FixedClock(NOW),
-    );
+    let g = hub_guard(members);
     // When one batch holds two unauthorized starts of each place
     let messages: Vec<Message> = places
         .iter()
@@ -698,13 +709,7 @@ async fn a_hubs_sweep_covers_every_member_place_and_alerts_the_one_it_cannot_rea
     for (n, place) in places.iter().enumerate() {
         members.ec2[place].put(n, "running", &[("Name", "lost")]);
     }
-    let g = Guard::new(
-        config(),
-        MemoryStore::activated_at(UnixTime(1_700_000_000)),
-        members,
-        Topic::default(),
-        FixedClock(NOW),
-    );
+    let g = hub_guard(members);
     // When the schedule's sweep runs (in the hub's own account, which is not a member)
     let _ = g.handle(&sweep_event(), &inv()).await;
     // Then each reachable place's lost start is denied and stopped there, its alert naming it
@@ -732,5 +737,33 @@ async fn a_hubs_sweep_covers_every_member_place_and_alerts_the_one_it_cannot_rea
             errors[0].instance_id.as_str()
         ),
         ("assume-role", "333333333333", "sweep")
+    );
+}
+
+#[tokio::test]
+async fn a_hubs_sweep_that_cannot_read_the_organization_sweeps_the_last_members_and_says_so() {
+    // Given a hub whose Organization cannot be read (the last members known still serve)
+    let (places, mut members) = hub_places();
+    members.roster_problem =
+        Some("ListAccountsForParent ou-ab12-cdef3456: AccessDeniedException".into());
+    members.ec2[&places[0]].put(0, "running", &[("Name", "lost")]);
+    let g = hub_guard(members);
+    // When the schedule's sweep runs
+    let _ = g.handle(&sweep_event(), &inv()).await;
+    // Then the members it has are swept
+    assert_eq!(g.ec2.ec2[&places[0]].state(0), "stopping");
+    // And one guard-error says the list may be out of date, and why
+    let errors: Vec<Alert> = g
+        .topic_alerts("guard-error")
+        .into_iter()
+        .filter(|a| a.reason == "organizations")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("AccessDeniedException")),
+        "{errors:?}"
     );
 }

@@ -25,7 +25,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
 use aws_sdk_ec2::config::retry::RetryPartition;
 use aws_sdk_ec2::config::{Region, SharedCredentialsProvider};
-use ec2pass_shared::org::{Assume, Hub, Place, Sessions, Unreachable};
+use ec2pass_shared::org::{Assume, Hub, Place, Roster, Sessions, Unreachable};
 
 use crate::ec2::{Ec2, Ec2Client};
 use crate::pace::Paced;
@@ -52,8 +52,9 @@ pub trait Fleet: Send + Sync {
         place: &Place,
     ) -> impl Future<Output = Result<Self::Ec2<'a>, FleetError>> + Send;
 
-    /// Every place the sweep covers; `here` is where the sweep's own schedule runs.
-    fn places(&self, here: &Place) -> Vec<Place>;
+    /// Every place the sweep covers (`here` is where the sweep's own schedule runs), and why
+    /// that list may be out of date (the Organization could not be read).
+    fn places(&self, here: &Place) -> impl Future<Output = (Vec<Place>, Option<String>)> + Send;
 }
 
 /// A single account: its one EC2, wherever the event says it happened.
@@ -67,16 +68,19 @@ impl<E: Ec2> Fleet for E {
         std::future::ready(Ok(self))
     }
 
-    fn places(&self, here: &Place) -> Vec<Place> {
-        vec![here.clone()]
+    fn places(&self, here: &Place) -> impl Future<Output = (Vec<Place>, Option<String>)> + Send {
+        std::future::ready((vec![here.clone()], None))
     }
 }
 
-/// The hub's fleet: every member account through its member role (see the module's doc).
-pub struct MemberRoles<A> {
+/// The hub's fleet: every member account through its member role (see the module's doc); the
+/// sweep's places from `R`, the configured members or the Organization's
+/// ([`ec2pass_shared::org::OrgRoster`]).
+pub struct MemberRoles<A, R = Hub> {
     sessions: Sessions<A, Paced<Ec2Client>>,
     base: SdkConfig,
     quota: String,
+    roster: R,
 }
 
 impl<A: Assume> MemberRoles<A> {
@@ -84,9 +88,22 @@ impl<A: Assume> MemberRoles<A> {
     /// retries, endpoint) with the member's credentials and the place's region.
     pub fn new(hub: Hub, assume: A, base: SdkConfig) -> Self {
         Self {
-            sessions: Sessions::new(hub, assume),
+            sessions: Sessions::new(hub.clone(), assume),
             base,
             quota: "ec2".into(),
+            roster: hub,
+        }
+    }
+}
+
+impl<A: Assume, R: Roster> MemberRoles<A, R> {
+    /// Sweeps the members `roster` gives (the Organization's, read as it changes).
+    pub fn with_roster<R2: Roster>(self, roster: R2) -> MemberRoles<A, R2> {
+        MemberRoles {
+            sessions: self.sessions,
+            base: self.base,
+            quota: self.quota,
+            roster,
         }
     }
 
@@ -120,11 +137,11 @@ pub fn member_config(
         .build()
 }
 
-impl<A: Assume> Fleet for MemberRoles<A> {
+impl<A: Assume, R: Roster> Fleet for MemberRoles<A, R> {
     type Ec2<'a>
         = Paced<Ec2Client>
     where
-        A: 'a;
+        Self: 'a;
 
     fn at(
         &self,
@@ -142,8 +159,9 @@ impl<A: Assume> Fleet for MemberRoles<A> {
         }
     }
 
-    fn places(&self, _here: &Place) -> Vec<Place> {
-        self.sessions.hub().places()
+    async fn places(&self, _here: &Place) -> (Vec<Place>, Option<String>) {
+        let current = self.roster.current().await;
+        (current.hub.places(), current.problem)
     }
 }
 
@@ -194,6 +212,7 @@ mod tests {
                 })
                 .collect(),
             regions: vec!["us-east-1".into(), "eu-west-1".into()],
+            units: Vec::new(),
         }
     }
 
@@ -338,11 +357,12 @@ mod tests {
         assert_eq!(a, partition("111111111111", "us-east-1"));
     }
 
-    #[test]
-    fn the_hub_sweeps_every_member_in_every_region() {
+    #[tokio::test]
+    async fn the_hub_sweeps_every_member_in_every_region() {
         let (f, _) = fleet(Duration::from_secs(3600));
         let here = Place::new("999999999999", "ap-south-1");
-        let places = f.places(&here);
+        let (places, problem) = f.places(&here).await;
+        assert_eq!(problem, None);
         assert_eq!(places.len(), 6);
         assert!(places.contains(&Place::new("333333333333", "eu-west-1")));
         assert!(

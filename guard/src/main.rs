@@ -6,7 +6,7 @@ use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_lambda_events::sqs::SqsEvent;
 use ec2pass_shared::config::{Env, GuardConfig};
-use ec2pass_shared::org::StsAssume;
+use ec2pass_shared::org::{OrgRoster, StsAssume};
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
 use guard::alerts::SnsAlerts;
@@ -39,11 +39,14 @@ async fn main() -> Result<(), Error> {
         aws_sdk_sqs::Client::new(&aws),
         config.state_change_queue_url.clone(),
     );
-    // A hub acts in each member account through its member role; one account with its own role.
+    // A hub acts in each member account through its member role, and sweeps the members the
+    // Organization lists (`EC2PASS_ORG_UNITS`) or those configured; one account with its own role.
     match config.hub.clone() {
         Some(hub) => {
+            let roster = OrgRoster::new(hub.clone(), aws_sdk_organizations::Client::new(&aws));
             let fleet =
-                MemberRoles::new(hub, StsAssume::new(aws.clone(), SESSION_NAME), aws.clone());
+                MemberRoles::new(hub, StsAssume::new(aws.clone(), SESSION_NAME), aws.clone())
+                    .with_roster(roster);
             serve(
                 Guard::new(config, store, fleet, alerts, SystemClock),
                 recheck,

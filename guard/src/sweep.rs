@@ -64,7 +64,12 @@ where
         let mut reports = Vec::new();
         let mut first_error = None;
         let mut seen = HashSet::new();
-        let mut places = self.ec2.places(&origin.place());
+        let (mut places, stale) = self.ec2.places(&origin.place()).await;
+        // The Organization could not be read: the last members known are swept, and someone
+        // is told (an account that joined meanwhile is not swept until it is read).
+        if let Some(problem) = stale {
+            let _ = sweep_failed(&self.alerts, origin, "organizations", problem).await;
+        }
         // Each schedule starts one place further on, so that a sweep cut short by its deadline
         // does not leave the same places to the end every time.
         if !places.is_empty() {

@@ -62,14 +62,20 @@ pub async fn issuer(env: &Env<'_>, aws: &SdkConfig) -> Result<LambdaIssuer, Cold
             )
             .build(),
     );
-    let secret = secret::resolve(&config.signing_secret, &secrets).await?;
+    // A hub's issuer looks for the instance in every member account and region; the members
+    // the Organization lists are read while the secret is.
+    let directory = match config.hub.clone() {
+        Some(hub) => Ec2Directory::hub(aws_sdk_ec2::Client::new(aws), hub, aws.clone()),
+        None => Ec2Directory::new(aws_sdk_ec2::Client::new(aws)),
+    };
+    let (secret, ()) = tokio::join!(
+        secret::resolve(&config.signing_secret, &secrets),
+        directory.warm()
+    );
+    let secret = secret?;
     Ok(Issuer {
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), config.table.clone()),
-        // A hub's issuer looks for the instance in every member account and region.
-        directory: match config.hub.clone() {
-            Some(hub) => Ec2Directory::hub(aws_sdk_ec2::Client::new(aws), hub, aws.clone()),
-            None => Ec2Directory::new(aws_sdk_ec2::Client::new(aws)),
-        },
+        directory,
         clock: SystemClock,
         secret,
         config,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ec2pass_shared::config::{IssuerConfig, SigningSecret};
 use ec2pass_shared::ids::InstanceId;
-use ec2pass_shared::org::Place;
+use ec2pass_shared::org::{Member, Place, is_account_id};
 use ec2pass_shared::store::{MintOutcome, MintStore, OutstandingStore, TriggerStore};
 use ec2pass_shared::time::{Clock, UnixTime};
 use lambda_http::http::{HeaderMap, Response, header};
@@ -313,8 +313,15 @@ where
         let Some(hub) = &self.config.hub else {
             return Err(Mistake::UnknownPlace(named));
         };
-        let Some(member) = hub.member(&near.account) else {
-            return Err(Mistake::UnknownPlace(named));
+        // An account the Organization lists but the configuration does not name goes by its id.
+        let read_from_organization = !hub.units.is_empty() && is_account_id(&near.account);
+        let member = match hub.member(&near.account) {
+            Some(member) => member.clone(),
+            None if read_from_organization => Member {
+                alias: near.account.clone(),
+                id: near.account.clone(),
+            },
+            None => return Err(Mistake::UnknownPlace(named)),
         };
         match &near.region {
             Some(r) if !hub.regions.contains(r) => Err(Mistake::UnknownPlace(named)),

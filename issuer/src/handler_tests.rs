@@ -922,6 +922,7 @@ async fn in_names_a_place_a_hub_guards_and_anything_else_is_explained() {
         partition: "aws".into(),
         members: members("prod=111111111111,dev=222222222222").unwrap_or_default(),
         regions: vec!["eu-west-1".into()],
+        units: Vec::new(),
     };
     let config_hub = IssuerConfig {
         hub: Some(hub),
@@ -945,6 +946,22 @@ async fn in_names_a_place_a_hub_guards_and_anything_else_is_explained() {
             "{text}"
         );
     }
+    // An account id the configuration does not list: explained, unless the hub reads its
+    // accounts from the Organization (which may list it), where it is looked in
+    let joined = format!("{INSTANCE} in 333333333333/eu-west-1");
+    let reply = send(&hub_issuer, &form("U1", &joined)).await;
+    assert!(password_in(&reply).is_none(), "{reply:?}");
+    let mut reading = config_hub.clone();
+    if let Some(h) = reading.hub.as_mut() {
+        h.units = vec!["ou-ab12-cdef3456".into()];
+    }
+    let reading = issuer_with(MemoryStore::new(), reading);
+    assert!(password_in(&send(&reading, &form("U1", &joined)).await).is_some());
+    let reply = send(&reading, &form("U1", &format!("{INSTANCE} in staging"))).await;
+    assert!(
+        password_in(&reply).is_none(),
+        "an alias it does not know is still a mistake"
+    );
     // A single account has nothing to choose
     let single = issuer();
     let reply = send(&single, &form("U1", &format!("{INSTANCE} in prod"))).await;

@@ -11,7 +11,7 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::{Region, SharedCredentialsProvider};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use ec2pass_shared::ids::InstanceId;
-use ec2pass_shared::org::{Hub, Place, Sessions, StsAssume};
+use ec2pass_shared::org::{Hub, OrgRoster, Place, Roster, Sessions, StsAssume};
 
 /// The session name of the issuer's lookups in member accounts (CloudTrail shows it there).
 pub const SESSION_NAME: &str = "ec2pass-issuer";
@@ -64,7 +64,15 @@ pub trait InstanceDirectory: Send + Sync {
 /// region, through the read-only lookup role (`EC2PASS_LOOKUP_ROLE`).
 pub struct Ec2Directory {
     client: Client,
-    hub: Option<(Sessions<StsAssume, Client>, SdkConfig)>,
+    hub: Option<HubLookup>,
+}
+
+/// A hub's way to the member accounts: the lookup role's sessions, the base configuration, and
+/// the members (configured, or read from the Organization).
+struct HubLookup {
+    sessions: Sessions<StsAssume, Client>,
+    base: SdkConfig,
+    roster: OrgRoster<aws_sdk_organizations::Client>,
 }
 
 impl Ec2Directory {
@@ -73,13 +81,27 @@ impl Ec2Directory {
         Self { client, hub: None }
     }
 
-    /// A hub's: looks in every account × region of `hub` at once, with `base`'s timeouts and
-    /// retries and each member's lookup-role credentials.
+    /// A hub's: looks in every account × region of `hub` at once (its members as the
+    /// Organization lists them, with `EC2PASS_ORG_UNITS`), with `base`'s timeouts and retries
+    /// and each member's lookup-role credentials.
     pub fn hub(client: Client, hub: Hub, base: SdkConfig) -> Self {
         let assume = StsAssume::new(base.clone(), SESSION_NAME);
+        let roster = OrgRoster::new(hub.clone(), aws_sdk_organizations::Client::new(&base));
         Self {
             client,
-            hub: Some((Sessions::new(hub, assume), base)),
+            hub: Some(HubLookup {
+                sessions: Sessions::new(hub, assume),
+                base,
+                roster,
+            }),
+        }
+    }
+
+    /// Reads what the first request would otherwise wait for (a hub's members from the
+    /// Organization), at cold start.
+    pub async fn warm(&self) {
+        if let Some(lookup) = &self.hub {
+            let _ = lookup.roster.current().await;
         }
     }
 
@@ -87,12 +109,13 @@ impl Ec2Directory {
     /// while some place could not be asked is an error (it may be there), not "unknown".
     async fn find(
         &self,
-        sessions: &Sessions<StsAssume, Client>,
-        base: &SdkConfig,
+        lookup: &HubLookup,
         id: &InstanceId,
         within: Option<&[Place]>,
     ) -> Result<Option<InstanceInfo>, DirectoryError> {
-        let hub = sessions.hub();
+        let HubLookup { sessions, base, .. } = lookup;
+        let current = lookup.roster.current().await;
+        let hub = &current.hub;
         let places = within.map_or_else(|| hub.places(), <[Place]>::to_vec);
         let asks = places.into_iter().map(|place| async move {
             let client = sessions
@@ -139,7 +162,7 @@ impl InstanceDirectory for Ec2Directory {
     async fn describe(&self, id: &InstanceId) -> Result<Option<InstanceInfo>, DirectoryError> {
         match &self.hub {
             None => describe_with(&self.client, id).await,
-            Some((sessions, base)) => self.find(sessions, base, id, None).await,
+            Some(lookup) => self.find(lookup, id, None).await,
         }
     }
 
@@ -150,7 +173,7 @@ impl InstanceDirectory for Ec2Directory {
     ) -> Result<Option<InstanceInfo>, DirectoryError> {
         match &self.hub {
             None => describe_with(&self.client, id).await,
-            Some((sessions, base)) => self.find(sessions, base, id, within).await,
+            Some(lookup) => self.find(lookup, id, within).await,
         }
     }
 }

@@ -6,6 +6,12 @@
 //! (`EC2PASS_MEMBER_ROLE` for the guard, `EC2PASS_LOOKUP_ROLE` for the issuer), the stack is the
 //! hub of an Organization: it acts in each member account through that account's role, in each
 //! region of `EC2PASS_REGIONS`, for each account of `EC2PASS_ACCOUNTS`.
+//!
+//! With `EC2PASS_ORG_UNITS` (OU or root ids), the members are also read from AWS Organizations
+//! ([`OrgRoster`]): every active account under those units, so that an account the StackSet's
+//! automatic deployment guards is swept and searched too without anyone editing a list.
+//! `EC2PASS_ACCOUNTS` then gives aliases (and accounts outside the units); any other account
+//! is named after its Organizations name ([`alias_for`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -66,6 +72,9 @@ pub struct Hub {
     pub members: Vec<Member>,
     /// The guarded regions (`EC2PASS_REGIONS`), in the order configured.
     pub regions: Vec<String>,
+    /// The OUs or roots whose accounts are members too (`EC2PASS_ORG_UNITS`; empty: only
+    /// `members`), read by [`OrgRoster`].
+    pub units: Vec<String>,
 }
 
 impl Hub {
@@ -111,7 +120,7 @@ impl Hub {
         arn_in_partition: Option<&str>,
     ) -> Result<Option<Self>, ConfigError> {
         let Some(role) = env.get(role_var).filter(|r| !r.trim().is_empty()) else {
-            for var in ["EC2PASS_ACCOUNTS", "EC2PASS_REGIONS"] {
+            for var in ["EC2PASS_ACCOUNTS", "EC2PASS_REGIONS", "EC2PASS_ORG_UNITS"] {
                 if env.get(var).is_some_and(|v| !v.trim().is_empty()) {
                     return Err(ConfigError {
                         var,
@@ -135,7 +144,13 @@ impl Hub {
                 problem: format!("{role:?} is not an IAM role name"),
             });
         }
-        let members = members(&env.required("EC2PASS_ACCOUNTS")?)?;
+        let units = units(&env.get("EC2PASS_ORG_UNITS").unwrap_or_default())?;
+        // Read from the Organization, the accounts need no list (it only gives aliases).
+        let members = match env.get("EC2PASS_ACCOUNTS") {
+            Some(v) if !units.is_empty() => members(&v)?,
+            None if !units.is_empty() => Vec::new(),
+            _ => members(&env.required("EC2PASS_ACCOUNTS")?)?,
+        };
         let regions = regions(&env.required("EC2PASS_REGIONS")?)?;
         let partition = arn_in_partition
             .and_then(|arn| arn.split(':').nth(1))
@@ -147,6 +162,7 @@ impl Hub {
             partition,
             members,
             regions,
+            units,
         }))
     }
 }
@@ -310,6 +326,300 @@ impl<A: Assume, C: Clone + Send> Sessions<A, C> {
         let client = build(&session.credentials, &place.region);
         session.clients.insert(place.region.clone(), client.clone());
         Ok(client)
+    }
+}
+
+/// `EC2PASS_ORG_UNITS`: OU ids (`ou-ab12-cdef3456`) or root ids (`r-ab12`), comma-separated.
+pub fn units(value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for unit in value.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        if !is_unit(unit) {
+            return Err(ConfigError {
+                var: "EC2PASS_ORG_UNITS",
+                problem: format!("{unit:?} is not an OU id (ou-…) or a root id (r-…)"),
+            });
+        }
+        if !out.iter().any(|u| u == unit) {
+            out.push(unit.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `s` is an Organizations OU id (`ou-` 4–32 then `-` 8–32 lower-case letters or
+/// digits) or root id (`r-` 4–32).
+pub fn is_unit(s: &str) -> bool {
+    let word = |w: &str, lo: usize| {
+        (lo..=32).contains(&w.len())
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    if let Some(rest) = s.strip_prefix("ou-") {
+        return rest
+            .split_once('-')
+            .is_some_and(|(root, ou)| word(root, 4) && word(ou, 8));
+    }
+    s.strip_prefix("r-").is_some_and(|root| word(root, 4))
+}
+
+/// The alias an account the Organization lists goes by when `EC2PASS_ACCOUNTS` gives it none:
+/// its name in lower case, each run of other characters than letters and digits one dash (`Prod
+/// EU` → `prod-eu`), at most 32 long; its id when that leaves nothing.
+pub fn alias_for(name: &str, id: &str) -> String {
+    let mut alias = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            alias.push(c);
+        } else if !alias.is_empty() && !alias.ends_with('-') {
+            alias.push('-');
+        }
+    }
+    alias.truncate(32);
+    let alias = alias.trim_end_matches('-').to_owned();
+    if alias.is_empty() {
+        id.to_owned()
+    } else {
+        alias
+    }
+}
+
+/// An account as AWS Organizations lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgAccount {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Whether it is active (not suspended, closing or closed).
+    pub active: bool,
+}
+
+/// The Organization's tree, one parent at a time (`ListAccountsForParent`,
+/// `ListOrganizationalUnitsForParent`): all a hub may read of it.
+pub trait OrgTree: Send + Sync {
+    /// The accounts directly under an OU or root.
+    fn accounts_under(
+        &self,
+        parent: &str,
+    ) -> impl Future<Output = Result<Vec<OrgAccount>, String>> + Send;
+
+    /// The OUs directly under an OU or root.
+    fn units_under(&self, parent: &str)
+    -> impl Future<Output = Result<Vec<String>, String>> + Send;
+}
+
+/// An Organizations call that failed, with the SDK's whole error.
+fn org_failed<E: std::error::Error>(operation: &str, parent: &str, e: &E) -> String {
+    format!(
+        "{operation} {parent}: {}",
+        aws_sdk_organizations::error::DisplayErrorContext(e)
+    )
+}
+
+impl OrgTree for aws_sdk_organizations::Client {
+    async fn accounts_under(&self, parent: &str) -> Result<Vec<OrgAccount>, String> {
+        let mut pages = self
+            .list_accounts_for_parent()
+            .parent_id(parent)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| org_failed("ListAccountsForParent", parent, &e))?;
+            for a in page.accounts() {
+                // `State` replaces the deprecated `Status`; either says whether it is active.
+                #[allow(deprecated)]
+                let active = match (a.state(), a.status()) {
+                    (Some(state), _) => state.as_str() == "ACTIVE",
+                    (None, Some(status)) => status.as_str() == "ACTIVE",
+                    (None, None) => true,
+                };
+                out.push(OrgAccount {
+                    id: a.id().unwrap_or_default().to_owned(),
+                    name: a.name().unwrap_or_default().to_owned(),
+                    active,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn units_under(&self, parent: &str) -> Result<Vec<String>, String> {
+        let mut pages = self
+            .list_organizational_units_for_parent()
+            .parent_id(parent)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| org_failed("ListOrganizationalUnitsForParent", parent, &e))?;
+            out.extend(
+                page.organizational_units()
+                    .iter()
+                    .filter_map(|u| u.id().map(str::to_owned)),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The hub as it stands now, and why its members may be out of date.
+#[derive(Clone, Debug)]
+pub struct Current {
+    /// The hub, its members as last read.
+    pub hub: Hub,
+    /// The Organization could not be read: the members are the last read (or the configured
+    /// ones), and this says why.
+    pub problem: Option<String>,
+}
+
+/// Where a hub's members come from now.
+pub trait Roster: Send + Sync {
+    /// The hub with its current members.
+    fn current(&self) -> impl Future<Output = Current> + Send;
+}
+
+/// A hub whose members are the configured ones.
+impl Roster for Hub {
+    fn current(&self) -> impl Future<Output = Current> + Send {
+        std::future::ready(Current {
+            hub: self.clone(),
+            problem: None,
+        })
+    }
+}
+
+/// How long the members read from the Organization are used before they are read again.
+pub const ROSTER_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// After a failed read, how long the last members are used before the next try.
+pub const ROSTER_RETRY: Duration = Duration::from_secs(60);
+
+/// Most OUs one read walks (an Organization holds at most 1,000 OUs… and a tree that claims
+/// more is not walked for ever).
+pub const MOST_UNITS: usize = 2000;
+
+/// The last read: when, the members, and the problem if it failed.
+type Read = (tokio::time::Instant, Vec<Member>, Option<String>);
+
+/// A hub whose members are read from the Organization (`EC2PASS_ORG_UNITS`): every active
+/// account under the units, with the configured accounts; kept for [`ROSTER_TTL`]. A read that
+/// fails keeps the last members (the configured ones at first) and is tried again after
+/// [`ROSTER_RETRY`]; [`Current::problem`] says why meanwhile.
+pub struct OrgRoster<T> {
+    hub: Hub,
+    tree: T,
+    last: tokio::sync::Mutex<Option<Read>>,
+}
+
+impl<T: OrgTree> OrgRoster<T> {
+    /// Reads `hub.units` with `tree`.
+    pub fn new(hub: Hub, tree: T) -> Self {
+        Self {
+            hub,
+            tree,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Walks the units: every active account under them (sub-OUs included), each once, with
+    /// its configured alias or [`alias_for`] its name; then the configured accounts not found
+    /// (outside the units), unless the Organization says they are not active.
+    async fn read(&self) -> Result<Vec<Member>, String> {
+        let mut todo: Vec<String> = self.hub.units.clone();
+        let mut walked = 0;
+        let mut found: Vec<OrgAccount> = Vec::new();
+        while let Some(unit) = todo.pop() {
+            walked += 1;
+            if walked > MOST_UNITS {
+                return Err(format!(
+                    "more than {MOST_UNITS} OUs under {:?}",
+                    self.hub.units
+                ));
+            }
+            let (accounts, units) = tokio::try_join!(
+                self.tree.accounts_under(&unit),
+                self.tree.units_under(&unit)
+            )?;
+            found.extend(accounts.into_iter().filter(|a| is_account_id(&a.id)));
+            todo.extend(units);
+        }
+        let mut members: Vec<Member> = Vec::new();
+        // Suspended, closing or closed: not a member, even if configured.
+        let inactive: Vec<String> = found
+            .iter()
+            .filter(|a| !a.active)
+            .map(|a| a.id.clone())
+            .collect();
+        for a in found.into_iter().filter(|a| a.active) {
+            if members.iter().any(|m| m.id == a.id) {
+                continue;
+            }
+            let alias = match self.hub.members.iter().find(|m| m.id == a.id) {
+                Some(m) => m.alias.clone(),
+                None => alias_for(&a.name, &a.id),
+            };
+            // An alias already taken (by a configured account, or a namesake): the id.
+            let taken = |alias: &str| {
+                members.iter().any(|m| m.alias == alias)
+                    || self
+                        .hub
+                        .members
+                        .iter()
+                        .any(|m| m.alias == alias && m.id != a.id)
+            };
+            let alias = if taken(&alias) { a.id.clone() } else { alias };
+            members.push(Member { alias, id: a.id });
+        }
+        for m in &self.hub.members {
+            if !members.iter().any(|x| x.id == m.id) && !inactive.contains(&m.id) {
+                members.push(m.clone());
+            }
+        }
+        Ok(members)
+    }
+}
+
+impl<T: OrgTree> Roster for OrgRoster<T> {
+    async fn current(&self) -> Current {
+        let with = |members: Vec<Member>, problem: Option<String>| Current {
+            hub: Hub {
+                members,
+                ..self.hub.clone()
+            },
+            problem,
+        };
+        if self.hub.units.is_empty() {
+            return with(self.hub.members.clone(), None);
+        }
+        let mut last = self.last.lock().await;
+        let now = tokio::time::Instant::now();
+        if let Some((at, members, problem)) = last.as_ref() {
+            let keep = if problem.is_some() {
+                ROSTER_RETRY
+            } else {
+                ROSTER_TTL
+            };
+            if now.saturating_duration_since(*at) < keep {
+                return with(members.clone(), problem.clone());
+            }
+        }
+        match self.read().await {
+            Ok(members) => {
+                tracing::info!(members = members.len(), units = ?self.hub.units, "read the Organization's accounts");
+                *last = Some((now, members.clone(), None));
+                with(members, None)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the Organization's accounts; the last ones serve");
+                let members = last
+                    .as_ref()
+                    .map_or_else(|| self.hub.members.clone(), |(_, m, _)| m.clone());
+                *last = Some((now, members.clone(), Some(e.clone())));
+                with(members, Some(e))
+            }
+        }
     }
 }
 
@@ -487,5 +797,239 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_hub_may_read_its_accounts_from_organization_units() {
+        let h = hub(&[
+            ("EC2PASS_MEMBER_ROLE", "ec2pass-member"),
+            ("EC2PASS_REGIONS", "eu-west-1"),
+            (
+                "EC2PASS_ORG_UNITS",
+                "ou-ab12-cdef3456, r-ab12,ou-ab12-cdef3456",
+            ),
+        ]);
+        let h = h.ok().flatten().unwrap_or_else(|| panic!("a hub"));
+        assert_eq!(h.units, ["ou-ab12-cdef3456", "r-ab12"]);
+        assert!(
+            h.members.is_empty(),
+            "with units, the list only gives aliases"
+        );
+        // Without units the list is required; units without a role are half a hub
+        let no_list = hub(&[
+            ("EC2PASS_MEMBER_ROLE", "ec2pass-member"),
+            ("EC2PASS_REGIONS", "eu-west-1"),
+        ]);
+        assert_eq!(no_list.map_err(|e| e.var), Err("EC2PASS_ACCOUNTS"));
+        let half = hub(&[("EC2PASS_ORG_UNITS", "r-ab12")]);
+        assert_eq!(half.map_err(|e| e.var), Err("EC2PASS_ORG_UNITS"));
+        for bad in [
+            "ou-ab12",
+            "ou-AB12-cdef3456",
+            "r-",
+            "o-ab12cdef34",
+            "ou-ab12-cdef",
+            "arn:aws:organizations::1:ou/o-1/ou-ab12-cdef3456",
+        ] {
+            assert!(units(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_account_the_configuration_does_not_name_goes_by_its_name() {
+        assert_eq!(alias_for("Prod EU", "111111111111"), "prod-eu");
+        assert_eq!(alias_for("  Data/Lake (prod) ", "1"), "data-lake-prod");
+        assert_eq!(alias_for("☃☃", "111111111111"), "111111111111");
+        assert_eq!(alias_for(&"x".repeat(40), "1").len(), 32);
+        // What it gives is an alias EC2PASS_ACCOUNTS would accept
+        let alias = alias_for("Team A: sandbox #3", "111111111111");
+        assert!(members(&format!("{alias}=111111111111")).is_ok(), "{alias}");
+    }
+
+    /// An Organization: root `r-root` → OU `ou-root-workload` (accounts) → OU `ou-root-nested`
+    /// (one more), and `ou-root-elsewhere` outside the hub's units. Counts its calls; fails
+    /// while `failing`.
+    #[derive(Default)]
+    struct FakeOrg {
+        calls: Mutex<usize>,
+        failing: Mutex<bool>,
+        accounts: Mutex<Vec<(&'static str, OrgAccount)>>,
+    }
+
+    fn account(id: &str, name: &str, active: bool) -> OrgAccount {
+        OrgAccount {
+            id: id.into(),
+            name: name.into(),
+            active,
+        }
+    }
+
+    impl FakeOrg {
+        fn new() -> Self {
+            let org = Self::default();
+            *org.accounts.lock().unwrap_or_else(PoisonError::into_inner) = vec![
+                ("ou-root-workload", account("111111111111", "Prod EU", true)),
+                ("ou-root-workload", account("222222222222", "Sandbox", true)),
+                (
+                    "ou-root-workload",
+                    account("444444444444", "Closed one", false),
+                ),
+                ("ou-root-nested", account("333333333333", "prod eu", true)),
+                (
+                    "ou-root-elsewhere",
+                    account("555555555555", "Not ours", true),
+                ),
+            ];
+            org
+        }
+
+        fn calls(&self) -> usize {
+            *self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+
+    impl OrgTree for FakeOrg {
+        async fn accounts_under(&self, parent: &str) -> Result<Vec<OrgAccount>, String> {
+            *self.calls.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+            if *self.failing.lock().unwrap_or_else(PoisonError::into_inner) {
+                return Err("AccessDeniedException: not delegated".into());
+            }
+            Ok(self
+                .accounts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .filter(|(p, _)| *p == parent)
+                .map(|(_, a)| a.clone())
+                .collect())
+        }
+
+        async fn units_under(&self, parent: &str) -> Result<Vec<String>, String> {
+            Ok(match parent {
+                "r-root" => vec!["ou-root-workload".into(), "ou-root-elsewhere".into()],
+                "ou-root-workload" => vec!["ou-root-nested".into()],
+                _ => Vec::new(),
+            })
+        }
+    }
+
+    fn org_hub() -> Hub {
+        Hub {
+            role: "ec2pass-member".into(),
+            partition: "aws".into(),
+            // A configured alias, and a configured account outside the units
+            members: vec![
+                Member {
+                    alias: "sandbox".into(),
+                    id: "222222222222".into(),
+                },
+                Member {
+                    alias: "legacy".into(),
+                    id: "999999999999".into(),
+                },
+                Member {
+                    alias: "closed".into(),
+                    id: "444444444444".into(),
+                },
+            ],
+            regions: vec!["eu-west-1".into()],
+            units: vec!["ou-root-workload".into()],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_roster_is_every_active_account_under_the_units_and_the_configured_ones() {
+        let roster = OrgRoster::new(org_hub(), FakeOrg::new());
+        let now = roster.current().await;
+        assert_eq!(now.problem, None);
+        let got: Vec<(&str, &str)> = now
+            .hub
+            .members
+            .iter()
+            .map(|m| (m.alias.as_str(), m.id.as_str()))
+            .collect();
+        // Sub-OUs included, the inactive account (configured or not) and the OU outside the
+        // units left out; the configured alias wins; a namesake's alias taken goes by its id; the configured
+        // account outside the units stays
+        let mut want = vec![
+            ("prod-eu", "111111111111"),
+            ("sandbox", "222222222222"),
+            ("333333333333", "333333333333"),
+            ("legacy", "999999999999"),
+        ];
+        let mut got_sorted = got.clone();
+        got_sorted.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got_sorted, want);
+        assert_eq!(now.hub.places().len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_roster_is_read_again_after_its_ttl_and_a_failed_read_keeps_the_last() {
+        let roster = OrgRoster::new(org_hub(), FakeOrg::new());
+        let first = roster.current().await;
+        let reads = roster.tree.calls();
+        // Within the TTL nothing is read
+        tokio::time::advance(ROSTER_TTL / 2).await;
+        assert_eq!(roster.current().await.hub, first.hub);
+        assert_eq!(roster.tree.calls(), reads);
+        // After it, a new account is found
+        roster
+            .tree
+            .accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(("ou-root-nested", account("666666666666", "Joined", true)));
+        tokio::time::advance(ROSTER_TTL).await;
+        let second = roster.current().await;
+        assert!(second.hub.member("666666666666").is_some());
+        // A read that fails keeps the last members and says why …
+        *roster
+            .tree
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+        tokio::time::advance(ROSTER_TTL).await;
+        let failed = roster.current().await;
+        assert_eq!(failed.hub.members, second.hub.members);
+        assert!(
+            failed
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("AccessDenied")),
+            "{failed:?}"
+        );
+        // … is not tried again at every call, but after ROSTER_RETRY
+        let calls = roster.tree.calls();
+        assert!(roster.current().await.problem.is_some());
+        assert_eq!(roster.tree.calls(), calls);
+        *roster
+            .tree
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = false;
+        tokio::time::advance(ROSTER_RETRY).await;
+        assert_eq!(roster.current().await.problem, None);
+    }
+
+    #[tokio::test]
+    async fn without_units_the_roster_is_the_configured_members_and_reads_nothing() {
+        let hub = Hub {
+            units: Vec::new(),
+            ..org_hub()
+        };
+        let roster = OrgRoster::new(hub.clone(), FakeOrg::new());
+        assert_eq!(roster.current().await.hub, hub);
+        assert_eq!(roster.tree.calls(), 0);
+        // And the first read that fails falls back to them
+        let roster = OrgRoster::new(org_hub(), FakeOrg::new());
+        *roster
+            .tree
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+        let now = roster.current().await;
+        assert_eq!(now.hub.members, org_hub().members);
+        assert!(now.problem.is_some());
     }
 }

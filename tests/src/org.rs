@@ -12,8 +12,7 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_ec2::config::Region;
 use ec2pass_shared::config::{Env, GuardConfig};
 use ec2pass_shared::ids::InstanceId;
-use ec2pass_shared::org::Place;
-use ec2pass_shared::org::StsAssume;
+use ec2pass_shared::org::{Hub, OrgRoster, Place, StsAssume};
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
 use guard::alerts::SnsAlerts;
@@ -91,6 +90,86 @@ pub fn hub_guard(local: &Local, aws: &SdkConfig) -> HubGuard {
     let alerts = SnsAlerts::new(aws_sdk_sns::Client::new(aws), config.topic_arn.clone());
     let fleet = MemberRoles::new(hub, StsAssume::new(aws.clone(), SESSION_NAME), aws.clone());
     Guard::new(config, store, fleet, alerts, SystemClock)
+}
+
+/// The hub's guard reading its members from the Organization: [`hub_guard`]'s, its sweep over
+/// the active accounts under `units` (no configured list).
+pub fn hub_guard_reading(
+    local: &Local,
+    aws: &SdkConfig,
+    units: &[String],
+) -> Guard<
+    DynamoStore,
+    MemberRoles<StsAssume, OrgRoster<aws_sdk_organizations::Client>>,
+    SnsAlerts,
+    SystemClock,
+> {
+    let guard = hub_guard(local, aws);
+    let hub = Hub {
+        members: Vec::new(),
+        units: units.to_vec(),
+        ..guard.config.hub.clone().expect("a hub")
+    };
+    let roster = OrgRoster::new(hub.clone(), aws_sdk_organizations::Client::new(aws));
+    let fleet = MemberRoles::new(hub, StsAssume::new(aws.clone(), SESSION_NAME), aws.clone())
+        .with_roster(roster);
+    Guard::new(guard.config, guard.store, fleet, guard.alerts, SystemClock)
+}
+
+/// An account that has just joined the Organization, in an OU of its own: moto's Organization
+/// (created if there is none yet), a new OU under its root, a sub-OU, and an account moved into
+/// the sub-OU. The OU's id, and the account's id and name.
+pub async fn joined_account(aws: &SdkConfig) -> (String, String, String) {
+    let org = aws_sdk_organizations::Client::new(aws);
+    if org.describe_organization().send().await.is_err() {
+        org.create_organization()
+            .feature_set(aws_sdk_organizations::types::OrganizationFeatureSet::All)
+            .send()
+            .await
+            .expect("CreateOrganization against moto");
+    }
+    let roots = org.list_roots().send().await.expect("ListRoots");
+    let root = roots
+        .roots()
+        .first()
+        .and_then(|r| r.id())
+        .expect("a root")
+        .to_owned();
+    let unit_under = async |parent: &str, name: String| {
+        org.create_organizational_unit()
+            .parent_id(parent)
+            .name(name)
+            .send()
+            .await
+            .expect("CreateOrganizationalUnit")
+            .organizational_unit()
+            .and_then(|u| u.id())
+            .expect("an OU id")
+            .to_owned()
+    };
+    let ou = unit_under(&root, unique("workloads-")).await;
+    let nested = unit_under(&ou, unique("team-")).await;
+    let name = format!("Data Lake {}", unique(""));
+    let created = org
+        .create_account()
+        .account_name(&name)
+        .email(format!("{}@example.com", unique("aws-")))
+        .send()
+        .await
+        .expect("CreateAccount");
+    let id = created
+        .create_account_status()
+        .and_then(|s| s.account_id())
+        .expect("moto creates the account at once")
+        .to_owned();
+    org.move_account()
+        .account_id(&id)
+        .source_parent_id(&root)
+        .destination_parent_id(&nested)
+        .send()
+        .await
+        .expect("MoveAccount");
+    (ou, id, name)
 }
 
 /// A state change of a member account's instance as EventBridge delivers it to the hub: the

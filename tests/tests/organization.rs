@@ -342,6 +342,7 @@ async fn a_hubs_issuer_finds_an_instance_in_whichever_member_account_and_region_
         partition: "aws".into(),
         members: ec2pass_shared::org::members(&accounts.join(",")).expect("members"),
         regions: REGIONS.iter().map(|r| (*r).to_owned()).collect(),
+        units: Vec::new(),
     };
     let directory = Ec2Directory::hub(aws_sdk_ec2::Client::new(&aws), hub, aws.clone());
 
@@ -374,4 +375,72 @@ async fn a_hubs_issuer_finds_an_instance_in_whichever_member_account_and_region_
 /// bravo/eu-west-1.
 fn bravo_again() -> Place {
     Place::new(ec2pass_tests::org::MEMBERS[1].1, REGIONS[1])
+}
+
+#[tokio::test]
+async fn an_account_that_joins_an_organization_unit_is_swept_and_searched_without_anyone_listing_it()
+ {
+    use ec2pass_shared::org::{Hub, OrgRoster, Roster, alias_for};
+    use issuer::instances::{Ec2Directory, InstanceDirectory};
+    let local = Local::load();
+    let aws = local.aws().await;
+    let alerts = AlertQueue::subscribe(&aws, local.get("EC2PASS_ALERT_TOPIC_ARN"), None).await;
+    // Given an account that has just joined an OU under the hub's unit, and in it an instance
+    // started while the hub received nothing (its events lost, or its forwarding not yet there)
+    let (unit, account, name) = ec2pass_tests::org::joined_account(&aws).await;
+    let place = Place::new(&account, REGIONS[1]);
+    let client = member_ec2(&aws, &place).await;
+    let lost = launch_instance(&client, "org-joined").await;
+
+    // When the hub reads its members from the Organization
+    let hub = Hub {
+        role: "ec2pass-lookup".into(),
+        partition: "aws".into(),
+        members: Vec::new(),
+        regions: REGIONS.iter().map(|r| (*r).to_owned()).collect(),
+        units: vec![unit.clone()],
+    };
+    let roster = OrgRoster::new(hub.clone(), aws_sdk_organizations::Client::new(&aws));
+    let now = roster.current().await;
+    // Then the new account is a member, under its Organizations name, found in the sub-OU
+    assert_eq!(now.problem, None);
+    let alias = alias_for(&name, &account);
+    assert_eq!(
+        now.hub
+            .members
+            .iter()
+            .map(|m| (m.alias.as_str(), m.id.as_str()))
+            .collect::<Vec<_>>(),
+        [(alias.as_str(), account.as_str())]
+    );
+
+    // And the hub's issuer finds the instance there, named by that alias
+    let directory = Ec2Directory::hub(aws_sdk_ec2::Client::new(&aws), hub, aws.clone());
+    let found = directory.describe(&lost).await.expect("looked up");
+    assert_eq!(found.and_then(|i| i.place), Some((alias, place.clone())));
+
+    // And the hub's sweep stops the instance through the new account's member role
+    let guard = ec2pass_tests::org::hub_guard_reading(&local, &aws, &[unit]);
+    let sweep = serde_json::json!({"version":"0","id":unique("sweep-"),"detail-type":"Scheduled Event",
+        "source":"aws.events","account":"123456789012","time":"2026-11-21T10:00:00Z",
+        "region":"us-east-1","resources":["arn:aws:events:us-east-1:123456789012:rule/ec2pass-sweep"],
+        "detail":{}});
+    let reports = guard
+        .handle(&sweep, &invocation())
+        .await
+        .expect("the sweep");
+    assert!(
+        reports.iter().any(|r| r.instance_id == lost.as_str()),
+        "{reports:?}"
+    );
+    assert_eq!(inspect(&client, &lost).await.0, "stopped");
+    let received = alerts.drain().await;
+    let deny: Vec<_> = received
+        .iter()
+        .map(|a| &a.message)
+        .filter(|a| a["instance_id"] == lost.as_str() && a["verdict"] == "deny")
+        .collect();
+    assert_eq!(deny.len(), 1, "{received:?}");
+    assert_eq!(deny[0]["account"], account.as_str());
+    assert_eq!(deny[0]["region"], REGIONS[1]);
 }

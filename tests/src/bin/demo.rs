@@ -323,6 +323,7 @@ async fn organization(local: &Local, aws: &SdkConfig, alerts: &AlertQueue) -> Re
             partition: "aws".into(),
             members: members(&accounts.join(",")).map_err(|e| Failed(e.to_string()))?,
             regions: REGIONS.iter().map(|r| (*r).to_owned()).collect(),
+            units: Vec::new(),
         },
         aws.clone(),
     );
