@@ -16,7 +16,12 @@ Nothing here talks to AWS. Layers, because each one misses what the next one see
    spoke's member role carries exactly the hub guard role's EC2 statements, and it and the lookup
    role trust exactly the hub's guard and issuer; the forwarding rule sends the same pattern to
    the hub bus; the StackSet is service-managed, deploys itself to new accounts and passes every
-   spoke parameter down.
+   spoke parameter down. A hub reading its accounts from AWS Organizations (OrganizationUnits)
+   gets exactly ListAccountsForParent and ListOrganizationalUnitsForParent on its guard's and
+   issuer's roles, and no other hub any Organizations action; the Organization's delegation
+   policy (infra/organization.yaml) lets the hub account make exactly those two calls, and is
+   made only in a management account for a hub elsewhere. The hub's Rules are evaluated for the
+   settings they must accept and refuse.
 4. Settings: every EC2PASS_* variable that shared/src/config.rs reads is set by the template from
    a parameter, and docs/configuration.md describes it and names that parameter.
 5. The example policies (infra/policies/*.json): their shape (Deny only, exact carve-outs, the
@@ -28,8 +33,9 @@ Nothing here talks to AWS. Layers, because each one misses what the next one see
    NCC Group) over the SCPs, the key policies, the secret's resource policy and the roles'
    policies as the template resolves them, against stand-in principals (docs/policies.md); and
    the Organization's claims ("only the hub's guard may assume the member role", "only the
-   Organization may put events on the hub bus", ...), across a hub account, a member account
-   and an outside one.
+   Organization may put events on the hub bus", "the delegation policy lets the hub account list
+   and nothing more", ...), across a hub account, a member account, the management account and
+   an outside one.
 """
 
 import collections
@@ -64,8 +70,17 @@ MEMBER_ACCOUNT = "210987654321"
 MEMBER_REGION = "eu-west-1"
 OUTSIDER = "999999999999"
 OUTSIDE_ORG_ID = "o-z9y8x7w6v5"
+# The Organization's management account, where infra/organization.yaml runs (CallAs SELF).
+MANAGEMENT_ACCOUNT = "555555555555"
 HUB_PARAMS = {"OrganizationId": ORG_ID, "MemberAccounts": f"prod={MEMBER_ACCOUNT},security={ACCOUNT}",
               "GuardedRegions": f"{REGION},{MEMBER_REGION}", "AccountUsers": "prod=U0123ABCD"}
+# A hub that reads its member accounts from AWS Organizations: an OU and the root. MemberAccounts
+# then only gives aliases.
+ORG_UNITS = "ou-ab12-cdefgh34,r-ab12"
+HUB_UNITS_PARAMS = {**HUB_PARAMS, "OrganizationUnits": ORG_UNITS}
+# The only Organizations calls a hub makes (shared/src/org.rs, OrgTree), on its guard's and its
+# issuer's roles and in the delegation policy alike.
+ORG_READS = ["organizations:ListAccountsForParent", "organizations:ListOrganizationalUnitsForParent"]
 SPOKE_PARAMS = {"HubAccountId": ACCOUNT, "HubRegion": REGION, "OrganizationId": ORG_ID}
 ORG_PARAMS = {**SPOKE_PARAMS, "MemberTemplateUrl": "https://example-bucket.s3.us-east-1.amazonaws.com/ec2pass/member-0123abc.yaml",
               "OrganizationalUnitIds": "ou-ab12-cdefgh34", "GuardedRegions": f"{REGION},{MEMBER_REGION}"}
@@ -775,9 +790,10 @@ def alarm_invariants(template):
 # The environment a hub sets, and the parameter behind each variable (docs/configuration.md).
 ORG_VARIABLES = {
     "GuardFunction": {"EC2PASS_MEMBER_ROLE": "MemberRoleName", "EC2PASS_ACCOUNTS": "MemberAccounts",
-                      "EC2PASS_REGIONS": "GuardedRegions"},
+                      "EC2PASS_ORG_UNITS": "OrganizationUnits", "EC2PASS_REGIONS": "GuardedRegions"},
     "IssuerFunction": {"EC2PASS_LOOKUP_ROLE": "LookupRoleName", "EC2PASS_ACCOUNTS": "MemberAccounts",
-                       "EC2PASS_REGIONS": "GuardedRegions", "EC2PASS_ACCOUNT_USERS": "AccountUsers"},
+                       "EC2PASS_ORG_UNITS": "OrganizationUnits", "EC2PASS_REGIONS": "GuardedRegions",
+                       "EC2PASS_ACCOUNT_USERS": "AccountUsers"},
 }
 HUB_ONLY = ("HubEventBus", "HubEventBusPolicy", "HubStateChange", "HubStateChangeRuleFailuresAlarm")
 # Each hop of a forwarded state change (the spoke's rule, the hub bus's rule) retries for at most
@@ -856,7 +872,7 @@ def hub_invariants(template):
     problems = []
     res = template.get("Resources", {})
     params = template.get("Parameters", {})
-    for name, default in (("OrganizationId", ""), ("MemberAccounts", ""), ("GuardedRegions", ""),
+    for name, default in (("OrganizationId", ""), ("MemberAccounts", ""), ("OrganizationUnits", ""), ("GuardedRegions", ""),
                           ("MemberRoleName", "ec2pass-member"), ("LookupRoleName", "ec2pass-lookup"), ("AccountUsers", "")):
         if name not in params:
             problems.append(f"missing parameter {name} (the Organization: docs/organization.md)")
@@ -869,7 +885,7 @@ def hub_invariants(template):
             problems.append(f"Rules: {rule} is missing (hub settings without an Organization are dropped silently, an Organization without accounts or regions fails the cold start: refuse both at deploy time)")
     if problems:
         return problems
-    single, hub = Resolver(template), Resolver(template, HUB_PARAMS)
+    single, hub, units = Resolver(template), Resolver(template, HUB_PARAMS), Resolver(template, HUB_UNITS_PARAMS)
     # By default nothing of the hub exists and the functions run as before.
     for logical in HUB_ONLY:
         if logical not in res:
@@ -884,8 +900,10 @@ def hub_invariants(template):
                 continue
             if single.value(env[var]) != "":
                 problems.append(f"{fn}: {var} must be empty unless OrganizationId is set (empty is unset: one account, one region)")
-            if hub.value(env[var]) != hub.params[param]:
-                problems.append(f"{fn}: {var} must be {param} in a hub, found {hub.value(env[var])!r}")
+            # A hub with MemberAccounts only (OrganizationUnits empty), and one reading the Organization.
+            for r in (hub, units):
+                if r.value(env[var]) != r.params[param]:
+                    problems.append(f"{fn}: {var} must be {param} in a hub{' with OrganizationUnits' if r is units else ''}, found {r.value(env[var])!r}")
     for fn, wanted in (("GuardFunction", "MemberRoleName"), ("IssuerFunction", "LookupRoleName")):
         role = role_of(res.get(fn, {}))
         if not role or role not in res:
@@ -950,6 +968,136 @@ def hub_invariants(template):
     for out in ("HubEventBusArn", "GuardRoleArn", "IssuerRoleArn"):
         if outputs.get(out, {}).get("Condition") != "IsHub":
             problems.append(f"missing output {out} (Condition: IsHub): the spokes and docs/organization.md name it")
+    problems += org_units_invariants(template)
+    problems += rules_invariants(template)
+    return problems
+
+
+def organizations_actions(value):
+    """Every organizations: action (or wildcard that reaches one: *, organizations:*, organizatio*:...)
+    named anywhere in a template fragment, both branches of every If included."""
+    found = []
+
+    def walk(v, key=None):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, k)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x, key)
+        elif isinstance(v, str) and key in ("Action", "NotAction"):
+            prefix = v.split(":", 1)[0].lower()
+            if v == "*" or fnmatch.fnmatchcase("organizations", prefix):
+                found.append(v)
+
+    walk(value)
+    return found
+
+
+def org_units_invariants(template):
+    """A hub with OrganizationUnits reads its member accounts from AWS Organizations: its guard and
+    its issuer get EC2PASS_ORG_UNITS and exactly the two read-only calls the code makes
+    (ORG_READS), on "*"; every other stack (a hub with MemberAccounts only, a single account)
+    gets an empty EC2PASS_ORG_UNITS and no Organizations action at all."""
+    problems = []
+    res = template.get("Resources", {})
+    params = template.get("Parameters", {})
+    if "OrganizationUnits" not in params:
+        return ["missing parameter OrganizationUnits (a hub reading its accounts from AWS Organizations: docs/organization.md)"]
+    pattern = params["OrganizationUnits"].get("AllowedPattern", "")
+    for value, ok in (("", True), ("ou-ab12-cdefgh34", True), ("r-ab12", True), (ORG_UNITS, True),
+                      ("ou-ab12-cdefgh34, r-ab12", False), ("o-a1b2c3d4e5", False), ("123456789012", False), ("ou-ab12", False)):
+        try:
+            matches = re.search(pattern, value) is not None
+        except re.error:
+            matches = None
+        if matches != ok:
+            problems.append(f"parameter OrganizationUnits: its AllowedPattern must {'take' if ok else 'refuse'} {value!r} (OU ids ou-..., root ids r-..., comma-separated, no spaces)")
+    settings = {  # label -> (parameters, reads the Organization?)
+        "a single account": ({}, False),
+        "a hub with MemberAccounts only": (HUB_PARAMS, False),
+        "a hub with OrganizationUnits": (HUB_UNITS_PARAMS, True),
+        "OrganizationUnits without OrganizationId (the Rules refuse it)": ({"OrganizationUnits": ORG_UNITS}, False),
+    }
+    for label, (parameters, reads) in settings.items():
+        r = Resolver(template, parameters)
+        try:
+            for fn in ("GuardFunction", "IssuerFunction"):
+                env = res.get(fn, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+                if "EC2PASS_ORG_UNITS" in env:
+                    wanted = ORG_UNITS if reads else ""
+                    if r.value(env["EC2PASS_ORG_UNITS"]) != wanted:
+                        problems.append(f"{fn}: in {label} EC2PASS_ORG_UNITS must be {wanted!r}, found {r.value(env['EC2PASS_ORG_UNITS'])!r}"
+                                        + (" (!If [ReadsOrganization, !Ref OrganizationUnits, \"\"])" if reads else ""))
+                role = role_of(res.get(fn, {}))
+                if not role or role not in res:
+                    continue
+                sts = [st for d in resolved_policies(r, template, role) for st in d.get("Statement", [])]
+                org = [st for st in sts if organizations_actions({"Action": st.get("Action", []), "NotAction": st.get("NotAction", [])})]
+                if not reads:
+                    if org:
+                        problems.append(f"{role}: in {label} it must carry no Organizations action (only a hub with OrganizationUnits reads the Organization: a policy under ReadsOrganization), found {[actions(st) for st in org]}")
+                    continue
+                if len(org) != 1 or sorted(actions(org[0])) != sorted(ORG_READS) or "NotAction" in org[0] \
+                        or listed(org[0].get("Resource")) != ["*"] or org[0].get("Effect") != "Allow":
+                    problems.append(f"{role}: in {label}, exactly one statement allowing exactly {ORG_READS} on \"*\" (the two calls the code makes, and nothing else of the Organization), found {json.dumps(org)}")
+        except Exception as e:  # a broken copy can break the checks' own assumptions
+            problems.append(f"OrganizationUnits: the template cannot be resolved for {label}: {e!r}")
+    # Nowhere in the template any other Organizations action, in any branch.
+    for name, r in res.items():
+        for a in organizations_actions(r):
+            if a not in ORG_READS:
+                problems.append(f"{name}: the only Organizations actions a hub may have are {ORG_READS}, found {a}")
+    return problems
+
+
+def rules_refusals(template, parameters):
+    """The AssertDescriptions of the template's Rules that refuse these parameters, as CloudFormation
+    evaluates them before a deploy (only the functions the hub's Rules use: Equals, Not, And, Or)."""
+    r = Resolver(template, parameters)
+
+    def truth(expression):
+        v = r.value(expression)
+        if not isinstance(v, bool):
+            raise ValueError(f"cannot evaluate {json.dumps(expression)}")
+        return v
+
+    refused = []
+    for name, rule in template.get("Rules", {}).items():
+        if "RuleCondition" in rule and not truth(rule["RuleCondition"]):
+            continue
+        for a in rule.get("Assertions", []):
+            if not truth(a.get("Assert")):
+                refused.append(f"{name}: {a.get('AssertDescription', '')}")
+    return refused
+
+
+# (what, parameters, refused?): the settings the hub's Rules must accept, and those they must refuse
+# at deploy time rather than have the functions fail their cold start or drop a setting silently.
+RULE_CASES = [
+    ("a single account", {}, False),
+    ("a hub with MemberAccounts", HUB_PARAMS, False),
+    ("a hub with MemberAccounts and OrganizationUnits", HUB_UNITS_PARAMS, False),
+    ("a hub with OrganizationUnits and no MemberAccounts", {**HUB_UNITS_PARAMS, "MemberAccounts": ""}, False),
+    ("OrganizationUnits without OrganizationId", {"OrganizationUnits": ORG_UNITS}, True),
+    ("MemberAccounts without OrganizationId", {"MemberAccounts": HUB_PARAMS["MemberAccounts"]}, True),
+    ("OrganizationId without MemberAccounts or OrganizationUnits", {**HUB_PARAMS, "MemberAccounts": ""}, True),
+    ("OrganizationId without GuardedRegions", {**HUB_UNITS_PARAMS, "GuardedRegions": ""}, True),
+]
+
+
+def rules_invariants(template):
+    problems = []
+    for what, parameters, refused in RULE_CASES:
+        try:
+            got = rules_refusals(template, parameters)
+        except Exception as e:
+            problems.append(f"Rules: cannot be evaluated for {what}: {e!r}")
+            continue
+        if refused and not got:
+            problems.append(f"Rules: must refuse {what} at deploy time, but accept it")
+        if not refused and got:
+            problems.append(f"Rules: must accept {what}, but refuse it: {got}")
     return problems
 
 
@@ -1137,6 +1285,88 @@ def org_invariants(org, member):
         for attr in ("Default", "AllowedValues", "AllowedPattern"):
             if params.get(key, {}).get(attr) != spoke.get(key, {}).get(attr):
                 problems.append(f"{where}: parameter {key} must be declared as infra/member.yaml declares it ({attr})")
+    problems += delegation_invariants(org)
+    return problems
+
+
+def delegation_resolvers(org):
+    """(what, resolver, must the delegation policy exist?) for infra/organization.yaml: only in the
+    management account (CallAs SELF) for a hub in another account, and not when the operator
+    merges it by hand."""
+    management = pseudo(MANAGEMENT_ACCOUNT, REGION)
+    return [
+        ("in the management account, for a hub in another account", Resolver(org, ORG_PARAMS, where=management), True),
+        ("when the hub is the management account (it needs no delegation)",
+         Resolver(org, {**ORG_PARAMS, "HubAccountId": MANAGEMENT_ACCOUNT}, where=management), False),
+        ("with CallAs DELEGATED_ADMIN in the hub account (only the management account can make it)",
+         Resolver(org, {**ORG_PARAMS, "CallAs": "DELEGATED_ADMIN"}, where=pseudo(ACCOUNT, REGION)), False),
+        ("with CallAs DELEGATED_ADMIN in another account (only the management account can make it)",
+         Resolver(org, {**ORG_PARAMS, "CallAs": "DELEGATED_ADMIN"}, where=pseudo(OUTSIDER, REGION)), False),
+        ("with DelegationPolicy by-hand (the Organization's one resource policy is merged by hand)",
+         Resolver(org, {**ORG_PARAMS, "DelegationPolicy": "by-hand"}, where=management), False),
+    ]
+
+
+def delegation_statements(r, org):
+    """The resolved statements of every AWS::Organizations::ResourcePolicy of org that exists for r."""
+    out = []
+    for x in org.get("Resources", {}).values():
+        if x.get("Type") != "AWS::Organizations::ResourcePolicy":
+            continue
+        if "Condition" in x and not r.condition(x["Condition"]):
+            continue
+        content = x.get("Properties", {}).get("Content", {})
+        # A string (which the invariants refuse) is read as the object it spells.
+        content = r.value(json.loads(content) if isinstance(content, str) else content)
+        sts = content.get("Statement", [])
+        out += [sts] if isinstance(sts, dict) else list(sts)
+    return out
+
+
+def delegation_invariants(org):
+    """The Organization's delegation policy: one, a JSON object, letting exactly the hub account's
+    root make exactly the two read-only calls of ORG_READS on "*", made only where it can and must be."""
+    where = "infra/organization.yaml"
+    problems = []
+    res = org.get("Resources", {})
+    policies = {n: x for n, x in res.items() if x.get("Type") == "AWS::Organizations::ResourcePolicy"}
+    if len(policies) != 1:
+        return [f"{where}: expected one AWS::Organizations::ResourcePolicy (the delegation that lets a hub outside the management account read its OrganizationUnits), found {len(policies)}"]
+    (name, policy), = policies.items()
+    if params := org.get("Parameters", {}).get("DelegationPolicy"):
+        if params.get("Default") != "this-stack" or params.get("AllowedValues") != ["this-stack", "by-hand"]:
+            problems.append(f"{where}: parameter DelegationPolicy must be this-stack (the default) or by-hand")
+    else:
+        problems.append(f"{where}: missing parameter DelegationPolicy (an Organization has one resource policy: one that exists must be merged by hand)")
+    if not isinstance(policy.get("Properties", {}).get("Content"), dict):
+        problems.append(f"{where}: {name}: Content must be a JSON object, not a string (CloudFormation detects no drift on a string)")
+    hub_root = f"arn:aws:iam::{ACCOUNT}:root"
+    for what, r, wanted in delegation_resolvers(org):
+        try:
+            exists = "Condition" not in policy or r.condition(policy["Condition"])
+            sts = delegation_statements(r, org)
+        except Exception as e:  # a broken copy can break the checks' own assumptions
+            problems.append(f"{where}: {name}: cannot be resolved {what}: {e!r}")
+            continue
+        if exists != wanted:
+            problems.append(f"{where}: {name}: must {'exist' if wanted else 'not exist'} {what} (a Condition comparing HubAccountId with AWS::AccountId, CallAs SELF, DelegationPolicy this-stack)")
+        if not exists:
+            continue
+        granted = set()
+        for st in sts:
+            acts = actions(st)
+            granted |= set(acts)
+            if st.get("Effect") != "Allow" or {"NotPrincipal", "NotAction", "NotResource"} & set(st):
+                problems.append(f"{where}: {name}: the statement {st.get('Sid')} must be an Allow with Principal, Action and Resource (no Not...), found {json.dumps(st)}")
+            if st.get("Principal") != {"AWS": hub_root} and st.get("Principal") != {"AWS": [hub_root]}:
+                problems.append(f"{where}: {name}: the statement {st.get('Sid')} must name exactly the hub account ({hub_root}: HubAccountId), never * or another account, found {json.dumps(st.get('Principal'))}")
+            for a in acts:
+                if not re.fullmatch(r"organizations:(List|Describe)[A-Za-z]+", a):
+                    problems.append(f"{where}: {name}: may delegate only read-only organizations:List... / Describe... actions, without wildcards, found {a}")
+            if listed(st.get("Resource")) != ["*"]:
+                problems.append(f"{where}: {name}: the statement {st.get('Sid')} must be on Resource \"*\", found {st.get('Resource')!r}")
+        if granted != set(ORG_READS):
+            problems.append(f"{where}: {name}: must delegate exactly {ORG_READS} (the calls the hub makes, nothing more), found {sorted(granted)}")
     return problems
 
 
@@ -1248,7 +1478,12 @@ def parliament_findings(policies, stack_policies):
 
     problems = []
     for name, doc in list(policies.items()) + list(stack_policies.items()):
-        for f in parliament.analyze_policy_string(json.dumps(doc)).findings:
+        try:
+            found = parliament.analyze_policy_string(json.dumps(doc)).findings
+        except Exception as e:  # parliament trips over some malformed documents rather than report them
+            problems.append(f"parliament: {name}: cannot be analyzed ({e!r}): malformed")
+            continue
+        for f in found:
             if f.issue == "UNKNOWN_CONDITION_FOR_ACTION" and resource_type_key(str(f.detail)):
                 continue
             if f.issue in ("UNKNOWN_ACTION", "UNKNOWN_PREFIX", "UNKNOWN_CONDITION_FOR_ACTION", "MALFORMED",
@@ -1538,13 +1773,16 @@ HUB_ONLY_POLICIES = ("protect-guard-scp.json", "protect-hub-scp.json")
 
 
 class OrgWorld:
-    """The Organization as the three templates and the policies make it: the hub in ACCOUNT, a
-    member account MEMBER_ACCOUNT with its spoke, and an account outside the Organization."""
+    """The Organization as the three templates and the policies make it: the hub in ACCOUNT
+    (reading its accounts from the Organization: OrganizationUnits), a member account
+    MEMBER_ACCOUNT with its spoke, the management account MANAGEMENT_ACCOUNT with the
+    Organization's delegation policy, and an account outside the Organization."""
 
-    def __init__(self, template, member, policies):
+    def __init__(self, template, member, policies, org=None):
         from principalmapper.common import Node, Policy
 
-        hub = Resolver(template, HUB_PARAMS)
+        org = org if org is not None else load_template(ORG_TEMPLATE)
+        hub = Resolver(template, HUB_UNITS_PARAMS)
         spoke = Resolver(member, SPOKE_PARAMS, where=pseudo(MEMBER_ACCOUNT, REGION))
         self.guard_role = hub.getatt("GuardRole", "Arn")
         self.issuer_role = hub.getatt("IssuerRole", "Arn")
@@ -1561,6 +1799,15 @@ class OrgWorld:
         self.instance = f"arn:aws:ec2:{REGION}:{MEMBER_ACCOUNT}:instance/i-0123456789abcdef0"
         self.instance_elsewhere = f"arn:aws:ec2:{MEMBER_REGION}:{MEMBER_ACCOUNT}:instance/i-0fedcba9876543210"
         self.hub_instance = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0aaaabbbbccccdddd"
+        # The Organization's own resources, in the management account, and its delegation policy
+        # (infra/organization.yaml as deployed there with CallAs SELF, for the hub in ACCOUNT).
+        unit, root = ORG_UNITS.split(",")
+        self.org_unit = f"arn:aws:organizations::{MANAGEMENT_ACCOUNT}:ou/{ORG_ID}/{unit}"
+        self.org_root = f"arn:aws:organizations::{MANAGEMENT_ACCOUNT}:root/{ORG_ID}/{root}"
+        self.org_account = f"arn:aws:organizations::{MANAGEMENT_ACCOUNT}:account/{ORG_ID}/{MEMBER_ACCOUNT}"
+        self.org_policy = f"arn:aws:organizations::{MANAGEMENT_ACCOUNT}:policy/{ORG_ID}/service_control_policy/p-0a1b2c3d"
+        management = Resolver(org, ORG_PARAMS, where=pseudo(MANAGEMENT_ACCOUNT, REGION))
+        self.delegation = {"Version": "2012-10-17", "Statement": delegation_statements(management, org)}
         # Resource policies, each for the actions it governs: a role's trust policy decides
         # AssumeRole only (IAM actions on a role are decided by identity policies and SCPs).
         self.trusts = {}
@@ -1620,7 +1867,7 @@ class OrgWorld:
 
         principal = self.who[who]
         caller, owner = self._account(principal.arn), self._account(resource)
-        org_of = {ACCOUNT: ORG_ID, MEMBER_ACCOUNT: ORG_ID}
+        org_of = {ACCOUNT: ORG_ID, MEMBER_ACCOUNT: ORG_ID, MANAGEMENT_ACCOUNT: ORG_ID}
         ctx = {"aws:RequestedRegion": resource.split(":")[3] or REGION if resource.startswith("arn:") else REGION,
                "aws:PrincipalOrgID": org_of.get(caller, OUTSIDE_ORG_ID)}
         if owner:
@@ -1633,6 +1880,10 @@ class OrgWorld:
                 rp = self.trusts.get(resource, {"Version": "2012-10-17", "Statement": []})
             elif resource == self.bus and action.startswith("events:"):
                 rp = self.bus_policy
+            elif resource.startswith("arn:aws:organizations::") and action.startswith("organizations:"):
+                # An account other than the management account reaches the Organization only
+                # through its delegation policy, as through a resource policy of another account.
+                rp = self.delegation
         scps = self.scps.get(caller) if layers in ("all", "scp") else None
         return local_check_authorization_full(principal, action, resource, ctx, rp, owner if rp is not None else None, scps, None)
 
@@ -1650,6 +1901,9 @@ def org_claims(o):
     stack_writes = ["cloudformation:DeleteStack", "cloudformation:UpdateStack", "cloudformation:CreateChangeSet",
                     "cloudformation:ExecuteChangeSet", "cloudformation:SetStackPolicy", "cloudformation:UpdateTerminationProtection"]
     own = {"aws:TagKeys": ["Auth"]}
+    org_writes = ["organizations:MoveAccount", "organizations:RemoveAccountFromOrganization", "organizations:CreateAccount",
+                  "organizations:CreateOrganizationalUnit", "organizations:AttachPolicy", "organizations:DetachPolicy",
+                  "organizations:UpdatePolicy", "organizations:PutResourcePolicy", "organizations:DeleteResourcePolicy"]
     return [
         # Who acts in the member accounts.
         ("org: the hub's guard role assumes the member role of a member account", GRD, ["sts:AssumeRole"], [o.member_role], {}, "all", True),
@@ -1718,6 +1972,19 @@ def org_claims(o):
           f"arn:aws:cloudformation:{REGION}:{MEMBER_ACCOUNT}:stack/my-app/0f0e0d0c-0000-4000-8000-0000000000cc", "*"], {}, "all", True),
         ("org (control): without the SCPs the member-account administrator could re-trust the member role", MADM,
          ["iam:UpdateAssumeRolePolicy"], [o.member_role], {}, "none", True),
+        # Reading the accounts from the Organization (OrganizationUnits): the hub's roles, and the
+        # delegation policy of the management account.
+        ("org: the hub's guard and issuer roles list the accounts and OUs under a guarded OU and the root (their own policy, and the Organization's delegation policy)",
+         [GRD, ISS], ORG_READS, [o.org_unit, o.org_root], {}, "all", True),
+        ("org: the hub's guard and issuer roles read nothing else of the Organization and change nothing in it", [GRD, ISS],
+         ["organizations:ListAccounts", "organizations:DescribeAccount", "organizations:ListChildren", "organizations:DescribeOrganization",
+          *org_writes], [o.org_unit, o.org_root, o.org_account, o.org_policy], {}, "all", False),
+        ("org: the delegation policy lets the hub account only list: not even a hub AdministratorAccess role moves, removes or creates an account, or changes a policy or the delegation",
+         HADM, org_writes, [o.org_unit, o.org_root, o.org_account, o.org_policy], {}, "all", False),
+        ("org: the delegation policy alone keeps an outside account's administrator and a member account's from listing the Organization's accounts",
+         [OUT, MADM], ORG_READS, [o.org_unit, o.org_root], {}, "resource", False),
+        ("org (control): a hub AdministratorAccess role lists the Organization's accounts too: the delegation names the hub account, and IAM decides within it",
+         HADM, ["organizations:ListAccountsForParent"], [o.org_unit], {}, "all", True),
     ]
 
 
@@ -1729,10 +1996,11 @@ ASSUMERS = {  # the principals a claim with who=None is evaluated for: everyone 
 }
 
 
-def evaluate_claims(template, policies, member=None):
+def evaluate_claims(template, policies, member=None, org=None):
     """[(name, holds, message)] for every claim: the account's (World), then the Organization's
     (OrgWorld)."""
     member = member if member is not None else load_template(MEMBER_TEMPLATE)
+    org = org if org is not None else load_template(ORG_TEMPLATE)
     try:
         w = World(template, policies)
     except ImportError as e:
@@ -1741,7 +2009,7 @@ def evaluate_claims(template, policies, member=None):
         return [("the simulator's world", False, f"the template or the policies cannot be resolved for the simulator: {e!r}")]
     worlds = [(w, claims(w))]
     try:
-        o = OrgWorld(template, member, policies)
+        o = OrgWorld(template, member, policies, org)
         worlds.append((o, org_claims(o)))
     except Exception as e:
         return [("the Organization's world", False, f"the templates or the policies cannot be resolved for the Organization's simulator: {e!r}")]
@@ -1899,13 +2167,14 @@ def check(template, path=None, policies=None, lint=True, member=None, org=None, 
     except Exception:
         stack_policies = {}
     try:
-        o = OrgWorld(template, member, policies)
+        o = OrgWorld(template, member, policies, org)
         stack_policies.update({f"Organization: {who} policy {i}": d for who, docs in o.identity.items() for i, d in enumerate(docs)})
         stack_policies["Organization: the hub bus's policy"] = o.bus_policy
+        stack_policies["Organization: the delegation policy"] = o.delegation
     except Exception:
         pass
     findings += parliament_findings(policies, stack_policies)
-    findings += [message for _, holds, message in evaluate_claims(template, policies, member) if not holds]
+    findings += [message for _, holds, message in evaluate_claims(template, policies, member, org) if not holds]
     return findings
 
 
@@ -2266,6 +2535,38 @@ def broken_copies(template):
     def forget_the_hub_bus_output(t):
         t["Outputs"].pop("HubEventBusArn")
 
+    # Reading the accounts from the Organization (OrganizationUnits).
+    def guard_may_list_every_organizations_action(t):
+        hub_policy(t, "GuardRole", "read-the-organization")["Action"] = ["organizations:List*"]
+
+    def guard_may_describe_the_organization(t):
+        hub_policy(t, "GuardRole", "read-the-organization")["Action"].append("organizations:DescribeAccount")
+
+    def issuer_reads_organization_without_units(t):
+        # The statement outside its If: every stack, hub or not, may list the Organization.
+        pols = t["Resources"]["IssuerRole"]["Properties"]["Policies"]
+        i = next(i for i, x in enumerate(pols) if isinstance(x, dict) and "Fn::If" in x and x["Fn::If"][0] == "ReadsOrganization")
+        pols[i] = pols[i]["Fn::If"][1]
+
+    def organization_read_by_every_hub(t):
+        t["Conditions"]["ReadsOrganization"] = {"Condition": "IsHub"}
+
+    def org_units_not_passed_to_the_guard(t):
+        t["Resources"]["GuardFunction"]["Properties"]["Environment"]["Variables"].pop("EC2PASS_ORG_UNITS")
+
+    def org_units_passed_without_an_organization(t):
+        t["Resources"]["IssuerFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_ORG_UNITS"] = {"Ref": "OrganizationUnits"}
+
+    def org_units_accepted_without_an_organization(t):
+        t["Rules"]["HubSettingsNeedAnOrganization"]["Assertions"][0]["Assert"]["Fn::And"].pop()
+
+    def hub_with_units_still_needs_member_accounts(t):
+        t["Rules"]["AnOrganizationNeedsAccountsAndRegions"]["Assertions"][0]["Assert"] = {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": "MemberAccounts"}, ""]}]}
+
+    def org_units_with_spaces(t):
+        t["Parameters"]["OrganizationUnits"]["AllowedPattern"] = "^.*$"
+
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
                     managed_topic_key, forget_a_setting, bad_alarm_operator, dangling_output_getatt,
                     secret_in_environment, secret_value_in_the_template, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
@@ -2291,7 +2592,11 @@ def broken_copies(template):
                     queue_refuses_the_hub_rule, queue_deny_refuses_the_hub_rule, failures_refuse_the_hub_rule,
                     forget_the_hub_rule_failures_alarm, hub_rule_alarm_without_its_bus, member_role_always_set,
                     accounts_from_the_wrong_parameter, forget_the_lookup_role, hub_by_default, member_role_renamed_by_default,
-                    hub_settings_accepted_without_an_organization, forget_the_hub_bus_output):
+                    hub_settings_accepted_without_an_organization, forget_the_hub_bus_output,
+                    guard_may_list_every_organizations_action, guard_may_describe_the_organization,
+                    issuer_reads_organization_without_units, organization_read_by_every_hub, org_units_not_passed_to_the_guard,
+                    org_units_passed_without_an_organization, org_units_accepted_without_an_organization,
+                    hub_with_units_still_needs_member_accounts, org_units_with_spaces):
         broken = copy.deepcopy(template)
         breaker(broken)
         yield breaker.__name__, broken
@@ -2482,11 +2787,51 @@ def broken_organizations(org):
     def stack_set_misspells_a_property(t):
         stack_set(t)["OperationPreference"] = stack_set(t).pop("OperationPreferences")
 
+    # The delegation policy (a hub reading its accounts from the Organization).
+    def delegation(t):
+        return t["Resources"]["HubReadsTheOrganization"]
+
+    def delegation_statement(t):
+        return delegation(t)["Properties"]["Content"]["Statement"][0]
+
+    def delegation_policy_allows_any_principal(t):
+        delegation_statement(t)["Principal"] = "*"
+
+    def delegation_policy_allows_writes(t):
+        delegation_statement(t)["Action"].append("organizations:MoveAccount")
+
+    def delegation_policy_allows_everything(t):
+        delegation_statement(t)["Action"] = ["organizations:*"]
+
+    def delegation_policy_to_another_account(t):
+        delegation_statement(t)["Principal"] = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+
+    def delegation_policy_as_a_string(t):
+        delegation(t)["Properties"]["Content"] = json.dumps(delegation(t)["Properties"]["Content"])
+
+    def delegation_policy_forgotten(t):
+        t["Resources"].pop("HubReadsTheOrganization")
+        t["Outputs"].pop("DelegationPolicyId")
+
+    def delegation_policy_when_the_hub_is_the_management_account(t):
+        delegation(t).pop("Condition")
+        t["Outputs"]["DelegationPolicyId"].pop("Condition")
+
+    def delegation_policy_from_a_delegated_administrator(t):
+        t["Conditions"]["DelegatesToTheHub"]["Fn::And"].pop(0)
+
+    def delegation_policy_replaces_one_merged_by_hand(t):
+        t["Conditions"]["DelegatesToTheHub"]["Fn::And"].pop()
+
     for breaker in (stack_set_self_managed, stack_set_without_auto_deployment, stack_set_forgets_auto_deployment,
                     stack_set_keeps_stacks_of_leavers, stack_set_to_a_list_of_accounts, stack_set_in_one_region,
                     stack_set_without_named_iam, stack_set_forgets_a_parameter, stack_set_alert_only_by_default,
                     stack_set_regions_one_by_one, stack_set_tolerates_every_failure, stack_set_named_unprotected,
-                    stack_set_accepts_a_region_without_roles, stack_set_misspells_a_property):
+                    stack_set_accepts_a_region_without_roles, stack_set_misspells_a_property,
+                    delegation_policy_allows_any_principal, delegation_policy_allows_writes, delegation_policy_allows_everything,
+                    delegation_policy_to_another_account, delegation_policy_as_a_string, delegation_policy_forgotten,
+                    delegation_policy_when_the_hub_is_the_management_account, delegation_policy_from_a_delegated_administrator,
+                    delegation_policy_replaces_one_merged_by_hand):
         broken = copy.deepcopy(org)
         breaker(broken)
         yield breaker.__name__, broken
@@ -2672,7 +3017,7 @@ def main(argv):
     else:
         passed += 1
         print("ok   infra/template.yaml, infra/member.yaml, infra/organization.yaml and infra/policies: cfn-lint, SAM transform + cfn-lint, invariants (hub, spoke, StackSet), local table, settings, parliament")
-    for name, holds, message in evaluate_claims(template, policies, member):
+    for name, holds, message in evaluate_claims(template, policies, member, org):
         if holds:
             passed += 1
             print(f"ok   claim '{name}' (Principal Mapper, {message})")
