@@ -217,6 +217,14 @@ mod tests {
     }
 
     fn fleet(lifetime: Duration) -> (MemberRoles<FakeSts>, std::sync::Arc<AtomicUsize>) {
+        fleet_answering(lifetime, usize::MAX)
+    }
+
+    /// A fleet whose STS answers `answers` times, then fails.
+    fn fleet_answering(
+        lifetime: Duration,
+        answers: usize,
+    ) -> (MemberRoles<FakeSts>, std::sync::Arc<AtomicUsize>) {
         let base = SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .build();
@@ -224,7 +232,7 @@ mod tests {
         let fake = FakeSts {
             calls: calls.clone(),
             refused: "333333333333",
-            answers: usize::MAX,
+            answers,
             lifetime,
         };
         (MemberRoles::new(hub(), fake, base), calls)
@@ -266,16 +274,7 @@ mod tests {
     async fn a_renewal_that_fails_keeps_a_session_that_still_serves() {
         // Given a session due for renewal (it expires within REFRESH_BEFORE, but not within an
         // invocation), and STS that answers once and then fails
-        let (mut f, calls) = fleet(REFRESH_BEFORE / 2);
-        f.sessions = Sessions::new(
-            hub(),
-            FakeSts {
-                calls: calls.clone(),
-                refused: "333333333333",
-                answers: 1,
-                lifetime: REFRESH_BEFORE / 2,
-            },
-        );
+        let (f, calls) = fleet_answering(REFRESH_BEFORE / 2, 1);
         let place = Place::new("111111111111", "us-east-1");
         assert!(f.at(&place).await.is_ok());
         // When the renewal fails, the guard still acts with the credentials it has …
@@ -285,16 +284,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
         // Given credentials that die within an invocation, a failed renewal is an error
-        let (mut f, calls) = fleet(STILL_USABLE / 2);
-        f.sessions = Sessions::new(
-            hub(),
-            FakeSts {
-                calls: calls.clone(),
-                refused: "333333333333",
-                answers: 1,
-                lifetime: STILL_USABLE / 2,
-            },
-        );
+        let (f, _) = fleet_answering(STILL_USABLE / 2, 1);
         assert!(f.at(&place).await.is_ok());
         assert!(
             f.at(&place).await.is_err(),

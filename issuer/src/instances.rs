@@ -16,6 +16,11 @@ use ec2pass_shared::org::{Hub, OrgRoster, Place, Roster, Sessions, StsAssume};
 /// The session name of the issuer's lookups in member accounts (CloudTrail shows it there).
 pub const SESSION_NAME: &str = "ec2pass-issuer";
 
+/// How long a lookup waits for the Organization's accounts to be read (a hub reading
+/// `EC2PASS_ORG_UNITS`): Slack waits 3 s for the whole answer. A read that takes longer goes
+/// on and serves the next requests; meanwhile the last list is searched.
+pub const ROSTER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What the requester is shown about an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceInfo {
@@ -86,7 +91,8 @@ impl Ec2Directory {
     /// and each member's lookup-role credentials.
     pub fn hub(client: Client, hub: Hub, base: SdkConfig) -> Self {
         let assume = StsAssume::new(base.clone(), SESSION_NAME);
-        let roster = OrgRoster::new(hub.clone(), aws_sdk_organizations::Client::new(&base));
+        let roster = OrgRoster::new(hub.clone(), aws_sdk_organizations::Client::new(&base))
+            .within(ROSTER_PATIENCE);
         Self {
             client,
             hub: Some(HubLookup {
@@ -116,7 +122,12 @@ impl Ec2Directory {
         let HubLookup { sessions, base, .. } = lookup;
         let current = lookup.roster.current().await;
         let hub = &current.hub;
-        let places = within.map_or_else(|| hub.places(), <[Place]>::to_vec);
+        // Only members are looked in: a place the requester named must be one of this list's
+        // (an account id typed for a hub that reads the Organization, but not in it, is not).
+        let places = match within {
+            None => hub.places(),
+            Some(named) => named.iter().filter(|p| hub.guards(p)).cloned().collect(),
+        };
         let asks = places.into_iter().map(|place| async move {
             let client = sessions
                 .client(&place, |credentials, region| {
@@ -153,6 +164,15 @@ impl Ec2Directory {
                     failed.get_or_insert(e);
                 }
             }
+        }
+        // Found nowhere while the list of members may be short (the Organization not read yet,
+        // or not readable): it may be in an account not on it; try again, not "unknown".
+        if failed.is_none()
+            && let Some(problem) = current.problem
+        {
+            return Err(DirectoryError(format!(
+                "not found in the accounts known so far: {problem}"
+            )));
         }
         failed.map_or(Ok(None), Err)
     }

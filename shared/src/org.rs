@@ -503,85 +503,120 @@ pub const MOST_UNITS: usize = 2000;
 /// The last read: when, the members, and the problem if it failed.
 type Read = (tokio::time::Instant, Vec<Member>, Option<String>);
 
+/// How many OUs are read at once.
+pub const UNITS_AT_ONCE: usize = 8;
+
 /// A hub whose members are read from the Organization (`EC2PASS_ORG_UNITS`): every active
 /// account under the units, with the configured accounts; kept for [`ROSTER_TTL`]. A read that
 /// fails keeps the last members (the configured ones at first) and is tried again after
 /// [`ROSTER_RETRY`]; [`Current::problem`] says why meanwhile.
+///
+/// A read runs as a task of its own, so a caller in a hurry ([`OrgRoster::within`]: the
+/// issuer, inside Slack's 3 s) waits for it only so long and goes on with the last members: the
+/// read goes on (in Lambda, during the next invocations) and serves the calls after it.
 pub struct OrgRoster<T> {
     hub: Hub,
-    tree: T,
-    last: tokio::sync::Mutex<Option<Read>>,
+    tree: Arc<T>,
+    patience: Option<Duration>,
+    state: tokio::sync::Mutex<RosterState>,
 }
 
-impl<T: OrgTree> OrgRoster<T> {
-    /// Reads `hub.units` with `tree`.
+/// The last read, and the read under way.
+#[derive(Default)]
+struct RosterState {
+    last: Option<Read>,
+    reading: Option<tokio::task::JoinHandle<Result<Vec<Member>, String>>>,
+}
+
+impl<T: OrgTree + 'static> OrgRoster<T> {
+    /// Reads `hub.units` with `tree`, each caller waiting for a read to end.
     pub fn new(hub: Hub, tree: T) -> Self {
         Self {
             hub,
-            tree,
-            last: tokio::sync::Mutex::new(None),
+            tree: Arc::new(tree),
+            patience: None,
+            state: tokio::sync::Mutex::new(RosterState::default()),
         }
     }
 
-    /// Walks the units: every active account under them (sub-OUs included), each once, with
-    /// its configured alias or [`alias_for`] its name; then the configured accounts not found
-    /// (outside the units), unless the Organization says they are not active.
-    async fn read(&self) -> Result<Vec<Member>, String> {
-        let mut todo: Vec<String> = self.hub.units.clone();
-        let mut walked = 0;
-        let mut found: Vec<OrgAccount> = Vec::new();
-        while let Some(unit) = todo.pop() {
-            walked += 1;
-            if walked > MOST_UNITS {
-                return Err(format!(
-                    "more than {MOST_UNITS} OUs under {:?}",
-                    self.hub.units
-                ));
-            }
-            let (accounts, units) = tokio::try_join!(
-                self.tree.accounts_under(&unit),
-                self.tree.units_under(&unit)
-            )?;
-            found.extend(accounts.into_iter().filter(|a| is_account_id(&a.id)));
-            todo.extend(units);
-        }
-        let mut members: Vec<Member> = Vec::new();
-        // Suspended, closing or closed: not a member, even if configured.
-        let inactive: Vec<String> = found
-            .iter()
-            .filter(|a| !a.active)
-            .map(|a| a.id.clone())
-            .collect();
-        for a in found.into_iter().filter(|a| a.active) {
-            if members.iter().any(|m| m.id == a.id) {
-                continue;
-            }
-            let alias = match self.hub.members.iter().find(|m| m.id == a.id) {
-                Some(m) => m.alias.clone(),
-                None => alias_for(&a.name, &a.id),
-            };
-            // An alias already taken (by a configured account, or a namesake): the id.
-            let taken = |alias: &str| {
-                members.iter().any(|m| m.alias == alias)
-                    || self
-                        .hub
-                        .members
-                        .iter()
-                        .any(|m| m.alias == alias && m.id != a.id)
-            };
-            let alias = if taken(&alias) { a.id.clone() } else { alias };
-            members.push(Member { alias, id: a.id });
-        }
-        for m in &self.hub.members {
-            if !members.iter().any(|x| x.id == m.id) && !inactive.contains(&m.id) {
-                members.push(m.clone());
-            }
-        }
-        Ok(members)
+    /// Waits at most `patience` for a read; meanwhile the last members serve (and, before the
+    /// first read ends, the configured ones, with [`Current::problem`] saying the list is not
+    /// read yet).
+    pub fn within(mut self, patience: Duration) -> Self {
+        self.patience = Some(patience);
+        self
     }
 }
 
-impl<T: OrgTree> Roster for OrgRoster<T> {
+/// Walks the units: every active account under them (sub-OUs included, [`UNITS_AT_ONCE`] at a
+/// time), each once, with its configured alias or [`alias_for`] its name; then the configured
+/// accounts not found (outside the units), unless the Organization says they are not active.
+///
+/// An alias from a name two accounts share is neither's (both go by their ids): otherwise
+/// whichever the walk met first would have it, and an administrator of a member account who
+/// renames it after another could take that account's alias.
+async fn read_tree<T: OrgTree>(hub: &Hub, tree: &T) -> Result<Vec<Member>, String> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let mut level: Vec<String> = hub.units.clone();
+    let mut walked = 0;
+    let mut found: Vec<OrgAccount> = Vec::new();
+    while !level.is_empty() {
+        walked += level.len();
+        if walked > MOST_UNITS {
+            return Err(format!("more than {MOST_UNITS} OUs under {:?}", hub.units));
+        }
+        let read: Vec<(Vec<OrgAccount>, Vec<String>)> = futures_util::stream::iter(level)
+            .map(|unit| async move {
+                tokio::try_join!(tree.accounts_under(&unit), tree.units_under(&unit))
+            })
+            .buffer_unordered(UNITS_AT_ONCE)
+            .try_collect()
+            .await?;
+        level = Vec::new();
+        for (accounts, units) in read {
+            found.extend(accounts.into_iter().filter(|a| is_account_id(&a.id)));
+            level.extend(units);
+        }
+    }
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    found.dedup_by(|a, b| a.id == b.id);
+    // Suspended, closing or closed: not a member, even if configured.
+    let inactive: Vec<&str> = found
+        .iter()
+        .filter(|a| !a.active)
+        .map(|a| a.id.as_str())
+        .collect();
+    let active: Vec<&OrgAccount> = found.iter().filter(|a| a.active).collect();
+    let configured = |id: &str| hub.members.iter().find(|m| m.id == id);
+    let named: Vec<String> = active.iter().map(|a| alias_for(&a.name, &a.id)).collect();
+    let mut members: Vec<Member> = Vec::new();
+    for (a, from_name) in active.iter().zip(&named) {
+        let alias = match configured(&a.id) {
+            Some(m) => m.alias.clone(),
+            None => {
+                let shared = named.iter().filter(|n| *n == from_name).count() > 1;
+                let taken = hub.members.iter().any(|m| m.alias == *from_name);
+                if shared || taken {
+                    a.id.clone()
+                } else {
+                    from_name.clone()
+                }
+            }
+        };
+        members.push(Member {
+            alias,
+            id: a.id.clone(),
+        });
+    }
+    for m in &hub.members {
+        if !members.iter().any(|x| x.id == m.id) && !inactive.contains(&m.id.as_str()) {
+            members.push(m.clone());
+        }
+    }
+    Ok(members)
+}
+
+impl<T: OrgTree + 'static> Roster for OrgRoster<T> {
     async fn current(&self) -> Current {
         let with = |members: Vec<Member>, problem: Option<String>| Current {
             hub: Hub {
@@ -593,30 +628,52 @@ impl<T: OrgTree> Roster for OrgRoster<T> {
         if self.hub.units.is_empty() {
             return with(self.hub.members.clone(), None);
         }
-        let mut last = self.last.lock().await;
+        let mut state = self.state.lock().await;
         let now = tokio::time::Instant::now();
-        if let Some((at, members, problem)) = last.as_ref() {
+        if let Some((at, members, problem)) = state.last.as_ref() {
             let keep = if problem.is_some() {
                 ROSTER_RETRY
             } else {
                 ROSTER_TTL
             };
-            if now.saturating_duration_since(*at) < keep {
+            if state.reading.is_none() && now.saturating_duration_since(*at) < keep {
                 return with(members.clone(), problem.clone());
             }
         }
-        match self.read().await {
+        let reading = state.reading.get_or_insert_with(|| {
+            let (hub, tree) = (self.hub.clone(), self.tree.clone());
+            tokio::spawn(async move { read_tree(&hub, &*tree).await })
+        });
+        let ended = match self.patience {
+            None => Some(reading.await),
+            Some(patience) => tokio::time::timeout(patience, reading).await.ok(),
+        };
+        let Some(ended) = ended else {
+            // Still reading: the last members meanwhile.
+            return match state.last.as_ref() {
+                Some((_, members, problem)) => with(members.clone(), problem.clone()),
+                None => with(
+                    self.hub.members.clone(),
+                    Some("the Organization's accounts are still being read".into()),
+                ),
+            };
+        };
+        state.reading = None;
+        let read =
+            ended.unwrap_or_else(|e| Err(format!("the read of the Organization failed: {e}")));
+        match read {
             Ok(members) => {
                 tracing::info!(members = members.len(), units = ?self.hub.units, "read the Organization's accounts");
-                *last = Some((now, members.clone(), None));
+                state.last = Some((now, members.clone(), None));
                 with(members, None)
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not read the Organization's accounts; the last ones serve");
-                let members = last
+                let members = state
+                    .last
                     .as_ref()
                     .map_or_else(|| self.hub.members.clone(), |(_, m, _)| m.clone());
-                *last = Some((now, members.clone(), Some(e.clone())));
+                state.last = Some((now, members.clone(), Some(e.clone())));
                 with(members, Some(e))
             }
         }
@@ -846,6 +903,34 @@ mod tests {
         assert!(members(&format!("{alias}=111111111111")).is_ok(), "{alias}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_in_a_hurry_goes_on_with_the_last_members_while_the_read_goes_on() {
+        // Given an Organization that takes 5 s to answer, and a roster that waits 1 s at most
+        let org = FakeOrg::new();
+        *org.delay.lock().unwrap_or_else(PoisonError::into_inner) = Duration::from_secs(5);
+        let roster = OrgRoster::new(org_hub(), org).within(Duration::from_secs(1));
+        // When the first call comes, it goes on after 1 s with the configured members, saying
+        // the list is not read yet
+        let first = roster.current().await;
+        assert_eq!(first.hub.members, org_hub().members);
+        assert!(
+            first
+                .problem
+                .is_some_and(|p| p.contains("still being read"))
+        );
+        // And the read went on meanwhile: a call once it is done has the Organization's
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let later = roster.current().await;
+        assert_eq!(later.problem, None);
+        assert!(later.hub.member("111111111111").is_some());
+        // One read, not one per call
+        assert_eq!(
+            roster.tree.calls(),
+            2,
+            "one ListAccountsForParent per OU walked, once"
+        );
+    }
+
     /// An Organization: root `r-root` → OU `ou-root-workload` (accounts) → OU `ou-root-nested`
     /// (one more), and `ou-root-elsewhere` outside the hub's units. Counts its calls; fails
     /// while `failing`.
@@ -853,6 +938,7 @@ mod tests {
     struct FakeOrg {
         calls: Mutex<usize>,
         failing: Mutex<bool>,
+        delay: Mutex<Duration>,
         accounts: Mutex<Vec<(&'static str, OrgAccount)>>,
     }
 
@@ -891,6 +977,8 @@ mod tests {
     impl OrgTree for FakeOrg {
         async fn accounts_under(&self, parent: &str) -> Result<Vec<OrgAccount>, String> {
             *self.calls.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+            let delay = *self.delay.lock().unwrap_or_else(PoisonError::into_inner);
+            tokio::time::sleep(delay).await;
             if *self.failing.lock().unwrap_or_else(PoisonError::into_inner) {
                 return Err("AccessDeniedException: not delegated".into());
             }
@@ -949,10 +1037,11 @@ mod tests {
             .map(|m| (m.alias.as_str(), m.id.as_str()))
             .collect();
         // Sub-OUs included, the inactive account (configured or not) and the OU outside the
-        // units left out; the configured alias wins; a namesake's alias taken goes by its id; the configured
-        // account outside the units stays
+        // units left out; the configured alias wins; two accounts whose names give the same
+        // alias (`Prod EU`, `prod eu`) both go by their ids, whichever the walk meets first;
+        // the configured account outside the units stays
         let mut want = vec![
-            ("prod-eu", "111111111111"),
+            ("111111111111", "111111111111"),
             ("sandbox", "222222222222"),
             ("333333333333", "333333333333"),
             ("legacy", "999999999999"),

@@ -415,9 +415,31 @@ async fn an_account_that_joins_an_organization_unit_is_swept_and_searched_withou
     );
 
     // And the hub's issuer finds the instance there, named by that alias
-    let directory = Ec2Directory::hub(aws_sdk_ec2::Client::new(&aws), hub, aws.clone());
+    let directory = Ec2Directory::hub(aws_sdk_ec2::Client::new(&aws), hub.clone(), aws.clone());
     let found = directory.describe(&lost).await.expect("looked up");
     assert_eq!(found.and_then(|i| i.place), Some((alias, place.clone())));
+    // And a hub that cannot read its Organization (an OU that does not exist) answers "try
+    // again" for an instance its short list does not have, never "unknown"
+    let unreadable = Hub {
+        units: vec!["ou-zzzz-zzzzzzzz".into()],
+        ..hub.clone()
+    };
+    let blind = Ec2Directory::hub(aws_sdk_ec2::Client::new(&aws), unreadable, aws.clone());
+    assert!(blind.describe(&lost).await.is_err());
+    // And a hub whose list does not hold the account does not look there, even when the
+    // requester names it (`in <id>`): only members are searched
+    let outside = Hub {
+        units: Vec::new(),
+        members: ec2pass_shared::org::members("alpha=111111111111").expect("members"),
+        ..hub.clone()
+    };
+    let narrow = Ec2Directory::hub(aws_sdk_ec2::Client::new(&aws), outside, aws.clone());
+    assert!(matches!(
+        narrow
+            .describe_in(&lost, Some(std::slice::from_ref(&place)))
+            .await,
+        Ok(None)
+    ));
 
     // And the hub's sweep stops the instance through the new account's member role
     let guard = ec2pass_tests::org::hub_guard_reading(&local, &aws, &[unit]);

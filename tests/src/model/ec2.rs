@@ -986,13 +986,13 @@ fn respond(status: u16, xml: String) -> HttpResponse {
     response
 }
 
-/// The hub's base configuration in the model: [`client`]'s behaviour version, retries and
-/// timeouts, on [`Members`], in `region` (the hub's).
-pub fn hub_config(members: Members, region: &str) -> aws_config::SdkConfig {
+/// The configuration `guard/src/main.rs` loads, on an HTTP client of the model: the latest
+/// behaviour version, standard retries (3 attempts), a 2 s attempt and 6 s operation timeout.
+fn base(http: impl HttpClient + 'static, region: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
-        .http_client(members)
+        .http_client(http)
         .retry_config(RetryConfig::standard())
         .timeout_config(
             TimeoutConfig::builder()
@@ -1003,14 +1003,18 @@ pub fn hub_config(members: Members, region: &str) -> aws_config::SdkConfig {
         .build()
 }
 
-/// An SDK EC2 client on the model, configured as `guard/src/main.rs` configures it: the
-/// latest behaviour version, standard retries (3 attempts), a 2 s attempt and 6 s operation
-/// timeout; static test credentials. `partition` names its retry quota: one per Lambda execution
+/// The hub's base configuration in the model: [`base`] on [`Members`], in `region` (the
+/// hub's). Each member's client adds its credentials, region and retry quota, as the hub's
+/// `MemberRoles` does.
+pub fn hub_config(members: Members, region: &str) -> aws_config::SdkConfig {
+    base(members, region)
+}
+
+/// An SDK EC2 client on the model, configured as `guard/src/main.rs` configures it ([`base`]),
+/// with static test credentials. `partition` names its retry quota: one per Lambda execution
 /// environment (a process of its own in Lambda, so a quota of its own).
 pub fn client(model: &Arc<Ec2Model>, partition: &str) -> aws_sdk_ec2::Client {
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
+    let config = aws_sdk_ec2::config::Builder::from(&base(Endpoint(model.clone()), REGION))
         .credentials_provider(Credentials::new(
             "AKIDMODEL000000000000",
             "model-secret",
@@ -1018,15 +1022,7 @@ pub fn client(model: &Arc<Ec2Model>, partition: &str) -> aws_sdk_ec2::Client {
             None,
             "burst-model",
         ))
-        .http_client(Endpoint(model.clone()))
-        .retry_config(RetryConfig::standard())
         .retry_partition(RetryPartition::new(partition.to_owned()))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_attempt_timeout(Duration::from_secs(2))
-                .operation_timeout(Duration::from_secs(6))
-                .build(),
-        )
         .build();
     aws_sdk_ec2::Client::from_conf(config)
 }
