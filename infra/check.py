@@ -36,6 +36,13 @@ Nothing here talks to AWS. Layers, because each one misses what the next one see
    Organization may put events on the hub bus", "the delegation policy lets the hub account list
    and nothing more", ...), across a hub account, a member account, the management account and
    an outside one.
+
+The follow-ups (issue 13) are invariants of layer 3 and claims of layer 6: the follow-up function
+(binary followup of the issuer crate) has exactly GetItem of reply# and pw# items, UpdateItem of
+reply# items, Query of the replies-due index and the three SQS actions of its own queue, and no
+other service's action; the issuer puts reply# items and nothing more of them; the follow-up queue
+is subscribed to the alert topic with a verdict filter, admits only that topic, and has a
+dead-letter queue with an alarm.
 """
 
 import collections
@@ -367,6 +374,15 @@ def one_or_many(v):
 CRYPTO = ["kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
           "kms:GenerateDataKeyWithoutPlaintext", "kms:CreateGrant"]
 ISSUER_PREFIXES = ["owner#*", "pw#*", "rate#*", "trigger#*"]
+# The reply item (issue 13): the issuer puts it in the mint's transaction and nothing more.
+REPLY_PREFIXES = ["reply#*"]
+ISSUER_REPLY_ACTIONS = ["dynamodb:PutItem"]
+# Each function, its role, the role's name suffix, and the binary of its crate.
+FUNCTIONS = {
+    "IssuerFunction": ("IssuerRole", "issuer", "issuer"),
+    "GuardFunction": ("GuardRole", "guard", "guard"),
+    "FollowupFunction": ("FollowupRole", "followup", "followup"),
+}
 RETIRED = {
     "EC2PASS_SLACK_SIGNING_SECRET": "the signing secret lives only in Secrets Manager",
     "EC2PASS_SLACK_SIGNING_SECRET_PARAM": "the signing secret lives only in Secrets Manager",
@@ -381,8 +397,8 @@ def invariants(template):
     params = template.get("Parameters", {})
     glob = template.get("Globals", {}).get("Function", {})
     functions = {name: r for name, r in res.items() if r.get("Type") == "AWS::Serverless::Function"}
-    if set(functions) != {"IssuerFunction", "GuardFunction"}:
-        problems.append(f"expected IssuerFunction and GuardFunction, found {sorted(functions)}")
+    if set(functions) != set(FUNCTIONS):
+        problems.append(f"expected {sorted(FUNCTIONS)}, found {sorted(functions)}")
     for name, fn in functions.items():
         props = fn.get("Properties", {})
         if props.get("Runtime", glob.get("Runtime")) != "provided.al2023":
@@ -391,6 +407,11 @@ def invariants(template):
             problems.append(f"{name}: architecture is not arm64")
         if fn.get("Metadata", {}).get("BuildMethod") != "rust-cargolambda":
             problems.append(f"{name}: BuildMethod is not rust-cargolambda")
+        binary = FUNCTIONS.get(name, (None, None, None))[2]
+        if binary and fn.get("Metadata", {}).get("BuildProperties", {}).get("Binary") != binary:
+            problems.append(f"{name}: Metadata BuildProperties Binary must be {binary}, found {fn.get('Metadata', {}).get('BuildProperties', {}).get('Binary')!r}")
+        if props.get("CodeUri") != "..":
+            problems.append(f"{name}: CodeUri must be .. (the workspace, which cargo-lambda builds)")
         if "ReservedConcurrentExecutions" not in props:
             problems.append(f"{name}: needs ReservedConcurrentExecutions (the guard's capacity must be its own, the issuer's capped)")
         for st in statements(template, name):
@@ -402,7 +423,7 @@ def invariants(template):
     if "RolePath" in glob:
         problems.append("Globals: RolePath is a carve-out anyone with iam:CreateRole can use; the roles are named exactly instead")
     # Roles named exactly <stack>-issuer and <stack>-guard, trusted by Lambda only.
-    for fn_name, role_name, suffix in (("IssuerFunction", "IssuerRole", "issuer"), ("GuardFunction", "GuardRole", "guard")):
+    for fn_name, (role_name, suffix, _) in FUNCTIONS.items():
         fn = functions.get(fn_name)
         if fn and role_of(fn) != role_name:
             problems.append(f"{fn_name}: must run as the stack's {role_name} (Role: !GetAtt {role_name}.Arn)")
@@ -440,8 +461,12 @@ def invariants(template):
             if any(a.startswith("dynamodb:") for a in acts) and res_ == {"Fn::GetAtt": ["Table", "Arn"]}:
                 cond = st.get("Condition", {})
                 keys = sorted(listed(cond.get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")))
-                if keys != ISSUER_PREFIXES:
-                    problems.append(f"IssuerFunction: table access must be limited with ForAllValues:StringLike dynamodb:LeadingKeys {ISSUER_PREFIXES} (its own items, never verdicts), found {keys}")
+                if keys == REPLY_PREFIXES:
+                    # The reply item: put, never read back (its reply URL is the follow-up's).
+                    if sorted(acts) != ISSUER_REPLY_ACTIONS:
+                        problems.append(f"IssuerFunction: may only {ISSUER_REPLY_ACTIONS} reply# items (the mint's transaction puts it; its reply URL is read by the follow-up role alone), found {sorted(acts)}")
+                elif keys != ISSUER_PREFIXES:
+                    problems.append(f"IssuerFunction: table access must be limited with ForAllValues:StringLike dynamodb:LeadingKeys {ISSUER_PREFIXES} (its own items, never verdicts), or {REPLY_PREFIXES} for the reply item's put, found {keys}")
                 if str(cond.get("Null", {}).get("dynamodb:LeadingKeys")).lower() != "false":
                     problems.append("IssuerFunction: its LeadingKeys condition needs Null dynamodb:LeadingKeys false (ForAllValues alone holds when the key is absent)")
             if "secretsmanager:GetSecretValue" in acts and res_ != {"Ref": "SigningSecret"}:
@@ -451,6 +476,10 @@ def invariants(template):
                 problems.append("IssuerFunction: kms:Decrypt only on SigningSecretKey, through Secrets Manager (kms:ViaService)")
         if "secretsmanager:GetSecretValue" not in granted:
             problems.append("IssuerFunction: cannot read its signing secret (secretsmanager:GetSecretValue)")
+        if not any("dynamodb:PutItem" in actions(st) and st.get("Resource") == {"Fn::GetAtt": ["Table", "Arn"]}
+                   and "reply#*" in listed(st.get("Condition", {}).get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys"))
+                   for st in sts):
+            problems.append("IssuerFunction: cannot put the reply# item of a password (dynamodb:PutItem with LeadingKeys reply#*): every mint that keeps a reply URL would fail")
     for var in RETIRED:
         for fn_name, fn in functions.items():
             if var in fn.get("Properties", {}).get("Environment", {}).get("Variables", {}):
@@ -520,6 +549,13 @@ def invariants(template):
     defined = {(a["AttributeName"], a["AttributeType"]) for a in table.get("AttributeDefinitions", [])}
     if not {("alert_due", "S"), ("alert_lease_until", "N")} <= defined:
         problems.append("Table: AttributeDefinitions must define alert_due (S) and alert_lease_until (N)")
+    replies = indexes.get("replies-due", {})
+    if replies.get("KeySchema") != [{"AttributeName": "reply_due", "KeyType": "HASH"},
+                                    {"AttributeName": "reply_due_at", "KeyType": "RANGE"}] \
+            or replies.get("Projection") != {"ProjectionType": "ALL"}:
+        problems.append("Table: needs the sparse index replies-due (hash reply_due, range reply_due_at, projection ALL), which the follow-up function queries for expiries")
+    if not {("reply_due", "S"), ("reply_due_at", "N")} <= defined:
+        problems.append("Table: AttributeDefinitions must define reply_due (S) and reply_due_at (N)")
     topic = res.get("AlertTopic", {}).get("Properties", {})
     key_id = topic.get("KmsMasterKeyId")
     if not key_id:
@@ -534,6 +570,7 @@ def invariants(template):
                          for st in statements(template, "GuardFunction")):
         problems.append("GuardFunction: needs kms:GenerateDataKey on AlertKey to publish to the encrypted topic")
     problems += alarm_invariants(template)
+    problems += followup_invariants(template)
     queue = res.get("GuardFailures", {}).get("Properties", {})
     if queue.get("QueueName") != {"Fn::Sub": "${AWS::StackName}-guard-failures"}:
         problems.append("GuardFailures: QueueName must be ${AWS::StackName}-guard-failures (the SCP protects ec2pass-* queues)")
@@ -755,6 +792,8 @@ ALARMED = [  # (namespace, metric, dimension, value, what it catches)
     ("AWS/Lambda", "Throttles", "FunctionName", {"Ref": "GuardFunction"}, "guard throttles"),
     ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", {"Fn::GetAtt": ["StateChangeQueue", "QueueName"]}, "state changes waiting in the queue"),
     ("AWS/Lambda", "AsyncEventsDropped", "FunctionName", {"Ref": "GuardFunction"}, "sweeps Lambda dropped"),
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", {"Fn::GetAtt": ["FollowupFailures", "QueueName"]},
+     "follow-ups that could not be told, in the follow-up failure queue"),
 ]
 
 
@@ -779,6 +818,185 @@ def alarm_invariants(template):
         problems.append("the state-change queue's age alarm must fire on the Maximum above 60 s at most (unauthorized instances run that long)")
     if any(p.get("MetricName") == "AsyncEventAge" for p in alarms.values()):
         problems.append("an AsyncEventAge alarm measures asynchronous invocations, which state changes no longer are: alarm on the queue's age")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# The follow-ups (issue 13): the follow-up function, its role, its queue and their alarm.
+# ---------------------------------------------------------------------------------------------
+
+# Everything the follow-up role may do, exactly: (action, resource, LeadingKeys or None). Its
+# CloudWatch Logs come from AWSLambdaBasicExecutionRole, as the other roles' do.
+FOLLOWUP_GRANTS = {
+    ("dynamodb:GetItem", "the table", ("pw#*", "reply#*")),
+    ("dynamodb:UpdateItem", "the table", ("reply#*",)),
+    ("dynamodb:Query", "the replies-due index", None),
+    ("sqs:ReceiveMessage", "the follow-up queue", None),
+    ("sqs:DeleteMessage", "the follow-up queue", None),
+    ("sqs:GetQueueAttributes", "the follow-up queue", None),
+}
+BASIC_EXECUTION = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
+# The follow-ups' settings, and the parameter behind each (docs/configuration.md). Always set,
+# unlike ORG_VARIABLES, which are empty outside a hub.
+REPLY_VARIABLES = {
+    "IssuerFunction": {"EC2PASS_REPLY_ORIGINS": "ReplyOrigins"},
+    "FollowupFunction": {"EC2PASS_REPLY_ORIGINS": "ReplyOrigins"},
+}
+REPLY_ORIGINS_DEFAULT = "https://hooks.slack.com"
+# The alerts that can tell a requester something: a start allowed with the password, or denied.
+FOLLOWUP_VERDICTS = ["allow", "deny"]
+FOLLOWUP_RECEIVES = 5
+
+
+def followup_grants(r, template):
+    """The follow-up role's grants, resolved, as (action, resource, LeadingKeys) like FOLLOWUP_GRANTS,
+    and the problems of statements that cannot be read so."""
+    table = r.getatt("Table", "Arn")
+    names = {table: "the table", f"{table}/index/replies-due": "the replies-due index",
+             r.getatt("FollowupQueue", "Arn"): "the follow-up queue"}
+    grants, problems = set(), []
+    for st in ec2_or_all(resolved_policies(r, template, "FollowupRole")):
+        if st.get("Effect") != "Allow" or {"NotAction", "NotResource", "NotPrincipal"} & set(st):
+            problems.append(f"FollowupRole: the statement {st.get('Sid')} must be an Allow with Action and Resource (no Not...)")
+        cond = st.get("Condition", {})
+        keys = cond.get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
+        keys = tuple(sorted(listed(keys))) if keys is not None else None
+        if keys is not None and str(cond.get("Null", {}).get("dynamodb:LeadingKeys")).lower() != "false":
+            problems.append(f"FollowupRole: the statement {st.get('Sid')} needs Null dynamodb:LeadingKeys false (ForAllValues alone holds when the key is absent)")
+        for a in actions(st):
+            for x in listed(st.get("Resource")):
+                grants.add((a, names.get(x, x), keys))
+    return grants, problems
+
+
+def followup_invariants(template):
+    """The follow-up function (issue 13): its binary, its role's exact grants, its events, its queue
+    subscribed to the alert topic with the verdict filter and open to that topic alone, the queue's
+    dead-letter queue, and the settings it shares with the issuer."""
+    problems = []
+    res = template.get("Resources", {})
+    params = template.get("Parameters", {})
+    fn = res.get("FollowupFunction", {})
+    props = fn.get("Properties", {})
+    if fn.get("Type") != "AWS::Serverless::Function":
+        return ["FollowupFunction: missing (an AWS::Serverless::Function, binary followup of the issuer crate)"]
+    for logical, kind in (("FollowupRole", "AWS::IAM::Role"), ("FollowupQueue", "AWS::SQS::Queue"),
+                          ("FollowupFailures", "AWS::SQS::Queue")):
+        if res.get(logical, {}).get("Type") != kind:
+            problems.append(f"{logical}: missing (an {kind})")
+    if problems:
+        return problems
+    # Capacity of its own, capped.
+    if props.get("ReservedConcurrentExecutions") != {"Ref": "FollowupReservedConcurrency"}:
+        problems.append("FollowupFunction: ReservedConcurrentExecutions must be !Ref FollowupReservedConcurrency")
+    cap = params.get("FollowupReservedConcurrency", {})
+    if str(cap.get("Default")) != "2" or int(cap.get("MinValue", 0)) < 1:
+        problems.append("parameter FollowupReservedConcurrency: Default 2, MinValue at least 1")
+    # Settings.
+    env = props.get("Environment", {}).get("Variables", {})
+    if env.get("EC2PASS_TABLE") != {"Ref": "Table"}:
+        problems.append("FollowupFunction: EC2PASS_TABLE must be !Ref Table")
+    for name, variables in REPLY_VARIABLES.items():
+        fn_env = res.get(name, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+        for var, param in variables.items():
+            if fn_env.get(var) != {"Ref": param}:
+                problems.append(f"{name}: {var} must be !Ref {param} (the issuer keeps a reply URL, and the follow-up posts to one, only at these origins)")
+    origins = params.get("ReplyOrigins", {})
+    if origins.get("Default") != REPLY_ORIGINS_DEFAULT:
+        problems.append(f"parameter ReplyOrigins: the default must be {REPLY_ORIGINS_DEFAULT!r}")
+    pattern = origins.get("AllowedPattern", "")
+    for value, ok in ((REPLY_ORIGINS_DEFAULT, True), ("https://hooks.slack.com,https://chat.example.com:8443", True),
+                      ("http://hooks.slack.com", False), ("https://hooks.slack.com/commands", False),
+                      ("https://hooks.slack.com, https://chat.example.com", False), ("hooks.slack.com", False)):
+        try:
+            matches = re.search(pattern, value) is not None
+        except re.error:
+            matches = None
+        if matches != ok:
+            problems.append(f"parameter ReplyOrigins: its AllowedPattern must {'take' if ok else 'refuse'} {value!r} (https origins, no path, comma-separated, no spaces)")
+    # The role: exactly FOLLOWUP_GRANTS, in every setting.
+    role = res["FollowupRole"].get("Properties", {})
+    if role.get("ManagedPolicyArns") != [BASIC_EXECUTION] or "PermissionsBoundary" in role:
+        problems.append("FollowupRole: its only managed policy is AWSLambdaBasicExecutionRole (CloudWatch Logs, as the other roles)")
+    for label, parameters in (("a single account", {}), ("a hub", HUB_UNITS_PARAMS)):
+        try:
+            grants, unreadable = followup_grants(Resolver(template, parameters), template)
+        except Exception as e:  # a broken copy can break the checks' own assumptions
+            problems.append(f"FollowupRole: its policies do not resolve in {label}: {e!r}")
+            continue
+        problems += unreadable
+        others = sorted({a for a, _, _ in grants if a.split(":", 1)[0] not in ("dynamodb", "sqs")})
+        if others:
+            problems.append(f"FollowupRole: in {label} it may only use DynamoDB and its SQS queue: no EC2, SNS, Secrets Manager or KMS, found {others}")
+        extra, missing = sorted(grants - FOLLOWUP_GRANTS, key=str), sorted(FOLLOWUP_GRANTS - grants, key=str)
+        if extra or missing:
+            problems.append(f"FollowupRole: in {label} exactly GetItem of reply# and pw# items, UpdateItem of reply# items, Query of the replies-due index "
+                            f"and ReceiveMessage, DeleteMessage and GetQueueAttributes of the follow-up queue; not allowed: {extra}; missing: {missing}")
+    # Its events: the queue's batches, and the expiry run.
+    events = props.get("Events", {})
+    kinds = sorted(e.get("Type") for e in events.values())
+    if kinds != ["SQS", "Schedule"]:
+        problems.append(f"FollowupFunction: needs exactly one SQS event (the follow-up queue) and one Schedule (the expiries), found {kinds}")
+    queue_ref = {"Fn::GetAtt": ["FollowupQueue", "Arn"]}
+    for e in events.values():
+        ep = e.get("Properties", {})
+        if e.get("Type") == "SQS":
+            if ep.get("Queue") != queue_ref:
+                problems.append("FollowupFunction: its SQS event must take from the FollowupQueue")
+            if int(ep.get("BatchSize", 10)) != 10 or "ReportBatchItemFailures" not in ep.get("FunctionResponseTypes", []):
+                problems.append("FollowupFunction: its SQS event needs BatchSize 10 and FunctionResponseTypes ReportBatchItemFailures (one failed post does not send the batch round again)")
+        if e.get("Type") == "Schedule" and ep.get("Schedule") != "rate(5 minutes)":
+            problems.append("FollowupFunction: its Schedule must be rate(5 minutes) (the passwords that expired unused)")
+    # The queue and its dead-letter queue.
+    q = res["FollowupQueue"].get("Properties", {})
+    if q.get("QueueName") != {"Fn::Sub": "${AWS::StackName}-followups"}:
+        problems.append("FollowupQueue: QueueName must be ${AWS::StackName}-followups (the SCP protects ec2pass-* queues)")
+    failures = res["FollowupFailures"].get("Properties", {})
+    if failures.get("QueueName") != {"Fn::Sub": "${AWS::StackName}-followup-failures"}:
+        problems.append("FollowupFailures: QueueName must be ${AWS::StackName}-followup-failures (the SCP protects ec2pass-* queues)")
+    for logical, qp in (("FollowupQueue", q), ("FollowupFailures", failures)):
+        if str(qp.get("SqsManagedSseEnabled")).lower() != "true" or "KmsMasterKeyId" in qp:
+            problems.append(f"{logical}: must be encrypted with SSE-SQS (SqsManagedSseEnabled), as the state-change queue")
+    timeout = int(props.get("Timeout", template.get("Globals", {}).get("Function", {}).get("Timeout", 3)))
+    if int(q.get("VisibilityTimeout", 30)) < 6 * timeout:
+        problems.append(f"FollowupQueue: VisibilityTimeout must be at least six times the function's Timeout ({6 * timeout} s)")
+    redrive = q.get("RedrivePolicy", {})
+    if redrive.get("deadLetterTargetArn") != {"Fn::GetAtt": ["FollowupFailures", "Arn"]} \
+            or int(redrive.get("maxReceiveCount", 0)) != FOLLOWUP_RECEIVES:
+        problems.append(f"FollowupQueue: needs a RedrivePolicy to FollowupFailures after {FOLLOWUP_RECEIVES} receives (a dead-letter queue, and its alarm)")
+    # The subscription: the alert topic, the verdict filter, the SNS envelope.
+    subs = [x.get("Properties", {}) for x in res.values() if x.get("Type") == "AWS::SNS::Subscription"
+            and x.get("Properties", {}).get("Endpoint") == queue_ref]
+    if len(subs) != 1:
+        problems.append(f"FollowupQueue: needs one AWS::SNS::Subscription of the alert topic (Protocol sqs, Endpoint the queue's ARN), found {len(subs)}")
+    for s in subs:
+        if s.get("TopicArn") != {"Ref": "AlertTopic"} or s.get("Protocol") != "sqs":
+            problems.append("FollowupSubscription: must subscribe the queue to the AlertTopic (Protocol sqs)")
+        if str(s.get("RawMessageDelivery", "false")).lower() != "false":
+            problems.append("FollowupSubscription: RawMessageDelivery must be off (the function reads the SNS envelope)")
+        policy = s.get("FilterPolicy")
+        policy = json.loads(policy) if isinstance(policy, str) else policy
+        verdicts = policy.get("verdict") if isinstance(policy, dict) else None
+        if not isinstance(policy, dict) or set(policy) != {"verdict"} or not isinstance(verdicts, list) or sorted(verdicts) != FOLLOWUP_VERDICTS \
+                or s.get("FilterPolicyScope", "MessageAttributes") != "MessageAttributes":
+            problems.append(f"FollowupSubscription: needs FilterPolicy {{\"verdict\": {FOLLOWUP_VERDICTS}}} on the message attributes (only allows and denies tell a requester anything), found {json.dumps(policy)}")
+    # The queue's policy: the alert topic sends, nobody else.
+    docs = [x["Properties"].get("PolicyDocument", {}) for x in res.values() if x.get("Type") == "AWS::SQS::QueuePolicy"
+            and {"Ref": "FollowupQueue"} in x.get("Properties", {}).get("Queues", [])]
+    sts = [st for d in docs for st in d.get("Statement", [])]
+    topic = {"Ref": "AlertTopic"}
+    topic_sends = [st for st in sts if st.get("Effect") == "Allow" and "sqs:SendMessage" in actions(st)]
+    if len(docs) != 1 or not topic_sends:
+        problems.append("FollowupQueue: needs one AWS::SQS::QueuePolicy letting sns.amazonaws.com sqs:SendMessage with aws:SourceArn the AlertTopic")
+    for st in sts:
+        if st.get("Effect") == "Allow" and (st.get("Principal") != {"Service": "sns.amazonaws.com"} or actions(st) != ["sqs:SendMessage"]
+                                            or one_or_many(st.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn")) != [topic]):
+            problems.append(f"FollowupQueuePolicy: the statement {st.get('Sid')} must let only sns.amazonaws.com sqs:SendMessage, with Condition ArnEquals aws:SourceArn the AlertTopic (any other topic's alerts would be told as ours), found {json.dumps(st)}")
+        if st.get("Effect") == "Deny" and "sqs:SendMessage" in actions(st) \
+                and topic not in one_or_many(st.get("Condition", {}).get("ArnNotEquals", {}).get("aws:SourceArn")):
+            problems.append(f"FollowupQueuePolicy: the Deny {st.get('Sid')} of sqs:SendMessage must except the AlertTopic (ArnNotEquals aws:SourceArn), or no alert arrives")
+    if not any(st.get("Effect") == "Deny" and st.get("Principal") == "*" and "sqs:SendMessage" in actions(st) for st in sts):
+        problems.append("FollowupQueuePolicy: needs a Deny of sqs:SendMessage to everyone but the AlertTopic and the admin (a forged alert would post a false follow-up)")
     return problems
 
 
@@ -1539,6 +1757,7 @@ class World:
         self.admin = r.admin_arn() if "SigningSecretKey" in res else f"arn:aws:iam::{ACCOUNT}:role/ec2pass-admin"
         self.issuer_role = r.getatt("IssuerRole", "Arn")
         self.guard_role = r.getatt("GuardRole", "Arn")
+        self.followup_role = r.getatt("FollowupRole", "Arn")
         self.secret = r.ref("SigningSecret")
         self.signing_key = r.getatt("SigningSecretKey", "Arn")
         self.alert_key = r.getatt("AlertKey", "Arn")
@@ -1546,10 +1765,13 @@ class World:
         self.subscription = f"{self.topic}:5a1b2c3d-0000-4000-8000-0123456789ab"
         self.queue = r.getatt("GuardFailures", "Arn")
         self.state_queue = r.getatt("StateChangeQueue", "Arn")
+        self.followup_queue = r.getatt("FollowupQueue", "Arn")
+        self.followup_failures = r.getatt("FollowupFailures", "Arn")
         self.mapping = f"arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:0f0e0d0c-0000-4000-8000-00000000e5a1"
         self.table = r.getatt("Table", "Arn")
         self.guard_fn = r.getatt("GuardFunction", "Arn")
         self.issuer_fn = r.getatt("IssuerFunction", "Arn")
+        self.followup_fn = r.getatt("FollowupFunction", "Arn")
         self.rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{r.name('GuardFunctionStateChange')}"
         self.alarms = [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{r.name(n)}"
                        for n, x in res.items() if x.get("Type") == "AWS::CloudWatch::Alarm"]
@@ -1575,7 +1797,7 @@ class World:
                     if isinstance(queue, dict) and "Ref" in queue:
                         self.resource_policies[r.getatt(queue["Ref"], "Arn")] = r.value(x["Properties"]["PolicyDocument"])
         self.identity = {}
-        for who, fn in (("issuer", "IssuerFunction"), ("guard", "GuardFunction")):
+        for who, fn in (("issuer", "IssuerFunction"), ("guard", "GuardFunction"), ("followup", "FollowupFunction")):
             role = role_of(res.get(fn, {}))
             docs = [r.value(d) for d in role_policies(template, role)] if role else []
             self.identity[who] = docs
@@ -1594,6 +1816,7 @@ class World:
             "the admin": node(self.admin, [ADMINISTRATOR_ACCESS]),
             "the issuer's role": node(self.issuer_role, self.identity["issuer"], {"ec2pass:role": "issuer"}),
             "the guard's role": node(self.guard_role, self.identity["guard"], {"ec2pass:role": "guard"}),
+            "the follow-up role": node(self.followup_role, self.identity["followup"], {"ec2pass:role": "followup"}),
             "an AdministratorAccess role": node(f"arn:aws:iam::{ACCOUNT}:role/ops-admin", [ADMINISTRATOR_ACCESS]),
             "a ReadOnlyAccess holder": node(f"arn:aws:iam::{ACCOUNT}:role/auditor", [READ_ONLY_STAND_IN]),
             "a developer": node(f"arn:aws:iam::{ACCOUNT}:role/developer", [DEVELOPER_STAND_IN]),
@@ -1625,7 +1848,7 @@ class World:
 
 def claims(w):
     """(name, who, actions, resources, context, layers, expected allowed?) for every claim."""
-    A, ISS, GRD = "the admin", "the issuer's role", "the guard's role"
+    A, ISS, GRD, FUP = "the admin", "the issuer's role", "the guard's role", "the follow-up role"
     ADM, RO, DEV, PATH = "an AdministratorAccess role", "a ReadOnlyAccess holder", "a developer", "a role under /ec2pass/"
     exempt = {"aws:TagKeys": ["Name", "ec2pass:exempt"]}
     c = [
@@ -1733,12 +1956,49 @@ def claims(w):
         ("table: the issuer's role reads its passwords in one batch", ISS, ["dynamodb:BatchGetItem"], [w.table], {"dynamodb:LeadingKeys": ["pw#0123", "pw#4567"]}, "all", True),
         ("table: the issuer's role cannot batch-read a verdict with its passwords", ISS, ["dynamodb:BatchGetItem"], [w.table],
          {"dynamodb:LeadingKeys": ["pw#0123", "verdict#i-0123456789abcdef0@1700000000"]}, "all", False),
-        ("table: the issuer's role queries no index", ISS, ["dynamodb:Query"], [f"{w.table}/index/by-owner", f"{w.table}/index/alerts-due"], {}, "all", False),
+        ("table: the issuer's role queries no index", ISS, ["dynamodb:Query"],
+         [f"{w.table}/index/by-owner", f"{w.table}/index/alerts-due", f"{w.table}/index/replies-due"], {}, "all", False),
+        ("table: the issuer's role puts a password's reply item", ISS, ["dynamodb:PutItem"], [w.table], {"dynamodb:LeadingKeys": ["reply#0123"]}, "all", True),
+        ("table: the issuer's role never reads, changes or deletes a reply item (its reply URL is the follow-up's)", ISS,
+         ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"], [w.table], {"dynamodb:LeadingKeys": ["reply#0123"]}, "all", False),
         ("table: the guard's role queries the alerts-due index", GRD,
          ["dynamodb:Query"], [f"{w.table}/index/alerts-due"], {}, "all", True),
         ("table: the guard's role describes the table and withdraws a verdict", GRD, ["dynamodb:DescribeTable", "dynamodb:DeleteItem"], [w.table],
          {"dynamodb:LeadingKeys": ["verdict#i-0123456789abcdef0@1700000000"]}, "all", True),
         ("table: the guard's role deletes no password", GRD, ["dynamodb:DeleteItem"], [w.table], {"dynamodb:LeadingKeys": ["pw#0123"]}, "all", False),
+        # 15. The follow-ups (issue 13).
+        *[(f"followup: the follow-up role reads {p} items", FUP, ["dynamodb:GetItem"], [w.table], {"dynamodb:LeadingKeys": [p + "0123"]}, "all", True)
+          for p in ("reply#", "pw#")],
+        # "resource": the role's own policy (the table has no resource policy); the SCP is another matter (docs/policies.md).
+        ("followup: the follow-up role's own policy lets it take and settle a reply's posts", FUP, ["dynamodb:UpdateItem"], [w.table],
+         {"dynamodb:LeadingKeys": ["reply#0123"]}, "resource", True),
+        *[(f"followup: the follow-up role changes no {what}, and puts or deletes nothing", FUP,
+           ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"], [w.table], {"dynamodb:LeadingKeys": [key]}, "all", False)
+          for what, key in (("password", "pw#0123"), ("verdict", "verdict#i-0123456789abcdef0@1700000000"), ("ledger", "owner#T1#U1"))],
+        ("followup: the follow-up role puts or deletes no reply item", FUP, ["dynamodb:PutItem", "dynamodb:DeleteItem"], [w.table],
+         {"dynamodb:LeadingKeys": ["reply#0123"]}, "all", False),
+        ("followup: the follow-up role reads no verdict, ledger or meta item, and never in a batch", FUP, ["dynamodb:GetItem", "dynamodb:BatchGetItem"], [w.table],
+         {"dynamodb:LeadingKeys": ["verdict#i-0123456789abcdef0@1700000000", "owner#T1#U1", "meta#activation"]}, "all", False),
+        ("followup: the follow-up role queries the replies-due index", FUP, ["dynamodb:Query"], [f"{w.table}/index/replies-due"], {}, "all", True),
+        ("followup: the follow-up role queries and scans nothing else", FUP, ["dynamodb:Query", "dynamodb:Scan"],
+         [w.table, f"{w.table}/index/alerts-due", f"{w.table}/index/by-owner"], {}, "all", False),
+        ("followup: the follow-up role cannot touch instances, publish alerts, or read the secret or a key", FUP,
+         ["ec2:DescribeInstances", "ec2:StopInstances", "ec2:DeleteTags", "sns:Publish", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"],
+         [w.instance, w.topic, w.secret, w.signing_key, w.alert_key, "*"], {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}, "all", False),
+        ("followup: the follow-up role takes the alerts of its queue", FUP, ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+         [w.followup_queue], {}, "all", True),
+        ("followup: the follow-up role takes nothing from another queue, and sends to none", FUP, ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"],
+         [w.state_queue, w.queue, w.followup_failures], {}, "all", False),
+        ("followup queue: only the alert topic sends: no developer", DEV, ["sqs:SendMessage"], [w.followup_queue], {}, "all", False),
+        ("followup queue: its own policy refuses an AdministratorAccess role's alerts, without the SCP", ADM, ["sqs:SendMessage"], [w.followup_queue], {}, "resource", False),
+        ("followup queue: its own policy keeps a developer from draining, hiding, purging or re-policing it, without the SCP", DEV,
+         ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:AddPermission"],
+         [w.followup_queue], {}, "resource", False),
+        ("followup queue: its failure queue's own policy keeps a developer from draining or purging it, without the SCP", DEV,
+         ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:PurgeQueue", "sqs:SetQueueAttributes"], [w.followup_failures], {}, "resource", False),
+        ("followup queue: the admin re-drives the failure queue into it", A,
+         ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"], [w.followup_queue, w.followup_failures], {}, "all", True),
+        ("followup: a developer cannot invoke the follow-up function", DEV, ["lambda:InvokeFunction", "lambda:InvokeAsync"], [w.followup_fn], {}, "all", False),
         # 12. Exemptions through a service.
         ("exempt: a developer cannot tag an instance exempt or un-guard it", DEV, ["ec2:CreateTags", "ec2:DeleteTags"], [w.instance],
          {"aws:TagKeys": ["ec2pass:guard"]}, "all", False),
@@ -2073,7 +2333,8 @@ NOT_PARAMETERS = {
 
 
 def settings_read(function):
-    """The EC2PASS_* variables that `impl IssuerConfig` or `impl GuardConfig` reads, from the source.
+    """The EC2PASS_* variables that `impl IssuerConfig`, `impl GuardConfig` or `impl FollowupConfig`
+    reads, from the source.
     Retired variables, which the code names only to refuse them, do not count."""
     source = CONFIG_RS.read_text()
 
@@ -2106,8 +2367,11 @@ def settings_match(template):
     problems = []
     res = template.get("Resources", {})
     documented = CONFIG_DOC.read_text()
-    for name, config in (("IssuerFunction", "IssuerConfig"), ("GuardFunction", "GuardConfig")):
+    for name, config in (("IssuerFunction", "IssuerConfig"), ("GuardFunction", "GuardConfig"), ("FollowupFunction", "FollowupConfig")):
         env = res.get(name, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+        if f"impl {config} {{" not in CONFIG_RS.read_text():
+            problems.append(f"shared/src/config.rs: no impl {config}, the settings {name} reads")
+            continue
         read = settings_read(config)
         for var in sorted(read - set(env)):
             problems.append(f"{name}: the template does not set {var}, which {config} reads")
@@ -2567,6 +2831,93 @@ def broken_copies(template):
     def org_units_with_spaces(t):
         t["Parameters"]["OrganizationUnits"]["AllowedPattern"] = "^.*$"
 
+    # Issue 13: the follow-ups.
+    def followup_statements(t):
+        return t["Resources"]["FollowupRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+
+    def followup_statement(t, sid):
+        return next(st for st in followup_statements(t) if st.get("Sid") == sid)
+
+    def followup_may_describe_instances(t):
+        followup_statements(t).append({"Sid": "Peek", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"})
+
+    def followup_may_publish(t):
+        followup_statements(t).append({"Sid": "Tell", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": {"Ref": "AlertTopic"}})
+
+    def followup_reads_secrets(t):
+        followup_statements(t).append({"Sid": "Peek", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": {"Ref": "SigningSecret"}})
+
+    def followup_queries_the_whole_table(t):
+        followup_statement(t, "RepliesDue")["Resource"] = {"Fn::GetAtt": ["Table", "Arn"]}
+
+    def followup_changes_passwords(t):
+        followup_statement(t, "TakeAndSettleReplyPosts")["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"].append("pw#*")
+
+    def followup_reads_verdicts(t):
+        followup_statement(t, "ReadRepliesAndPasswords")["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"].append("verdict#*")
+
+    def followup_leading_keys_without_null(t):
+        followup_statement(t, "ReadRepliesAndPasswords")["Condition"].pop("Null")
+
+    def followup_takes_from_every_queue(t):
+        followup_statement(t, "TakeAlertsFromTheQueue")["Resource"] = "*"
+
+    def followup_built_from_the_issuer_binary(t):
+        t["Resources"]["FollowupFunction"]["Metadata"]["BuildProperties"]["Binary"] = "issuer"
+
+    def followup_queue_open_to_anyone(t):
+        next(s for s in queue_statements(t, "FollowupQueue") if s["Sid"] == "TheAlertTopicSends").pop("Condition")
+
+    def followup_queue_admits_any_sender(t):
+        drop_queue_statement(t, "FollowupQueue", "NobodyElseSends")
+
+    def followup_queue_refuses_the_topic(t):
+        st = next(s for s in queue_statements(t, "FollowupQueue") if s["Sid"] == "NobodyElseSends")
+        st["Condition"]["ArnNotEquals"].pop("aws:SourceArn")
+
+    def followup_queue_drainable_by_anyone(t):
+        drop_queue_statement(t, "FollowupQueue", "OnlyTheFollowupTakesThem")
+
+    def followup_without_dlq(t):
+        t["Resources"]["FollowupQueue"]["Properties"].pop("RedrivePolicy")
+
+    def followup_without_the_failures_alarm(t):
+        t["Resources"].pop("FollowupFailuresAlarm")
+
+    def followup_subscription_without_filter(t):
+        props = t["Resources"]["FollowupSubscription"]["Properties"]
+        props.pop("FilterPolicy")
+        props.pop("FilterPolicyScope")
+
+    def followup_subscription_hears_everything_but_summaries(t):
+        t["Resources"]["FollowupSubscription"]["Properties"]["FilterPolicy"] = {"verdict": [{"anything-but": "summary"}]}
+
+    def followup_subscription_raw(t):
+        t["Resources"]["FollowupSubscription"]["Properties"]["RawMessageDelivery"] = True
+
+    def followup_without_the_schedule(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Events"].pop("Expiries")
+
+    def followup_esm_without_partial_batch_responses(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Events"]["Alerts"]["Properties"].pop("FunctionResponseTypes")
+
+    def issuer_reads_reply_items(t):
+        issuer_statement(t, "WriteTheReplyItem")["Action"].append("dynamodb:GetItem")
+
+    def issuer_cannot_put_the_reply(t):
+        sts = t["Resources"]["IssuerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        sts[:] = [s for s in sts if s.get("Sid") != "WriteTheReplyItem"]
+
+    def reply_origins_not_from_the_parameter(t):
+        t["Resources"]["IssuerFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_REPLY_ORIGINS"] = "https://hooks.slack.com"
+
+    def reply_origins_take_any_scheme(t):
+        t["Parameters"]["ReplyOrigins"]["AllowedPattern"] = "^.*$"
+
+    def table_without_the_replies_index(t):
+        props = t["Resources"]["Table"]["Properties"]
+        props["GlobalSecondaryIndexes"] = [i for i in props["GlobalSecondaryIndexes"] if i["IndexName"] != "replies-due"]
+
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
                     managed_topic_key, forget_a_setting, bad_alarm_operator, dangling_output_getatt,
                     secret_in_environment, secret_value_in_the_template, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
@@ -2596,7 +2947,15 @@ def broken_copies(template):
                     guard_may_list_every_organizations_action, guard_may_describe_the_organization,
                     issuer_reads_organization_without_units, organization_read_by_every_hub, org_units_not_passed_to_the_guard,
                     org_units_passed_without_an_organization, org_units_accepted_without_an_organization,
-                    hub_with_units_still_needs_member_accounts, org_units_with_spaces):
+                    hub_with_units_still_needs_member_accounts, org_units_with_spaces,
+                    followup_may_describe_instances, followup_may_publish, followup_reads_secrets, followup_queries_the_whole_table,
+                    followup_changes_passwords, followup_reads_verdicts, followup_leading_keys_without_null,
+                    followup_takes_from_every_queue, followup_built_from_the_issuer_binary, followup_queue_open_to_anyone,
+                    followup_queue_admits_any_sender, followup_queue_refuses_the_topic, followup_queue_drainable_by_anyone,
+                    followup_without_dlq, followup_without_the_failures_alarm, followup_subscription_without_filter,
+                    followup_subscription_hears_everything_but_summaries, followup_subscription_raw, followup_without_the_schedule,
+                    followup_esm_without_partial_batch_responses, issuer_reads_reply_items, issuer_cannot_put_the_reply,
+                    reply_origins_not_from_the_parameter, reply_origins_take_any_scheme, table_without_the_replies_index):
         broken = copy.deepcopy(template)
         breaker(broken)
         yield breaker.__name__, broken

@@ -266,6 +266,7 @@ where
         let (password, mut plan) =
             mint::plan(cmd, scope, lifetime, now, self.config.rate_limit_per_hour);
         plan.trigger_claimed = claimed;
+        plan.reply = mint::reply(cmd, &plan.record, &self.config.reply_origins);
         let record = &plan.record;
         match self.store.mint(&plan).await {
             Ok(MintOutcome::Minted) => {

@@ -70,6 +70,8 @@ fn config() -> IssuerConfig {
         rate_limit_per_hour: 3,
         hub: None,
         account_users: Vec::new(),
+        reply_origins: ec2pass_shared::reply::origins(ec2pass_shared::reply::DEFAULT_ORIGINS)
+            .unwrap_or_default(),
     }
 }
 
@@ -989,4 +991,30 @@ async fn an_unscoped_password_is_no_way_around_an_accounts_allow_list() {
     // Then none is minted (it would open prod's instances too); U1 still gets one
     assert!(password_in(&refused).is_none(), "{refused:?}");
     assert!(password_in(&send(&issuer, &form("U1", "")).await).is_some());
+}
+
+#[tokio::test]
+async fn a_mint_keeps_the_reply_url_only_when_it_points_at_the_chat() {
+    use ec2pass_shared::store::ReplyStore;
+    // Given the issuer, whose chat is Slack (the default origins)
+    let issuer = issuer();
+    // When a command with Slack's reply URL mints
+    let reply = send(&issuer, &form("U1", INSTANCE)).await;
+    assert!(password_in(&reply).is_some(), "{reply:?}");
+    // Then the password's reply is kept with it, due for the outcome, for 30 minutes
+    let record = issuer.store.records()[0].clone();
+    let kept = issuer.store.reply(&record.short_id).await.ok().flatten();
+    let kept = kept.unwrap_or_else(|| panic!("a reply for {}", record.short_id));
+    assert_eq!(kept.url, "https://hooks.slack.com/commands/x");
+    assert_eq!(kept.until, record.issued_at.plus(ec2pass_shared::store::REPLY_FOR));
+    assert!(kept.due && kept.posts == 0);
+    // And a command whose reply URL points anywhere else mints, but keeps no reply
+    let elsewhere = issuer_with(MemoryStore::new(), config());
+    let body = form("U1", INSTANCE).replace(
+        "hooks.slack.com%2Fcommands",
+        "hooks.slack.com.example.net%2Fcommands",
+    );
+    assert!(password_in(&send(&elsewhere, &body).await).is_some());
+    let record = elsewhere.store.records()[0].clone();
+    assert!(elsewhere.store.reply(&record.short_id).await.ok().flatten().is_none());
 }

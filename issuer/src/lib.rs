@@ -14,6 +14,10 @@
 //!    against the rate limit, stores the digest and adds it to the requester's ledger.
 //! 8. [`answer`]: the ephemeral Block Kit answer, the only place the plaintext ever goes.
 //!
+//! [`followup`] is the other half of the loop: what became of each password, told to its
+//! requester through the command's reply URL, from the guard's alerts and the schedule (the
+//! `followup` binary).
+//!
 //! [`handler`] strings them together; [`cold_start`] builds the deployed issuer once, with the
 //! signing secret that [`secret`] reads from Secrets Manager. `main.rs` only adds the Lambda
 //! runtime.
@@ -22,6 +26,7 @@ pub mod answer;
 pub mod authorize;
 pub mod cold_start;
 pub mod command;
+pub mod followup;
 pub mod handler;
 pub mod instances;
 pub mod mint;

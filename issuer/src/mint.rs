@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use ec2pass_shared::ids::{InstanceId, Owner};
 use ec2pass_shared::password::{Password, new_short_id};
-use ec2pass_shared::store::{Mint, PasswordRecord, RateWindow, TriggerClaim};
+use ec2pass_shared::reply::{Origin, allowed};
+use ec2pass_shared::store::{Mint, PasswordRecord, REPLY_FOR, RateWindow, Reply, TriggerClaim};
 use ec2pass_shared::time::UnixTime;
 
 use crate::request::SlashCommand;
@@ -67,8 +68,27 @@ pub fn plan(
         trigger_claimed: false,
         rate: rate_window(owner(cmd), now, rate_limit),
         record,
+        reply: None,
     };
     (password, mint)
+}
+
+/// Where the requester hears what became of the password (SPEC §10): the command's reply URL,
+/// when it points at one of `origins`, for [`REPLY_FOR`] after the command. `None`: no
+/// follow-ups (no URL, or one that points elsewhere, which is never kept).
+pub fn reply(cmd: &SlashCommand, record: &PasswordRecord, origins: &[Origin]) -> Option<Reply> {
+    let url = allowed(cmd.response_url.as_ref()?.expose(), origins)?;
+    Some(Reply {
+        short_id: record.short_id.clone(),
+        digest: record.digest,
+        owner: record.owner.clone(),
+        scope: record.scope.clone(),
+        expires_at: record.expires_at,
+        url: url.into(),
+        until: record.issued_at.plus(REPLY_FOR),
+        posts: 0,
+        due: true,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! The form is parsed from the raw bytes (the same bytes the signature covers), strictly: every
 //! field ec2pass relies on must be present exactly once.
 
+use ec2pass_shared::reply::ReplyUrl;
+
 use crate::verify::HeaderValue;
 
 /// Largest body accepted. Slack's slash command posts are well under 4 KiB.
@@ -88,6 +90,10 @@ pub struct SlashCommand {
     pub text: String,
     /// Slack's unique id of this invocation.
     pub trigger_id: String,
+    /// Where follow-ups about this command's password may be posted for 30 minutes (a
+    /// capability, redacted in `Debug`; checked against `EC2PASS_REPLY_ORIGINS` before it is
+    /// kept).
+    pub response_url: Option<ReplyUrl>,
 }
 
 #[cfg(test)]
@@ -103,6 +109,7 @@ impl SlashCommand {
             command: "/ec2pass".into(),
             text: String::new(),
             trigger_id: "trig".into(),
+            response_url: Some(ReplyUrl::new("https://hooks.slack.com/commands/T1/1/x")),
         }
     }
 }
@@ -152,6 +159,7 @@ pub fn parse_form(body: &[u8]) -> Result<Form, FormError> {
         command: required("command")?,
         text: field("text")?.unwrap_or_default(),
         trigger_id: required("trigger_id")?,
+        response_url: field("response_url")?.map(ReplyUrl::new),
     }))
 }
 

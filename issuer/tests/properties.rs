@@ -630,6 +630,7 @@ fn expected_form(pairs: &[(String, String)]) -> Result<Form, FormError> {
         command: required("command")?,
         text: field("text")?.unwrap_or_default(),
         trigger_id: required("trigger_id")?,
+        response_url: field("response_url")?.map(ec2pass_shared::reply::ReplyUrl::new),
     }))
 }
 
@@ -1366,6 +1367,7 @@ fn issuer(name: String, allow_unscoped: bool) -> Issuer<MemoryStore, AnyInstance
             rate_limit_per_hour: 1000,
             hub: None,
             account_users: Vec::new(),
+            reply_origins: Vec::new(),
         },
         secret: SigningSecret::new(SECRET),
         store: MemoryStore::new(),

@@ -12,6 +12,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::org::Hub;
+use crate::reply::Origin;
 use crate::time::{format_duration, parse_duration};
 
 /// A configuration problem, naming the variable.
@@ -221,6 +222,9 @@ pub struct IssuerConfig {
     /// (`EC2PASS_ACCOUNT_USERS`: `alias=U1,U2;alias=U3`): (account id, Slack user ids).
     /// An account not named here: the allow-lists alone.
     pub account_users: Vec<(String, Vec<String>)>,
+    /// The origins a command's reply URL may point at for its password's follow-ups to be kept
+    /// (`EC2PASS_REPLY_ORIGINS`, default `https://hooks.slack.com`; see [`crate::reply`]).
+    pub reply_origins: Vec<Origin>,
 }
 
 impl IssuerConfig {
@@ -245,6 +249,34 @@ impl IssuerConfig {
             rate_limit_per_hour: env.number("EC2PASS_RATE_LIMIT_PER_HOUR", 10, 1..=1000)?,
             account_users: account_users(env, hub.as_ref())?,
             hub,
+            reply_origins: reply_origins(env)?,
+        })
+    }
+}
+
+/// `EC2PASS_REPLY_ORIGINS`, or [`crate::reply::DEFAULT_ORIGINS`].
+fn reply_origins(env: &Env<'_>) -> Result<Vec<Origin>, ConfigError> {
+    crate::reply::origins(
+        &env.get("EC2PASS_REPLY_ORIGINS")
+            .unwrap_or_else(|| crate::reply::DEFAULT_ORIGINS.to_owned()),
+    )
+}
+
+/// The follow-up function's configuration: the table and the reply URLs' origins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowupConfig {
+    /// DynamoDB table (`EC2PASS_TABLE`).
+    pub table: String,
+    /// The origins it posts to (`EC2PASS_REPLY_ORIGINS`, as the issuer's).
+    pub reply_origins: Vec<Origin>,
+}
+
+impl FollowupConfig {
+    /// Reads and validates the follow-up function's configuration.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: table_name(env)?,
+            reply_origins: reply_origins(env)?,
         })
     }
 }

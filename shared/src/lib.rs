@@ -14,6 +14,7 @@
 //! - [`verdict`]: start cycles and the verdict the guard records for each.
 //! - [`alert`]: the alert model published on SNS.
 //! - [`org`]: the Organization a hub serves: member accounts, their aliases, guarded regions.
+//! - [`reply`]: which chat reply URLs ec2pass may store and post to.
 
 pub mod alert;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod digest;
 pub mod ids;
 pub mod org;
 pub mod password;
+pub mod reply;
 pub mod store;
 pub mod table;
 pub mod time;

@@ -10,6 +10,7 @@
 //! | Slack trigger | `trigger#<trigger_id>` | `ttl` |
 //! | rate counter | `rate#<team>#<user>#<hour>` | `n`, `ttl` |
 //! | requester's ledger | `owner#<team>#<user>` | `passwords` (string set of password keys), `ttl` |
+//! | reply | `reply#<short id>` | `url` (the chat's reply URL: a capability), `reply_until`, `posts`, `digest`, `owner`, `team_id`, `user_id`, `scope`, `expires_at`, `ttl`; while the password's outcome is untold `reply_due`, `reply_due_at` |
 //! | verdict | `verdict#<instance>@<launch time>` | `verdict`, `reason`, `instance_id`, `launch_time`, `short_id`, `team_id`, `user_id`, `password_key`, `decided_at`, `event_id`, `ttl`; while its alert is owed `alert_due`, `alert_owner`, `alert_lease_until`; once published `alert_sent_at` |
 //!
 //! `list` and `revoke` find a requester's passwords through the requester's ledger, read with
@@ -33,6 +34,22 @@ pub const PASSWORD_PREFIX: &str = "pw#";
 pub const TRIGGER_PREFIX: &str = "trigger#";
 /// Key prefix of per-user rate counters.
 pub const RATE_PREFIX: &str = "rate#";
+/// Key prefix of reply items: where the requester of a password hears what became of it.
+pub const REPLY_PREFIX: &str = "reply#";
+/// The chat's reply URL of a reply item (Slack's `response_url`).
+pub const REPLY_URL: &str = "url";
+/// Until when (epoch seconds) the reply URL may be posted to.
+pub const REPLY_UNTIL: &str = "reply_until";
+/// How many follow-ups the reply URL has carried.
+pub const REPLY_POSTS: &str = "posts";
+/// Present (always [`REPLY_DUE_VALUE`]) while the password's outcome is untold: hash key of the
+/// sparse index [`REPLIES_DUE_INDEX`].
+pub const REPLY_DUE: &str = "reply_due";
+/// The one value of [`REPLY_DUE`].
+pub const REPLY_DUE_VALUE: &str = "due";
+/// When the untold outcome is due at the latest (the password's expiry); range key of
+/// [`REPLIES_DUE_INDEX`].
+pub const REPLY_DUE_AT: &str = "reply_due_at";
 /// Key prefix of verdicts (one per start cycle).
 pub const VERDICT_PREFIX: &str = "verdict#";
 /// Key prefix of per-requester ledgers: the keys of the requester's passwords, read with strong
@@ -105,6 +122,10 @@ pub const OWNER_INDEX: &str = "by-owner";
 /// Sparse global secondary index of verdicts whose alert is still owed (hash [`ALERT_DUE`],
 /// range [`ALERT_LEASE_UNTIL`]).
 pub const ALERTS_DUE_INDEX: &str = "alerts-due";
+
+/// Sparse global secondary index of reply items whose password's outcome is untold (hash
+/// [`REPLY_DUE`], range [`REPLY_DUE_AT`]); the follow-up function queries it for expiries.
+pub const REPLIES_DUE_INDEX: &str = "replies-due";
 
 /// How long after expiry DynamoDB may delete a password item. Kept a while so a late retry of
 /// the guard still finds its own consumption, and so `reused` can be told from `unknown`.

@@ -18,6 +18,8 @@ use ec2pass_shared::config::SigningSecret;
 use ec2pass_shared::ids::InstanceId;
 use issuer::verify::sign;
 
+/// A chat stand-in on loopback that records what ec2pass posts to it.
+pub mod chat;
 /// EventBridge → SQS → the guard, locally: the event source mapping played against moto.
 pub mod esm;
 /// A throttle-faithful EC2 and the guard's two designs in virtual time (the burst figures).

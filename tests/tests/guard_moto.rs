@@ -57,6 +57,7 @@ impl World {
             command: "/ec2pass".into(),
             text: String::new(),
             trigger_id: unique("trigger."),
+            response_url: None,
         };
         let (password, mint) = issuer::mint::plan(
             &cmd,

@@ -88,6 +88,7 @@ async fn mint(
         command: "/ec2pass".into(),
         text: String::new(),
         trigger_id: unique("trigger."),
+        response_url: None,
     };
     let (password, plan) = issuer::mint::plan(
         &cmd,

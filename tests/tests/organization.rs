@@ -35,6 +35,7 @@ async fn mint(store: &DynamoStore, scope: &InstanceId) -> Password {
         command: "/ec2pass".into(),
         text: String::new(),
         trigger_id: unique("trigger."),
+        response_url: None,
     };
     let (password, mint) = issuer::mint::plan(
         &cmd,

@@ -66,6 +66,7 @@ impl Fixture {
                 forget_after: issued_at.plus(Duration::from_secs(660)),
             },
             trigger_claimed: false,
+            reply: None,
             rate: RateWindow {
                 owner: owner.clone(),
                 window: issued_at.0 / 3600,

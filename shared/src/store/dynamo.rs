@@ -23,8 +23,8 @@ use aws_sdk_dynamodb::types::{
 
 use super::{
     AlertStore, Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
-    OutstandingStore, PasswordLookup, PasswordRecord, Recorded, StoreError, TriggerClaim,
-    TriggerStore, VerdictStore,
+    OutstandingStore, PasswordLookup, PasswordRecord, REPLY_POSTS, Recorded, Reply, ReplyStore,
+    StoreError, TriggerClaim, TriggerStore, VerdictStore,
 };
 use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
@@ -337,6 +337,17 @@ impl DynamoStore {
         items.push(TransactWriteItem::builder().update(rate).build());
         items.push(TransactWriteItem::builder().put(password).build());
         items.push(TransactWriteItem::builder().update(ledger).build());
+        // Last, so the conditions above keep their places in the cancellation reasons.
+        if let Some(reply) = &mint.reply {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(reply_item(reply)))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", t::PK)
+                .build()
+                .map_err(|e| build_error("reply put", e))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
 
         let Some(reasons) = self.transact(&items).await? else {
             return Ok(MintAttempt::Done(MintOutcome::Minted));
@@ -855,6 +866,206 @@ impl AlertStore for DynamoStore {
             }
         }
     }
+}
+
+impl ReplyStore for DynamoStore {
+    async fn reply(&self, short_id: &ShortId) -> Result<Option<Reply>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(t::PK, s(reply_key(short_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        out.item().map(reply_from_item).transpose()
+    }
+
+    async fn take_post(
+        &self,
+        short_id: &ShortId,
+        now: UnixTime,
+        settles: bool,
+    ) -> Result<bool, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(reply_key(short_id)))
+            .expression_attribute_names("#posts", t::REPLY_POSTS)
+            .expression_attribute_names("#until", t::REPLY_UNTIL)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(i64::from(REPLY_POSTS)))
+            .expression_attribute_values(":now", n(now.0));
+        update = if settles {
+            update
+                .update_expression("ADD #posts :one REMOVE #due, #due_at")
+                .condition_expression("#posts < :max AND #until > :now AND attribute_exists(#due)")
+                .expression_attribute_names("#due", t::REPLY_DUE)
+                .expression_attribute_names("#due_at", t::REPLY_DUE_AT)
+        } else {
+            update
+                .update_expression("ADD #posts :one")
+                .condition_expression("#posts < :max AND #until > :now")
+        };
+        applied(update.send().await, "UpdateItem")
+    }
+
+    async fn release_post(&self, short_id: &ShortId, settled: bool) -> Result<(), StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(reply_key(short_id)))
+            .condition_expression("#posts > :zero")
+            .expression_attribute_names("#posts", t::REPLY_POSTS)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0));
+        update = if settled {
+            update
+                .update_expression("SET #posts = #posts - :one, #due = :due, #due_at = #expires")
+                .expression_attribute_names("#due", t::REPLY_DUE)
+                .expression_attribute_names("#due_at", t::REPLY_DUE_AT)
+                .expression_attribute_names("#expires", t::EXPIRES_AT)
+                .expression_attribute_values(":due", s(t::REPLY_DUE_VALUE))
+        } else {
+            update.update_expression("SET #posts = #posts - :one")
+        };
+        applied(update.send().await, "UpdateItem").map(|_| ())
+    }
+
+    async fn settle(&self, short_id: &ShortId) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(reply_key(short_id)))
+            .update_expression("REMOVE #due, #due_at")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#due", t::REPLY_DUE)
+            .expression_attribute_names("#due_at", t::REPLY_DUE_AT)
+            .send()
+            .await;
+        applied(result, "UpdateItem").map(|_| ())
+    }
+
+    async fn due_replies(&self, _now: UnixTime, limit: usize) -> Result<Vec<Reply>, StoreError> {
+        let mut due = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(t::REPLIES_DUE_INDEX)
+                .key_condition_expression("#due = :due")
+                .expression_attribute_names("#due", t::REPLY_DUE)
+                .expression_attribute_values(":due", s(t::REPLY_DUE_VALUE))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", e))?;
+            for item in out.items() {
+                due.push(reply_from_item(item)?);
+                if due.len() >= limit {
+                    return Ok(due);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(due),
+            }
+        }
+    }
+}
+
+/// The key of a password's reply item.
+pub fn reply_key(short_id: &ShortId) -> String {
+    format!("{}{}", t::REPLY_PREFIX, short_id.as_str())
+}
+
+/// The item for a reply: kept as long as its password's item.
+pub fn reply_item(r: &Reply) -> Item {
+    let mut item = HashMap::from([
+        (t::PK.into(), s(reply_key(&r.short_id))),
+        (t::KIND.into(), s("reply")),
+        (t::SHORT_ID.into(), s(r.short_id.as_str())),
+        (
+            t::DIGEST.into(),
+            AttributeValue::B(r.digest.as_bytes().to_vec().into()),
+        ),
+        (t::OWNER.into(), s(r.owner.key())),
+        (t::TEAM_ID.into(), s(&r.owner.team_id)),
+        (t::USER_ID.into(), s(&r.owner.user_id)),
+        (t::EXPIRES_AT.into(), n(r.expires_at.0)),
+        (t::REPLY_URL.into(), s(&r.url)),
+        (t::REPLY_UNTIL.into(), n(r.until.0)),
+        (t::REPLY_POSTS.into(), n(i64::from(r.posts))),
+        (t::TTL.into(), n(r.expires_at.plus(t::PASSWORD_TTL_GRACE).0)),
+    ]);
+    if let Some(scope) = &r.scope {
+        item.insert(t::SCOPE.into(), s(scope.as_str()));
+    }
+    if r.due {
+        item.insert(t::REPLY_DUE.into(), s(t::REPLY_DUE_VALUE));
+        item.insert(t::REPLY_DUE_AT.into(), n(r.expires_at.0));
+    }
+    item
+}
+
+/// Reads a reply back from its item, refusing anything malformed.
+pub fn reply_from_item(item: &Item) -> Result<Reply, StoreError> {
+    let key = item
+        .get(t::PK)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    let bad = |problem: &str| StoreError::Malformed {
+        key: key.clone(),
+        problem: problem.to_owned(),
+    };
+    let text = |name: &str| -> Result<String, StoreError> {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| bad(&format!("{name} missing or not a string")))
+    };
+    let number = |name: &str| -> Result<i64, StoreError> {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(&format!("{name} missing or not an integer")))
+    };
+    let digest = item
+        .get(t::DIGEST)
+        .and_then(|v| v.as_b().ok())
+        .and_then(|b| Digest::from_slice(b.as_ref()))
+        .ok_or_else(|| bad("digest missing or not 32 bytes"))?;
+    let scope = match item.get(t::SCOPE) {
+        None => None,
+        Some(v) => Some(
+            v.as_s()
+                .ok()
+                .and_then(|s| InstanceId::parse(s))
+                .ok_or_else(|| bad("bad scope"))?,
+        ),
+    };
+    Ok(Reply {
+        short_id: ShortId::parse(&text(t::SHORT_ID)?).ok_or_else(|| bad("bad short_id"))?,
+        digest,
+        owner: Owner {
+            team_id: text(t::TEAM_ID)?,
+            user_id: text(t::USER_ID)?,
+        },
+        scope,
+        expires_at: UnixTime(number(t::EXPIRES_AT)?),
+        url: text(t::REPLY_URL)?,
+        until: UnixTime(number(t::REPLY_UNTIL)?),
+        posts: u32::try_from(number(t::REPLY_POSTS)?).map_err(|_| bad("bad posts"))?,
+        due: item.contains_key(t::REPLY_DUE),
+    })
 }
 
 /// The item for a verdict record.

@@ -5,8 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     AlertStore, Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
-    OutstandingStore, PasswordLookup, PasswordRecord, Recorded, StoreError, TriggerClaim,
-    TriggerStore, VerdictStore,
+    OutstandingStore, PasswordLookup, PasswordRecord, REPLY_POSTS, Recorded, Reply, ReplyStore,
+    StoreError, TriggerClaim, TriggerStore, VerdictStore,
 };
 use crate::digest::Digest;
 use crate::ids::{Owner, ShortId};
@@ -25,6 +25,7 @@ struct State {
     triggers: HashSet<String>,
     rates: HashMap<(String, i64), u32>,
     verdicts: HashMap<String, VerdictRecord>,
+    replies: HashMap<String, Reply>,
     activation: UnixTime,
 }
 
@@ -97,7 +98,66 @@ impl MintStore for MemoryStore {
         state.triggers.insert(mint.trigger.trigger_id.clone());
         state.rates.insert(window, used + 1);
         state.passwords.insert(key, mint.record.clone());
+        if let Some(reply) = &mint.reply {
+            state
+                .replies
+                .insert(reply.short_id.as_str().to_owned(), reply.clone());
+        }
         Ok(MintOutcome::Minted)
+    }
+}
+
+impl ReplyStore for MemoryStore {
+    async fn reply(&self, short_id: &ShortId) -> Result<Option<Reply>, StoreError> {
+        Ok(self.lock().replies.get(short_id.as_str()).cloned())
+    }
+
+    async fn take_post(
+        &self,
+        short_id: &ShortId,
+        now: UnixTime,
+        settles: bool,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let Some(r) = state.replies.get_mut(short_id.as_str()) else {
+            return Ok(false);
+        };
+        if r.posts >= REPLY_POSTS || r.until <= now || (settles && !r.due) {
+            return Ok(false);
+        }
+        r.posts += 1;
+        if settles {
+            r.due = false;
+        }
+        Ok(true)
+    }
+
+    async fn release_post(&self, short_id: &ShortId, settled: bool) -> Result<(), StoreError> {
+        if let Some(r) = self.lock().replies.get_mut(short_id.as_str()) {
+            r.posts = r.posts.saturating_sub(1);
+            r.due |= settled;
+        }
+        Ok(())
+    }
+
+    async fn settle(&self, short_id: &ShortId) -> Result<(), StoreError> {
+        if let Some(r) = self.lock().replies.get_mut(short_id.as_str()) {
+            r.due = false;
+        }
+        Ok(())
+    }
+
+    async fn due_replies(&self, _now: UnixTime, limit: usize) -> Result<Vec<Reply>, StoreError> {
+        let mut due: Vec<Reply> = self
+            .lock()
+            .replies
+            .values()
+            .filter(|r| r.due)
+            .cloned()
+            .collect();
+        due.sort_by_key(|r| r.expires_at);
+        due.truncate(limit);
+        Ok(due)
     }
 }
 

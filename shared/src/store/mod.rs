@@ -50,6 +50,90 @@ impl PasswordRecord {
     }
 }
 
+/// Where the requester of a password hears what became of it (SPEC §10): the chat's reply URL
+/// (Slack's `response_url`), a capability kept only with its password, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The password's short id.
+    pub short_id: ShortId,
+    /// The password's digest (its state is read at expiry).
+    pub digest: Digest,
+    /// Who asked.
+    pub owner: Owner,
+    /// The instance it is for, if any.
+    pub scope: Option<InstanceId>,
+    /// When the password expires.
+    pub expires_at: UnixTime,
+    /// The reply URL.
+    pub url: String,
+    /// Until when it may be posted to (Slack: 30 minutes after the command).
+    pub until: UnixTime,
+    /// Follow-ups it has carried.
+    pub posts: u32,
+    /// Whether the outcome is still untold.
+    pub due: bool,
+}
+
+impl std::fmt::Debug for Reply {
+    /// The URL is a capability: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("short_id", &self.short_id)
+            .field("owner", &self.owner)
+            .field("scope", &self.scope)
+            .field("expires_at", &self.expires_at)
+            .field("url", &"<redacted>")
+            .field("until", &self.until)
+            .field("posts", &self.posts)
+            .field("due", &self.due)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most follow-ups one reply URL carries (Slack: "up to 5 times within 30 minutes").
+pub const REPLY_POSTS: u32 = 5;
+
+/// How long a reply URL may be posted to after the command (Slack: 30 minutes).
+pub const REPLY_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The follow-ups' store: the reply of each password.
+pub trait ReplyStore: Send + Sync {
+    /// The reply of the password with this short id, if it has one.
+    fn reply(
+        &self,
+        short_id: &ShortId,
+    ) -> impl Future<Output = Result<Option<Reply>, StoreError>> + Send;
+
+    /// Takes one of the reply URL's posts at `now` (fewer than [`REPLY_POSTS`] taken, `now`
+    /// before its `until`, and the outcome untold when `settles`), and with `settles` marks the
+    /// outcome told, in one conditional write. `Ok(false)`: no post to take.
+    fn take_post(
+        &self,
+        short_id: &ShortId,
+        now: UnixTime,
+        settles: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives back a post taken with [`ReplyStore::take_post`] whose post failed (and, with
+    /// `settled`, marks the outcome untold again).
+    fn release_post(
+        &self,
+        short_id: &ShortId,
+        settled: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Marks the outcome told without a post (the URL can no longer carry one).
+    fn settle(&self, short_id: &ShortId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replies whose outcome is untold, soonest expiry first, at most `limit` (`now` for a store
+    /// that has to know it).
+    fn due_replies(
+        &self,
+        now: UnixTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Reply>, StoreError>> + Send;
+}
+
 /// What `list` shows of a password: never the password or its digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outstanding {
@@ -107,6 +191,8 @@ pub struct Mint {
     pub rate: RateWindow,
     /// The password to store.
     pub record: PasswordRecord,
+    /// Where its requester hears back, if the chat gave a reply URL.
+    pub reply: Option<Reply>,
 }
 
 /// How a mint ended.

@@ -206,6 +206,7 @@ impl World {
             command: "/ec2pass".into(),
             text: scope.as_str().to_owned(),
             trigger_id: unique("trigger."),
+            response_url: None,
         };
         let (password, mint) = issuer::mint::plan(
             &cmd,
