@@ -1006,7 +1006,10 @@ async fn a_mint_keeps_the_reply_url_only_when_it_points_at_the_chat() {
     let kept = issuer.store.reply(&record.short_id).await.ok().flatten();
     let kept = kept.unwrap_or_else(|| panic!("a reply for {}", record.short_id));
     assert_eq!(kept.url, "https://hooks.slack.com/commands/x");
-    assert_eq!(kept.until, record.issued_at.plus(ec2pass_shared::store::REPLY_FOR));
+    assert_eq!(
+        kept.until,
+        record.issued_at.plus(ec2pass_shared::store::REPLY_FOR)
+    );
     assert!(kept.due && kept.posts == 0);
     // And a command whose reply URL points anywhere else mints, but keeps no reply
     let elsewhere = issuer_with(MemoryStore::new(), config());
@@ -1016,5 +1019,13 @@ async fn a_mint_keeps_the_reply_url_only_when_it_points_at_the_chat() {
     );
     assert!(password_in(&send(&elsewhere, &body).await).is_some());
     let record = elsewhere.store.records()[0].clone();
-    assert!(elsewhere.store.reply(&record.short_id).await.ok().flatten().is_none());
+    assert!(
+        elsewhere
+            .store
+            .reply(&record.short_id)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    );
 }
