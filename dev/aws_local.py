@@ -121,17 +121,21 @@ def create_topic():
 
 
 def create_secret():
-    """The issuer's signing secret, in moto's Secrets Manager: the issuer reads it there, as it
-    reads the deployed one, and never sees EC2PASS_DEV_SIGNING_SECRET itself."""
-    name = os.environ["EC2PASS_SLACK_SIGNING_SECRET_ARN"]
-    value = os.environ["EC2PASS_DEV_SIGNING_SECRET"]
+    """The issuer's signing secret and Mattermost token, in moto's Secrets Manager: the issuer
+    reads them there, as it reads the deployed ones, and never sees EC2PASS_DEV_SIGNING_SECRET or
+    EC2PASS_DEV_MATTERMOST_TOKEN itself."""
     sm = boto3.client("secretsmanager", endpoint_url=endpoint())
-    try:
-        sm.create_secret(Name=name, SecretString=value)
-        print(f"created secret {name}")
-    except sm.exceptions.ResourceExistsException:
-        sm.put_secret_value(SecretId=name, SecretString=value)
-        print(f"secret {name} already exists; its value is set again")
+    for name_var, value_var in [
+        ("EC2PASS_SLACK_SIGNING_SECRET_ARN", "EC2PASS_DEV_SIGNING_SECRET"),
+        ("EC2PASS_MATTERMOST_TOKEN_SECRET_ARN", "EC2PASS_DEV_MATTERMOST_TOKEN"),
+    ]:
+        name, value = os.environ[name_var], os.environ[value_var]
+        try:
+            sm.create_secret(Name=name, SecretString=value)
+            print(f"created secret {name}")
+        except sm.exceptions.ResourceExistsException:
+            sm.put_secret_value(SecretId=name, SecretString=value)
+            print(f"secret {name} already exists; its value is set again")
 
 
 def create_queues():

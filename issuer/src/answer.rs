@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::command::Mistake;
 use crate::instances::InstanceInfo;
+use crate::request::{REVOKE, REVOKE_LISTED};
 
 /// The tag key the operator sets to the password.
 pub const AUTH_TAG: &str = "Auth";
@@ -28,6 +29,37 @@ fn section(mrkdwn: &str) -> Value {
 
 fn context(mrkdwn: &str) -> Value {
     json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": mrkdwn }] })
+}
+
+/// A Revoke button: `action_id` says which ([`REVOKE`] or [`REVOKE_LISTED`]), `value` is the
+/// password's short id (never the password), and Slack asks before it sends the press.
+fn revoke_button(action_id: &str, short_id: &ShortId) -> Value {
+    json!({
+        "type": "button",
+        "action_id": action_id,
+        "text": { "type": "plain_text", "text": "Revoke" },
+        "style": "danger",
+        "value": short_id.as_str(),
+        "confirm": {
+            "title": { "type": "plain_text", "text": "Revoke this password?" },
+            "text": { "type": "mrkdwn", "text": format!("Password `{short_id}` will no longer start anything.") },
+            "confirm": { "type": "plain_text", "text": "Revoke" },
+            "deny": { "type": "plain_text", "text": "Keep it" },
+            "style": "danger",
+        },
+    })
+}
+
+/// The message a press sends to replace the one pressed on.
+pub fn replace_original(mut message: Value) -> Value {
+    message["replace_original"] = json!(true);
+    message
+}
+
+/// The message a press sends below the one pressed on, which stays (a refusal, "try again").
+pub fn keep_original(mut message: Value) -> Value {
+    message["replace_original"] = json!(false);
+    message
 }
 
 /// A one-section ephemeral message whose fallback is the same text.
@@ -107,31 +139,66 @@ pub fn minted(
                 "Works once, until {}. Id `{short_id}` (for `/ec2pass revoke {short_id}`). Only you can see this.",
                 slack_date(expires_at)
             )),
+            json!({ "type": "actions", "elements": [revoke_button(REVOKE, short_id)] }),
         ],
     )
 }
 
-/// The requester's outstanding passwords (never the passwords themselves).
+/// Most lines `list` shows, each a block with its button (Slack allows 50 blocks a message).
+pub const MOST_LISTED: usize = 40;
+
+/// The requester's outstanding passwords (never the passwords themselves), each with its
+/// Revoke button.
 pub fn listing(items: &[Outstanding]) -> Value {
     if items.is_empty() {
         return note("You have no outstanding ec2pass passwords.");
     }
-    let lines: Vec<String> = items
-        .iter()
-        .map(|o| {
-            let scope = o
-                .scope
-                .as_ref()
-                .map_or_else(|| "any instance".to_owned(), |id| format!("`{id}`"));
-            format!(
-                "• `{}` for {scope}, expires {}",
-                o.short_id,
-                slack_date(o.expires_at)
-            )
-        })
-        .collect();
+    let line = |o: &Outstanding| {
+        let scope = o
+            .scope
+            .as_ref()
+            .map_or_else(|| "any instance".to_owned(), |id| format!("`{id}`"));
+        format!(
+            "• `{}` for {scope}, expires {}",
+            o.short_id,
+            slack_date(o.expires_at)
+        )
+    };
+    let lines: Vec<String> = items.iter().map(line).collect();
     let text = format!("Your outstanding ec2pass passwords:\n{}", lines.join("\n"));
-    note(&text)
+    let mut blocks = vec![section("Your outstanding ec2pass passwords:")];
+    for (o, line) in items.iter().zip(&lines).take(MOST_LISTED) {
+        let mut block = section(line);
+        block["accessory"] = revoke_button(REVOKE_LISTED, &o.short_id);
+        blocks.push(block);
+    }
+    if items.len() > MOST_LISTED {
+        blocks.push(context(&format!(
+            "…and {} more (`/ec2pass revoke ID` works for any of them).",
+            items.len() - MOST_LISTED
+        )));
+    }
+    ephemeral(&text, blocks)
+}
+
+/// What a Revoke button on a line of `list` did, above the list as it is now.
+pub fn revoked_listed(id: &ShortId, revoked: bool, items: &[Outstanding]) -> Value {
+    let done = revoked_one(id, revoked);
+    let mut list = listing(items);
+    let (Some(head), Some(blocks)) = (done["blocks"].as_array(), list["blocks"].as_array_mut())
+    else {
+        return done;
+    };
+    for (i, block) in head.iter().enumerate() {
+        blocks.insert(i, block.clone());
+    }
+    let text = format!(
+        "{}\n{}",
+        done["text"].as_str().unwrap_or_default(),
+        list["text"].as_str().unwrap_or_default()
+    );
+    list["text"] = json!(text);
+    list
 }
 
 /// The answer to `revoke ID`.
@@ -353,6 +420,13 @@ mod tests {
             assert!(all.contains(needle), "{needle} missing");
         }
         assert!(v["text"].as_str().is_some_and(|t| t.contains(&p.display())));
-        assert_eq!(v["blocks"].as_array().map(Vec::len), Some(3));
+        assert_eq!(v["blocks"].as_array().map(Vec::len), Some(4));
+        // The Revoke button carries the short id, never the password.
+        let button = &v["blocks"][3]["elements"][0];
+        assert_eq!(
+            (&button["action_id"], &button["value"]),
+            (&json!("revoke"), &json!(short.as_str()))
+        );
+        assert!(!button.to_string().contains(&p.display()));
     }
 }

@@ -1,5 +1,6 @@
 //! The issuer as deployed, built once at cold start: configuration from the environment, the
-//! signing secret from Secrets Manager, and the AWS clients. `main.rs` only adds the Lambda
+//! signing secret (and the Mattermost token, when Mattermost is a front) from Secrets Manager,
+//! and the AWS clients. `main.rs` only adds the Lambda
 //! runtime; the tests build the issuer the same way against the emulator.
 
 use std::time::Duration;
@@ -10,12 +11,13 @@ use ec2pass_shared::config::{ConfigError, Env, IssuerConfig};
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
 
+use crate::chat::{ChatError, HttpChat};
 use crate::handler::Issuer;
 use crate::instances::Ec2Directory;
-use crate::secret::{self, SecretError};
+use crate::secret::{self, SecretError, TokenError};
 
 /// The issuer wired to AWS.
-pub type LambdaIssuer = Issuer<DynamoStore, Ec2Directory, SystemClock>;
+pub type LambdaIssuer = Issuer<DynamoStore, Ec2Directory, SystemClock, HttpChat>;
 
 /// Why the issuer cannot start. Fails the Lambda init, so the message is what the operator sees
 /// in the function's log.
@@ -27,6 +29,12 @@ pub enum ColdStartError {
     /// The signing secret cannot be read or is not set yet.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The Mattermost token cannot be read or is not set yet.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The HTTP client for the chat could not be built.
+    #[error(transparent)]
+    Chat(#[from] ChatError),
 }
 
 /// How long each AWS call on the request path may take: per attempt, and in all (retries
@@ -68,12 +76,21 @@ pub async fn issuer(env: &Env<'_>, aws: &SdkConfig) -> Result<LambdaIssuer, Cold
         Some(hub) => Ec2Directory::hub(aws_sdk_ec2::Client::new(aws), hub, aws.clone()),
         None => Ec2Directory::new(aws_sdk_ec2::Client::new(aws)),
     };
-    let (secret, ()) = tokio::join!(
+    let mattermost = async {
+        match &config.mattermost_token {
+            Some(source) => secret::resolve_mattermost(source, &secrets).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (secret, mattermost, ()) = tokio::join!(
         secret::resolve(&config.signing_secret, &secrets),
+        mattermost,
         directory.warm()
     );
-    let secret = secret?;
+    let (secret, mattermost) = (secret?, mattermost?);
     Ok(Issuer {
+        mattermost,
+        chat: HttpChat::new()?,
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), config.table.clone()),
         directory,
         clock: SystemClock,

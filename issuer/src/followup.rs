@@ -21,9 +21,6 @@
 //! outcome is marked told. No message holds a password: only its short id, the instance and
 //! what happened.
 
-use std::future::Future;
-use std::time::Duration;
-
 use ec2pass_shared::ids::ShortId;
 use ec2pass_shared::reply::{Origin, allowed};
 use ec2pass_shared::store::{PasswordLookup, PasswordRecord, Reply, ReplyStore, StoreError};
@@ -31,10 +28,9 @@ use ec2pass_shared::time::{Clock, UnixTime};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
-use url::Url;
 
-/// How long a post may take before it counts as failed.
-pub const POST_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::chat::{Chat, ChatError};
+use crate::front;
 
 /// Most untold passwords one scheduled run reads (soonest expiry first). Outstanding passwords
 /// count too, and each requester has at most about 20 (10 an hour, two hours at most), so this
@@ -220,55 +216,6 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A chat post that failed.
-#[derive(Debug, thiserror::Error)]
-#[error("the post failed: {0}")]
-pub struct ChatError(pub String);
-
-/// Posts a follow-up to a reply URL.
-pub trait Chat: Send + Sync {
-    /// Posts `body` (JSON) to `url`.
-    fn post(&self, url: &Url, body: &Value) -> impl Future<Output = Result<(), ChatError>> + Send;
-}
-
-/// The chat over HTTPS: no redirects followed (a reply URL that redirects elsewhere goes no
-/// further), [`POST_TIMEOUT`] per post.
-#[derive(Clone, Debug)]
-pub struct HttpChat {
-    client: reqwest::Client,
-}
-
-impl HttpChat {
-    /// A client built once at cold start.
-    pub fn new() -> Result<Self, ChatError> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(POST_TIMEOUT)
-            .build()
-            .map(|client| Self { client })
-            .map_err(|e| ChatError(e.to_string()))
-    }
-}
-
-impl Chat for HttpChat {
-    async fn post(&self, url: &Url, body: &Value) -> Result<(), ChatError> {
-        // Never the URL in an error: it is the capability. Its host is enough.
-        let host = url.host_str().unwrap_or_default().to_owned();
-        let response = self
-            .client
-            .post(url.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| ChatError(format!("{host}: {}", e.without_url())))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(ChatError(format!("{host} answered {}", response.status())))
-        }
-    }
-}
-
 /// What one follow-up came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Told {
@@ -392,7 +339,11 @@ where
             info!(short_id = %id, "no follow-up left on this reply URL");
             return Ok(Told::NoPostLeft);
         }
-        if let Err(e) = self.chat.post(&url, &message(outcome, reply)).await {
+        if let Err(e) = self
+            .chat
+            .post(&url, &front::render(reply.front, message(outcome, reply)))
+            .await
+        {
             warn!(short_id = %id, error = %e, "a follow-up failed; it goes back to the queue");
             self.store.release_post(id, settles).await?;
             return Err(e.into());
@@ -416,6 +367,8 @@ fn kind(outcome: &Outcome) -> &'static str {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use url::Url;
 
     use ec2pass_shared::ids::{InstanceId, Owner};
     use ec2pass_shared::password::{Password, new_short_id};
@@ -485,6 +438,7 @@ mod tests {
             until: NOW.plus(REPLY_FOR),
             posts: 0,
             due: true,
+            front: Default::default(),
         };
         let store = MemoryStore::new();
         let mint = ec2pass_shared::store::Mint {
@@ -768,6 +722,7 @@ mod tests {
             until: NOW,
             posts: 0,
             due: true,
+            front: Default::default(),
         };
         assert!(!format!("{reply:?}").contains("secret-part"));
         let cmd = crate::request::SlashCommand::example();

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use ec2pass_shared::config::{IssuerConfig, SigningSecret};
 use ec2pass_shared::ids::InstanceId;
+use ec2pass_shared::ids::Owner;
 use ec2pass_shared::org::{Member, Place, is_account_id};
+use ec2pass_shared::reply::{Front, allowed};
 use ec2pass_shared::store::{MintOutcome, MintStore, OutstandingStore, TriggerStore};
 use ec2pass_shared::time::{Clock, UnixTime};
 use lambda_http::http::{HeaderMap, Response, header};
@@ -20,10 +22,15 @@ use tracing::{error, info, warn};
 
 use crate::answer;
 use crate::authorize::authorize;
+use crate::chat::Chat;
 use crate::command::{self, Command, Mistake, Near, RevokeTarget};
+use crate::front::{MattermostToken, Route, render, token_matches};
 use crate::instances::{InstanceDirectory, InstanceInfo};
 use crate::mint;
-use crate::request::{Form, Incoming, SlashCommand, check_shape, parse_form};
+use crate::request::{
+    Action, Form, FormError, Incoming, Press, SlashCommand, check_shape, parse_form,
+    parse_mattermost, parse_press, parse_token,
+};
 use crate::verify::{HeaderValue, verify};
 
 /// How long a request may take, from the moment it reaches the handler to its answer.
@@ -58,13 +65,18 @@ impl Reply {
     }
 }
 
-/// The issuer and what it depends on: configuration, the signing secret, the password store,
-/// the instance directory and a clock.
-pub struct Issuer<S, D, C> {
+/// The issuer and what it depends on: configuration, the chats' credentials, the password
+/// store, the instance directory, the chat (to replace a message after a button) and a clock.
+pub struct Issuer<S, D, C, H> {
     /// Validated configuration.
     pub config: IssuerConfig,
     /// The Slack signing secret, resolved at cold start.
     pub secret: SigningSecret,
+    /// The Mattermost slash command's token, when Mattermost is a front (resolved at cold
+    /// start); `None`: `/mattermost` answers 404.
+    pub mattermost: Option<MattermostToken>,
+    /// The chat, for the message a button press replaces.
+    pub chat: H,
     /// The password table.
     pub store: S,
     /// EC2, for scoped mints.
@@ -73,17 +85,19 @@ pub struct Issuer<S, D, C> {
     pub clock: C,
 }
 
-impl<S, D, C> Issuer<S, D, C>
+impl<S, D, C, H> Issuer<S, D, C, H>
 where
     S: MintStore + TriggerStore + OutstandingStore,
     D: InstanceDirectory,
     C: Clock,
+    H: Chat,
 {
     /// Answers one HTTP request as Lambda delivered it.
     pub async fn handle_http(&self, request: Request) -> Response<Body> {
         let headers = request.headers();
         let incoming = Incoming {
             method: request.method().as_str(),
+            path: request.uri().path(),
             content_type: single(headers, header::CONTENT_TYPE.as_str()),
             timestamp: single(headers, "x-slack-request-timestamp"),
             signature: single(headers, "x-slack-signature"),
@@ -134,36 +148,83 @@ where
             );
             return Reply::empty(shape.status());
         }
+        let Some(route) = Route::of(req.path) else {
+            warn!(bytes = req.body.len(), "refused request: no such path");
+            return Reply::empty(404);
+        };
+        let now = self.clock.now();
+        match route {
+            Route::SlackCommand => self.slack_command(req, now).await,
+            Route::SlackAction => self.slack_press(req, now).await,
+            Route::MattermostCommand => self.mattermost_command(req, now).await,
+        }
+    }
+
+    /// A Slack slash command: signature → form → the command.
+    async fn slack_command(&self, req: &Incoming<'_>, now: UnixTime) -> Reply {
         let form = parse_form(req.body);
         if form == Ok(Form::SslCheck) {
             info!("answered Slack ssl_check");
             return Reply::empty(200);
         }
-        let now = self.clock.now();
         if let Err(why) = verify(&self.secret, req.timestamp, req.signature, req.body, now) {
             warn!(reason = %why, "refused request: Slack signature");
             return Reply::empty(401);
         }
-        let cmd = match form {
-            Ok(Form::Command(cmd)) => cmd,
-            Ok(Form::SslCheck) => return Reply::empty(200),
+        match form {
+            Ok(Form::Command(cmd)) => Reply::ok(self.command(&cmd, now).await),
+            Ok(Form::SslCheck) => Reply::empty(200),
             Err(problem) => {
                 warn!(%problem, "signed request with an unreadable form");
-                return Reply::ok(answer::malformed());
+                Reply::ok(answer::malformed())
+            }
+        }
+    }
+
+    /// A Mattermost slash command: token → form → the same command, answered in Markdown.
+    async fn mattermost_command(&self, req: &Incoming<'_>, now: UnixTime) -> Reply {
+        let Some(expected) = &self.mattermost else {
+            warn!("refused request: Mattermost is not configured");
+            return Reply::empty(404);
+        };
+        let form = match parse_mattermost(req.body) {
+            Ok(form) if token_matches(expected, &form.token) => form,
+            Ok(_) | Err(FormError::Missing("token") | FormError::Duplicated("token")) => {
+                warn!("refused request: Mattermost token");
+                return Reply::empty(401);
+            }
+            Err(problem) => {
+                // Only the token was checked: a form with a good token and a missing field
+                // gets an explanation, any other a bare 401 (the token is compared first).
+                let token_ok = parse_token(req.body).is_some_and(|t| token_matches(expected, &t));
+                if !token_ok {
+                    warn!("refused request: Mattermost token");
+                    return Reply::empty(401);
+                }
+                warn!(%problem, "Mattermost request with an unreadable form");
+                return Reply::ok(render(Front::Mattermost, answer::malformed()));
             }
         };
-        if let Err(refusal) = authorize(&self.config.allow, &cmd) {
+        let answer = self.command(&form.command, now).await;
+        Reply::ok(render(Front::Mattermost, answer))
+    }
+
+    /// A slash command from either chat, once its request is proven: allow-lists → grammar →
+    /// the command's work. The answer is a Slack message; the caller renders it for its chat.
+    async fn command(&self, cmd: &SlashCommand, now: UnixTime) -> Value {
+        if let Err(refusal) = authorize(&self.config.allow, cmd.who()) {
             info!(
                 ?refusal,
+                front = cmd.front.as_str(),
                 team_id = cmd.team_id,
                 user_id = cmd.user_id,
                 channel_id = cmd.channel_id,
                 "not on the allow-list"
             );
-            return Reply::ok(answer::not_allowed());
+            return answer::not_allowed();
         }
         // The text itself is never logged: someone may paste a password into it by mistake.
-        let answer = match command::parse(&cmd.text) {
+        match command::parse(&cmd.text) {
             Err(mistake) => {
                 info!(
                     user_id = cmd.user_id,
@@ -179,15 +240,87 @@ where
                 near,
             }) => match self.within(near.as_ref()) {
                 Ok(within) => {
-                    self.mint(&cmd, scope, lifetime, within.as_deref(), now)
+                    self.mint(cmd, scope, lifetime, within.as_deref(), now)
                         .await
                 }
                 Err(mistake) => answer::usage(&self.config, Some(&mistake)),
             },
-            Ok(Command::List) => self.list(&cmd, now).await,
-            Ok(Command::Revoke(target)) => self.revoke(&cmd, target, now).await,
+            Ok(Command::List) => self.list(cmd, now).await,
+            Ok(Command::Revoke(target)) => self.revoke(cmd, target, now).await,
+        }
+    }
+
+    /// A button pressed on a Slack message: signature → payload → the press, answered by
+    /// replacing the message in place through the press's reply URL. The HTTP answer is an
+    /// empty 200 whatever happened (Slack shows nothing else for a `block_actions` answer).
+    async fn slack_press(&self, req: &Incoming<'_>, now: UnixTime) -> Reply {
+        if let Err(why) = verify(&self.secret, req.timestamp, req.signature, req.body, now) {
+            warn!(reason = %why, "refused request: Slack signature");
+            return Reply::empty(401);
+        }
+        let press = match parse_press(req.body) {
+            Ok(press) => press,
+            Err(problem) => {
+                warn!(%problem, "signed button press that ec2pass cannot read");
+                return Reply::empty(200);
+            }
         };
-        Reply::ok(answer)
+        let message = self.press(&press, now).await;
+        let Some(url) = press
+            .response_url
+            .as_ref()
+            .and_then(|u| allowed(u.expose(), &self.config.reply_origins))
+        else {
+            warn!(
+                user_id = press.user_id,
+                "a press without a reply URL of the chat's own"
+            );
+            return Reply::empty(200);
+        };
+        if let Err(e) = self.chat.post(&url, &message).await {
+            warn!(user_id = press.user_id, error = %e, "the pressed message could not be replaced");
+        }
+        Reply::empty(200)
+    }
+
+    /// What a press does, and the message that replaces the one pressed on.
+    async fn press(&self, press: &Press, now: UnixTime) -> Value {
+        if let Err(refusal) = authorize(&self.config.allow, press.who()) {
+            info!(
+                ?refusal,
+                user_id = press.user_id,
+                "press: not on the allow-list"
+            );
+            return answer::keep_original(answer::not_allowed());
+        }
+        // Only the minting user can revoke: the store revokes a password only for its owner,
+        // and the owner is who pressed, as Slack signed it.
+        let owner = Owner {
+            team_id: press.team_id.clone(),
+            user_id: press.user_id.clone(),
+        };
+        let (id, listed) = match &press.action {
+            Action::Revoke(id) => (id, false),
+            Action::RevokeListed(id) => (id, true),
+        };
+        let revoked = match self.store.revoke(&owner, id, now).await {
+            Ok(revoked) => revoked,
+            Err(e) => {
+                error!(error = %e, "press: revoke failed");
+                return answer::keep_original(answer::try_again());
+            }
+        };
+        info!(short_id = %id, user_id = press.user_id, revoked, "press: revoke");
+        if !listed {
+            return answer::replace_original(answer::revoked_one(id, revoked));
+        }
+        match self.store.outstanding(&owner, now).await {
+            Ok(items) => answer::replace_original(answer::revoked_listed(id, revoked, &items)),
+            Err(e) => {
+                error!(error = %e, "press: list failed");
+                answer::replace_original(answer::revoked_one(id, revoked))
+            }
+        }
     }
 
     async fn mint(

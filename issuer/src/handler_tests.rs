@@ -9,12 +9,33 @@ use ec2pass_shared::password::Password;
 use ec2pass_shared::store::memory::MemoryStore;
 use ec2pass_shared::store::{Mint, Outstanding, StoreError, TriggerClaim};
 use ec2pass_shared::time::FixedClock;
+use serde_json::json;
 
 use super::*;
 use crate::instances::{DirectoryError, InstanceInfo};
 use crate::verify::sign;
 
 const SECRET: &str = "unit-test-secret";
+const MM_TOKEN: &str = "mmtoken0000000000000000000";
+
+/// The chat, recording each post: the URL and the message.
+#[derive(Clone, Default)]
+struct Posts(std::sync::Arc<Mutex<Vec<(String, Value)>>>);
+
+impl Posts {
+    fn taken(&self) -> Vec<(String, Value)> {
+        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+impl Chat for Posts {
+    async fn post(&self, url: &url::Url, body: &Value) -> Result<(), crate::chat::ChatError> {
+        if let Ok(mut posts) = self.0.lock() {
+            posts.push((url.to_string(), body.clone()));
+        }
+        Ok(())
+    }
+}
 const NOW: UnixTime = UnixTime(1_795_255_200);
 const INSTANCE: &str = "i-0123456789abcdef0";
 
@@ -60,6 +81,7 @@ fn config() -> IssuerConfig {
         signing_secret: SecretSource {
             secret_id: "ec2pass-slack-signing-secret".into(),
         },
+        mattermost_token: None,
         lifetimes: Lifetimes {
             default: std::time::Duration::from_secs(900),
             min: std::time::Duration::from_secs(300),
@@ -75,17 +97,19 @@ fn config() -> IssuerConfig {
     }
 }
 
-fn issuer_with<S>(store: S, config: IssuerConfig) -> Issuer<S, FakeEc2, FixedClock> {
+fn issuer_with<S>(store: S, config: IssuerConfig) -> Issuer<S, FakeEc2, FixedClock, Posts> {
     Issuer {
         config,
         secret: SigningSecret::new(SECRET),
+        mattermost: MattermostToken::new(MM_TOKEN),
+        chat: Posts::default(),
         store,
         directory: ec2(),
         clock: FixedClock(NOW),
     }
 }
 
-fn issuer() -> Issuer<MemoryStore, FakeEc2, FixedClock> {
+fn issuer() -> Issuer<MemoryStore, FakeEc2, FixedClock, Posts> {
     issuer_with(MemoryStore::new(), config())
 }
 
@@ -110,7 +134,7 @@ fn form(user: &str, text: &str) -> String {
     )
 }
 
-async fn send<S, D>(issuer: &Issuer<S, D, FixedClock>, body: &str) -> Reply
+async fn send<S, D>(issuer: &Issuer<S, D, FixedClock, Posts>, body: &str) -> Reply
 where
     S: MintStore + TriggerStore + OutstandingStore,
     D: InstanceDirectory,
@@ -123,6 +147,7 @@ where
 fn signed<'a>(ts: &'a str, sig: &'a str, body: &'a str) -> Incoming<'a> {
     Incoming {
         method: "POST",
+        path: "/",
         content_type: HeaderValue::Once("application/x-www-form-urlencoded"),
         timestamp: HeaderValue::Once(ts),
         signature: HeaderValue::Once(sig),
@@ -412,6 +437,7 @@ async fn wrong_method_type_or_size_are_refused_before_anything_else() {
         (
             Incoming {
                 method: "GET",
+                path: "/",
                 ..signed(&ts, &sig, &body)
             },
             405,
@@ -575,6 +601,7 @@ async fn random_signed_input_never_panics_and_never_gets_a_5xx() {
         let sig = sign(&SigningSecret::new(SECRET), &ts, &body);
         let req = Incoming {
             method: "POST",
+            path: "/",
             content_type: HeaderValue::Once("application/x-www-form-urlencoded"),
             timestamp: HeaderValue::Once(&ts),
             signature: HeaderValue::Once(&sig),
@@ -707,10 +734,12 @@ impl InstanceDirectory for FlakyEc2 {
     }
 }
 
-fn issuer_on<S, D>(store: S, directory: D) -> Issuer<S, D, FixedClock> {
+fn issuer_on<S, D>(store: S, directory: D) -> Issuer<S, D, FixedClock, Posts> {
     Issuer {
         config: config(),
         secret: SigningSecret::new(SECRET),
+        mattermost: MattermostToken::new(MM_TOKEN),
+        chat: Posts::default(),
         store,
         directory,
         clock: FixedClock(NOW),
@@ -831,7 +860,7 @@ impl InstanceDirectory for HangingEc2 {
     }
 }
 
-async fn timed_mint<S, D>(issuer: &Issuer<S, D, FixedClock>) -> (Reply, std::time::Duration)
+async fn timed_mint<S, D>(issuer: &Issuer<S, D, FixedClock, Posts>) -> (Reply, std::time::Duration)
 where
     S: MintStore + TriggerStore + OutstandingStore,
     D: InstanceDirectory,
@@ -1028,4 +1057,332 @@ async fn a_mint_keeps_the_reply_url_only_when_it_points_at_the_chat() {
             .flatten()
             .is_none()
     );
+}
+
+// --- Buttons: Slack's interactivity request on `/slack/actions` -------------------------------
+
+/// Slack's `block_actions` payload as its documentation shows it (tests/fixtures), pressed by
+/// `user` on the button `action_id` of password `short_id`, replying to `response_url`.
+fn press(user: &str, action_id: &str, short_id: &str, response_url: &str) -> String {
+    let mut payload: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/slack/block_actions.json"
+    ))
+    .unwrap_or_default();
+    payload["user"]["id"] = json!(user);
+    payload["user"]["team_id"] = json!("T1");
+    payload["team"]["id"] = json!("T1");
+    payload["api_app_id"] = json!("A1");
+    payload["channel"]["id"] = json!("C1");
+    payload["response_url"] = json!(response_url);
+    payload["actions"][0]["action_id"] = json!(action_id);
+    payload["actions"][0]["value"] = json!(short_id);
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default()
+}
+
+const ACTION_URL: &str = "https://hooks.slack.com/actions/T1/1234/abcd";
+
+async fn send_to<S, D>(issuer: &Issuer<S, D, FixedClock, Posts>, path: &str, body: &str) -> Reply
+where
+    S: MintStore + TriggerStore + OutstandingStore,
+    D: InstanceDirectory,
+{
+    let ts = NOW.0.to_string();
+    let sig = sign(&SigningSecret::new(SECRET), &ts, body.as_bytes());
+    let mut req = signed(&ts, &sig, body);
+    req.path = path;
+    issuer.handle(&req).await
+}
+
+/// The short id on a minted answer's Revoke button.
+fn button_id(reply: &Reply) -> Option<String> {
+    let blocks = reply.body.as_ref()?["blocks"].as_array()?.clone();
+    blocks
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["action_id"] == "revoke")
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
+fn u1() -> Owner {
+    Owner {
+        team_id: "T1".into(),
+        user_id: "U1".into(),
+    }
+}
+
+#[tokio::test]
+async fn revoke_on_a_minted_password_withdraws_it_and_replaces_the_message() {
+    let issuer = issuer();
+    let minted = send(&issuer, &form("U1", INSTANCE)).await;
+    let Some(id) = button_id(&minted) else {
+        panic!("no Revoke button: {}", text_of(&minted));
+    };
+    let answer = send_to(
+        &issuer,
+        "/slack/actions",
+        &press("U1", "revoke", &id, ACTION_URL),
+    )
+    .await;
+    assert_eq!(answer, Reply::empty(200));
+    let posts = issuer.chat.taken();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let (url, message) = &posts[0];
+    assert_eq!(url, ACTION_URL);
+    assert_eq!(message["replace_original"], json!(true));
+    assert!(
+        message["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Revoked")),
+        "{message}"
+    );
+    let left = issuer
+        .store
+        .outstanding(&u1(), NOW)
+        .await
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let password = password_in(&minted)
+        .map(|p| p.display())
+        .unwrap_or_default();
+    assert!(!password.is_empty() && !message.to_string().contains(&password));
+}
+
+#[tokio::test]
+async fn only_the_user_who_minted_can_revoke_with_the_button() {
+    let issuer = issuer();
+    let minted = send(&issuer, &form("U1", INSTANCE)).await;
+    let id = button_id(&minted).unwrap_or_default();
+    send_to(
+        &issuer,
+        "/slack/actions",
+        &press("U2", "revoke", &id, ACTION_URL),
+    )
+    .await;
+    let posts = issuer.chat.taken();
+    assert_eq!(posts.len(), 1);
+    assert!(
+        posts[0].1["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("no outstanding password")),
+        "{posts:?}"
+    );
+    let left = issuer
+        .store
+        .outstanding(&u1(), NOW)
+        .await
+        .unwrap_or_default();
+    assert_eq!(left.len(), 1, "U2's press revoked U1's password");
+}
+
+#[tokio::test]
+async fn a_forged_or_unknown_press_revokes_nothing() {
+    let issuer = issuer();
+    let minted = send(&issuer, &form("U1", INSTANCE)).await;
+    let id = button_id(&minted).unwrap_or_default();
+    let body = press("U1", "revoke", &id, ACTION_URL);
+    let ts = NOW.0.to_string();
+    let forged = sign(&SigningSecret::new("not-the-secret"), &ts, body.as_bytes());
+    let mut req = signed(&ts, &forged, &body);
+    req.path = "/slack/actions";
+    assert_eq!(issuer.handle(&req).await, Reply::empty(401));
+    for body in [
+        press("U1", "delete-everything", &id, ACTION_URL),
+        press("U1", "revoke", "not a short id", ACTION_URL),
+        "payload=%7B%22type%22%3A%22view_submission%22%7D".to_owned(),
+        "payload=not-json".to_owned(),
+        "token=x".to_owned(),
+    ] {
+        let answer = send_to(&issuer, "/slack/actions", &body).await;
+        assert_eq!(answer, Reply::empty(200), "{body}");
+    }
+    assert!(issuer.chat.taken().is_empty());
+    let left = issuer
+        .store
+        .outstanding(&u1(), NOW)
+        .await
+        .unwrap_or_default();
+    assert_eq!(left.len(), 1);
+}
+
+#[tokio::test]
+async fn a_press_posts_only_to_the_chats_own_host() {
+    let issuer = issuer();
+    let minted = send(&issuer, &form("U1", INSTANCE)).await;
+    let id = button_id(&minted).unwrap_or_default();
+    for elsewhere in [
+        "https://example.net/actions/T1/1/x",
+        "https://hooks.slack.com.example.net/actions/T1/1/x",
+        "http://hooks.slack.com/actions/T1/1/x",
+    ] {
+        send_to(
+            &issuer,
+            "/slack/actions",
+            &press("U1", "revoke", &id, elsewhere),
+        )
+        .await;
+    }
+    assert!(issuer.chat.taken().is_empty(), "{:?}", issuer.chat.taken());
+}
+
+#[tokio::test]
+async fn revoke_on_a_line_of_list_shows_the_list_again_without_it() {
+    let issuer = issuer();
+    send(&issuer, &form("U1", INSTANCE)).await;
+    send(&issuer, &form("U1", INSTANCE)).await;
+    let listing = send(&issuer, &form("U1", "list")).await;
+    let blocks = listing
+        .body
+        .as_ref()
+        .map(|b| b["blocks"].clone())
+        .unwrap_or_default();
+    let ids: Vec<String> = blocks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["accessory"]["action_id"] == "revoke-listed")
+        .filter_map(|b| b["accessory"]["value"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids.len(), 2, "{blocks}");
+    send_to(
+        &issuer,
+        "/slack/actions",
+        &press("U1", "revoke-listed", &ids[0], ACTION_URL),
+    )
+    .await;
+    let posts = issuer.chat.taken();
+    let message = posts.first().map(|p| p.1.to_string()).unwrap_or_default();
+    assert!(message.contains("Revoked"), "{message}");
+    assert!(message.contains(&ids[1]), "the list again: {message}");
+    assert_eq!(
+        message.matches(&ids[0]).count(),
+        2,
+        "named in the note, in no line and no button: {message}"
+    );
+}
+
+#[tokio::test]
+async fn other_paths_get_a_bare_404() {
+    let issuer = issuer();
+    for path in ["/admin", "/slack/actions/x", "/mattermost/x"] {
+        let answer = send_to(&issuer, path, &form("U1", INSTANCE)).await;
+        assert_eq!(answer, Reply::empty(404), "{path}");
+    }
+}
+
+// --- Mattermost: `/mattermost`, its token, Markdown answers ------------------------------------
+
+/// Mattermost's slash command body as its documentation shows it (tests/fixtures), with `text`.
+fn mattermost_form(text: &str) -> String {
+    let body = include_str!("../../tests/fixtures/mattermost/slash_command.form").trim();
+    let mut n = TRIGGERS.lock().unwrap_or_else(|p| p.into_inner());
+    *n += 1;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(body).unwrap_or_default();
+    let pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "text" => (k, text.to_owned()),
+            "trigger_id" => (k, format!("{v}{n}")),
+            _ => (k, v),
+        })
+        .collect();
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+async fn from_mattermost<S, D>(issuer: &Issuer<S, D, FixedClock, Posts>, body: &str) -> Reply
+where
+    S: MintStore + TriggerStore + OutstandingStore,
+    D: InstanceDirectory,
+{
+    issuer
+        .handle(&Incoming {
+            method: "POST",
+            path: "/mattermost",
+            content_type: HeaderValue::Once("application/x-www-form-urlencoded"),
+            timestamp: HeaderValue::Absent,
+            signature: HeaderValue::Absent,
+            body: body.as_bytes(),
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_mattermost_command_with_its_token_gets_the_same_answer_in_markdown() {
+    let issuer = issuer();
+    let answer = from_mattermost(&issuer, &mattermost_form(INSTANCE)).await;
+    let body = answer.body.clone().unwrap_or_default();
+    assert_eq!(answer.status, 200);
+    assert_eq!(body["response_type"], "ephemeral");
+    assert!(body.get("blocks").is_none(), "{body}");
+    let text = body["text"].as_str().unwrap_or_default();
+    assert!(text.contains("**Your one-time password**"), "{text}");
+    let shown = text
+        .split(|c: char| c.is_whitespace() || c == '`')
+        .find_map(Password::from_tag);
+    assert!(shown.is_some(), "{text}");
+    // Its requester is a Mattermost one: a Slack user with the same ids has other passwords.
+    let mattermost_owner = Owner {
+        team_id: "mattermost:t0001team00000000000000000".into(),
+        user_id: "u0001user00000000000000000".into(),
+    };
+    let theirs = issuer
+        .store
+        .outstanding(&mattermost_owner, NOW)
+        .await
+        .unwrap_or_default();
+    assert_eq!(theirs.len(), 1);
+    let list = from_mattermost(&issuer, &mattermost_form("list")).await;
+    let list = list.body.unwrap_or_default()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        list.contains(theirs[0].short_id.as_str()) && !list.contains("Revoke"),
+        "{list}"
+    );
+}
+
+#[tokio::test]
+async fn a_mattermost_command_without_the_token_is_refused_before_it_is_read() {
+    let issuer = issuer();
+    let good = mattermost_form(INSTANCE);
+    for bad in [
+        good.replace(
+            "token=mmtoken0000000000000000000",
+            "token=mmtoken0000000000000000001",
+        ),
+        good.replace("token=mmtoken0000000000000000000", "token=mmtoken"),
+        good.replace("token=mmtoken0000000000000000000", "token="),
+        good.replace("token=mmtoken0000000000000000000&", ""),
+        format!("{good}&token=mmtoken0000000000000000000"),
+        good.replace("token=mmtoken0000000000000000000", "token=x")
+            .replace("team_id=", "team="),
+    ] {
+        assert_eq!(
+            from_mattermost(&issuer, &bad).await,
+            Reply::empty(401),
+            "{bad}"
+        );
+    }
+    // A good token with a field missing: an explanation, in Markdown.
+    let answer = from_mattermost(&issuer, &good.replace("user_id=", "user=")).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.is_some_and(|b| b.get("blocks").is_none()));
+    // Slack's signature on the Mattermost path proves nothing there.
+    assert_eq!(
+        send_to(&issuer, "/mattermost", &form("U1", INSTANCE)).await,
+        Reply::empty(401)
+    );
+    let left = issuer
+        .store
+        .outstanding(&u1(), NOW)
+        .await
+        .unwrap_or_default();
+    assert!(left.is_empty());
+    // Without a token configured, there is no Mattermost front at all.
+    let slack_only = Issuer {
+        mattermost: None,
+        ..issuer_with(MemoryStore::new(), config())
+    };
+    assert_eq!(from_mattermost(&slack_only, &good).await, Reply::empty(404));
 }

@@ -24,9 +24,11 @@
 
 pub mod answer;
 pub mod authorize;
+pub mod chat;
 pub mod cold_start;
 pub mod command;
 pub mod followup;
+pub mod front;
 pub mod handler;
 pub mod instances;
 pub mod mint;

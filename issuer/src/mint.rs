@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ec2pass_shared::ids::{InstanceId, Owner};
 use ec2pass_shared::password::{Password, new_short_id};
-use ec2pass_shared::reply::{Origin, allowed};
+use ec2pass_shared::reply::{Front, Origin, allowed};
 use ec2pass_shared::store::{Mint, PasswordRecord, REPLY_FOR, RateWindow, Reply, TriggerClaim};
 use ec2pass_shared::time::UnixTime;
 
@@ -15,18 +15,28 @@ use crate::verify::MAX_SKEW_SECS;
 /// Length of a rate-limit window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(3600);
 
-/// The requester of a slash command.
+/// The requester of a slash command. A Mattermost team's id is written `mattermost:<id>`, so a
+/// requester of one chat never shares a ledger, a rate counter or a password with one of the
+/// other.
 pub fn owner(cmd: &SlashCommand) -> Owner {
     Owner {
-        team_id: cmd.team_id.clone(),
+        team_id: in_front(cmd, &cmd.team_id),
         user_id: cmd.user_id.clone(),
+    }
+}
+
+/// An id of `cmd`'s chat, told apart from the same text from the other chat.
+fn in_front(cmd: &SlashCommand, id: &str) -> String {
+    match cmd.front {
+        Front::Slack => id.to_owned(),
+        Front::Mattermost => format!("mattermost:{id}"),
     }
 }
 
 /// The claim on a request's trigger id, kept until its signature could no longer verify.
 pub fn trigger_claim(cmd: &SlashCommand, now: UnixTime) -> TriggerClaim {
     TriggerClaim {
-        trigger_id: cmd.trigger_id.clone(),
+        trigger_id: in_front(cmd, &cmd.trigger_id),
         forget_after: now.plus(Duration::from_secs(2 * MAX_SKEW_SECS + 60)),
     }
 }
@@ -88,6 +98,7 @@ pub fn reply(cmd: &SlashCommand, record: &PasswordRecord, origins: &[Origin]) ->
         until: record.issued_at.plus(REPLY_FOR),
         posts: 0,
         due: true,
+        front: cmd.front,
     })
 }
 

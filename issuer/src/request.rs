@@ -5,7 +5,9 @@
 //! The form is parsed from the raw bytes (the same bytes the signature covers), strictly: every
 //! field ec2pass relies on must be present exactly once.
 
-use ec2pass_shared::reply::ReplyUrl;
+use ec2pass_shared::ids::ShortId;
+use ec2pass_shared::reply::{Front, ReplyUrl};
+use serde::Deserialize;
 
 use crate::verify::HeaderValue;
 
@@ -17,6 +19,8 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 pub struct Incoming<'a> {
     /// HTTP method.
     pub method: &'a str,
+    /// The path on the function URL (`/`, `/slack/actions`, `/mattermost`).
+    pub path: &'a str,
     /// `Content-Type`.
     pub content_type: HeaderValue<'a>,
     /// `X-Slack-Request-Timestamp`.
@@ -94,6 +98,39 @@ pub struct SlashCommand {
     /// capability, redacted in `Debug`; checked against `EC2PASS_REPLY_ORIGINS` before it is
     /// kept).
     pub response_url: Option<ReplyUrl>,
+    /// The chat it came from.
+    pub front: Front,
+}
+
+impl SlashCommand {
+    /// Who sent it, for the allow-lists.
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            team_id: &self.team_id,
+            enterprise_id: self.enterprise_id.as_deref(),
+            api_app_id: self.api_app_id.as_deref(),
+            user_id: &self.user_id,
+            channel_id: &self.channel_id,
+            front: self.front,
+        }
+    }
+}
+
+/// Who sent a request, as the allow-lists see it: ids only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Who<'a> {
+    /// Workspace (Slack) or team (Mattermost) id.
+    pub team_id: &'a str,
+    /// Slack Enterprise Grid organisation id.
+    pub enterprise_id: Option<&'a str>,
+    /// The Slack app's id.
+    pub api_app_id: Option<&'a str>,
+    /// User id.
+    pub user_id: &'a str,
+    /// Channel id.
+    pub channel_id: &'a str,
+    /// The chat.
+    pub front: Front,
 }
 
 #[cfg(test)]
@@ -110,6 +147,7 @@ impl SlashCommand {
             text: String::new(),
             trigger_id: "trig".into(),
             response_url: Some(ReplyUrl::new("https://hooks.slack.com/commands/T1/1/x")),
+            front: Front::Slack,
         }
     }
 }
@@ -134,18 +172,36 @@ pub enum FormError {
     Duplicated(&'static str),
 }
 
-/// Parses a form body. Never fails on odd bytes: undecodable sequences become U+FFFD.
-pub fn parse_form(body: &[u8]) -> Result<Form, FormError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
-    let field = |name: &'static str| -> Result<Option<String>, FormError> {
-        let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+/// A form body's fields, each read at most once.
+struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    /// Never fails on odd bytes: undecodable sequences become U+FFFD.
+    fn of(body: &[u8]) -> Self {
+        Self(serde_urlencoded::from_bytes(body).unwrap_or_default())
+    }
+
+    /// A field present at most once; empty counts as absent.
+    fn field(&self, name: &'static str) -> Result<Option<String>, FormError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
         let first = values.next().cloned();
         if values.next().is_some() {
             return Err(FormError::Duplicated(name));
         }
         Ok(first.filter(|v| !v.is_empty()))
-    };
-    let required = |name: &'static str| field(name)?.ok_or(FormError::Missing(name));
+    }
+
+    /// A field present exactly once, not empty.
+    fn required(&self, name: &'static str) -> Result<String, FormError> {
+        self.field(name)?.ok_or(FormError::Missing(name))
+    }
+}
+
+/// Parses a Slack form body (a slash command, or Slack's `ssl_check`).
+pub fn parse_form(body: &[u8]) -> Result<Form, FormError> {
+    let fields = Fields::of(body);
+    let field = |name| fields.field(name);
+    let required = |name| fields.required(name);
 
     if field("ssl_check")?.as_deref() == Some("1") && field("command")?.is_none() {
         return Ok(Form::SslCheck);
@@ -160,7 +216,210 @@ pub fn parse_form(body: &[u8]) -> Result<Form, FormError> {
         text: field("text")?.unwrap_or_default(),
         trigger_id: required("trigger_id")?,
         response_url: field("response_url")?.map(ReplyUrl::new),
+        front: Front::Slack,
     }))
+}
+
+/// A Mattermost slash command: the command, and the token it carries (compared with the
+/// configured one before anything else is read from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MattermostCommand {
+    /// The command, in the same shape as Slack's (`front` is [`Front::Mattermost`]).
+    pub command: SlashCommand,
+    /// The slash command's token.
+    pub token: Token,
+}
+
+/// A Mattermost slash command token, as presented: redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Parses the form a Mattermost slash command posts (`token`, `team_id`, `user_id`,
+/// `channel_id`, `command`, `text`, `trigger_id`, `response_url`, and names ec2pass ignores).
+pub fn parse_mattermost(body: &[u8]) -> Result<MattermostCommand, FormError> {
+    let fields = Fields::of(body);
+    let token = Token(fields.required("token")?);
+    Ok(MattermostCommand {
+        command: SlashCommand {
+            team_id: fields.required("team_id")?,
+            enterprise_id: None,
+            api_app_id: None,
+            user_id: fields.required("user_id")?,
+            channel_id: fields.required("channel_id")?,
+            command: fields.required("command")?,
+            text: fields.field("text")?.unwrap_or_default(),
+            trigger_id: fields.required("trigger_id")?,
+            response_url: fields.field("response_url")?.map(ReplyUrl::new),
+            front: Front::Mattermost,
+        },
+        token,
+    })
+}
+
+/// The token of a Mattermost form, alone (for a form whose other fields do not read).
+pub fn parse_token(body: &[u8]) -> Option<Token> {
+    Fields::of(body).field("token").ok().flatten().map(Token)
+}
+
+/// A button pressed on one of ec2pass's messages, from Slack's interactivity request
+/// (`payload`, a `block_actions` JSON document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Press {
+    /// Workspace id.
+    pub team_id: String,
+    /// Enterprise Grid organisation id, when there is one.
+    pub enterprise_id: Option<String>,
+    /// The Slack app's id.
+    pub api_app_id: Option<String>,
+    /// Who pressed.
+    pub user_id: String,
+    /// Channel of the message.
+    pub channel_id: String,
+    /// What the button does.
+    pub action: Action,
+    /// Where the message is replaced with the result (30 minutes, five posts).
+    pub response_url: Option<ReplyUrl>,
+}
+
+impl Press {
+    /// Who pressed, for the allow-lists.
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            team_id: &self.team_id,
+            enterprise_id: self.enterprise_id.as_deref(),
+            api_app_id: self.api_app_id.as_deref(),
+            user_id: &self.user_id,
+            channel_id: &self.channel_id,
+            front: Front::Slack,
+        }
+    }
+}
+
+/// The buttons ec2pass puts on its messages: `action_id` and what it carries in `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `revoke`, on a minted password: withdraw it, and replace the message with the result.
+    Revoke(ShortId),
+    /// `revoke-listed`, on a line of `list`: withdraw it, and show the list again.
+    RevokeListed(ShortId),
+}
+
+/// Action id of the Revoke button on a minted password.
+pub const REVOKE: &str = "revoke";
+/// Action id of the Revoke button on a line of `list`.
+pub const REVOKE_LISTED: &str = "revoke-listed";
+
+/// Why a button press could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PressError {
+    /// The form has no single `payload`.
+    #[error(transparent)]
+    Form(#[from] FormError),
+    /// The payload is not a `block_actions` document ec2pass can read.
+    #[error("the payload is not a block_actions press: {0}")]
+    Payload(String),
+    /// A button ec2pass did not make (or a value that is no short id).
+    #[error("an action ec2pass does not know")]
+    UnknownAction,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(rename = "type")]
+    kind: String,
+    team: Option<IdOnly>,
+    user: PayloadUser,
+    api_app_id: Option<String>,
+    enterprise: Option<IdOnly>,
+    channel: Option<IdOnly>,
+    container: Option<Container>,
+    response_url: Option<String>,
+    #[serde(default)]
+    actions: Vec<PayloadAction>,
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct PayloadUser {
+    id: String,
+    team_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Container {
+    channel_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PayloadAction {
+    action_id: String,
+    value: Option<String>,
+}
+
+/// Parses Slack's interactivity request: a form with one `payload` field holding the
+/// `block_actions` JSON. Exactly one action, one of [`Action`]'s.
+pub fn parse_press(body: &[u8]) -> Result<Press, PressError> {
+    let fields = Fields::of(body);
+    let raw = fields.required("payload")?;
+    let payload: Payload =
+        serde_json::from_str(&raw).map_err(|e| PressError::Payload(e.to_string()))?;
+    if payload.kind != "block_actions" {
+        return Err(PressError::Payload(format!(
+            "type {:?}",
+            shorten(&payload.kind)
+        )));
+    }
+    let [action] = payload.actions.as_slice() else {
+        return Err(PressError::Payload("not exactly one action".into()));
+    };
+    let id = action
+        .value
+        .as_deref()
+        .and_then(ShortId::parse)
+        .ok_or(PressError::UnknownAction)?;
+    let action = match action.action_id.as_str() {
+        REVOKE => Action::Revoke(id),
+        REVOKE_LISTED => Action::RevokeListed(id),
+        _ => return Err(PressError::UnknownAction),
+    };
+    let team_id = payload
+        .team
+        .map(|t| t.id)
+        .or(payload.user.team_id)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| PressError::Payload("no team".into()))?;
+    let channel_id = payload
+        .channel
+        .map(|c| c.id)
+        .or(payload.container.and_then(|c| c.channel_id))
+        .unwrap_or_default();
+    if payload.user.id.is_empty() {
+        return Err(PressError::Payload("no user".into()));
+    }
+    Ok(Press {
+        team_id,
+        enterprise_id: payload.enterprise.map(|e| e.id),
+        api_app_id: payload.api_app_id,
+        user_id: payload.user.id,
+        channel_id,
+        action,
+        response_url: payload.response_url.map(ReplyUrl::new),
+    })
+}
+
+/// At most 40 characters of something echoed in a log line.
+fn shorten(s: &str) -> String {
+    s.chars().take(40).collect()
 }
 
 #[cfg(test)]
@@ -171,6 +430,7 @@ mod tests {
     fn req<'a>(method: &'a str, ct: HeaderValue<'a>, body: &'a [u8]) -> Incoming<'a> {
         Incoming {
             method,
+            path: "/",
             content_type: ct,
             timestamp: Absent,
             signature: Absent,

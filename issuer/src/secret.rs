@@ -9,6 +9,8 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use ec2pass_shared::config::{SecretSource, SigningSecret};
 
+use crate::front::MattermostToken;
+
 /// What the stack puts in the secret before the operator sets the Slack app's signing secret.
 /// Any value starting with [`PLACEHOLDER_PREFIX`] counts as a placeholder.
 pub const PLACEHOLDER: &str = "REPLACE-WITH-THE-SLACK-APP-SIGNING-SECRET";
@@ -86,6 +88,51 @@ pub fn check(secret_id: &str, value: Option<&str>) -> Result<SigningSecret, Secr
         Err(refuse(Problem::Json))
     } else {
         Ok(SigningSecret::new(value))
+    }
+}
+
+/// The Mattermost slash command's token could not be obtained; names the secret, never its
+/// value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot use the Mattermost slash command token in Secrets Manager secret {secret_id}: {problem}"
+)]
+pub struct TokenError {
+    /// The secret's ARN or name, as configured.
+    pub secret_id: String,
+    /// What is wrong, in the token's words.
+    pub problem: String,
+}
+
+/// Reads the Mattermost slash command's token under the signing secret's rules (a text value,
+/// not empty, not the stack's placeholder, not JSON).
+pub async fn resolve_mattermost(
+    source: &SecretSource,
+    client: &Client,
+) -> Result<MattermostToken, TokenError> {
+    let refuse = |problem: String| TokenError {
+        secret_id: source.secret_id.clone(),
+        problem,
+    };
+    let secret = resolve(source, client)
+        .await
+        .map_err(|e| refuse(token_problem(&e.problem)))?;
+    let text = std::str::from_utf8(secret.expose()).unwrap_or_default();
+    MattermostToken::new(text).ok_or_else(|| refuse(token_problem(&Problem::Empty)))
+}
+
+/// A [`Problem`] told of the Mattermost token rather than of Slack's signing secret.
+fn token_problem(problem: &Problem) -> String {
+    let put = "put the token Mattermost shows for the slash command (Integrations → Slash \
+               Commands) in it";
+    match problem {
+        Problem::Unreadable(e) => format!("GetSecretValue failed: {e}"),
+        Problem::NoText => format!("the secret has no text value: {put}, as text"),
+        Problem::Empty => format!("the secret's value is empty: {put}"),
+        Problem::Placeholder => {
+            format!("the secret still holds the placeholder the stack created: {put}")
+        }
+        Problem::Json => format!("the secret's value is a JSON document: {put}, as plain text"),
     }
 }
 

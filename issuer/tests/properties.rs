@@ -484,6 +484,7 @@ fn the_shape_check_refuses_exactly_what_the_spec_refuses_with_its_status() {
             let body = vec![b'a'; len];
             let req = Incoming {
                 method: &method,
+                path: "/",
                 content_type: ct.as_value(),
                 timestamp: HeaderValue::Absent,
                 signature: HeaderValue::Absent,
@@ -631,6 +632,7 @@ fn expected_form(pairs: &[(String, String)]) -> Result<Form, FormError> {
         text: field("text")?.unwrap_or_default(),
         trigger_id: required("trigger_id")?,
         response_url: field("response_url")?.map(ec2pass_shared::reply::ReplyUrl::new),
+        front: Default::default(),
     }))
 }
 
@@ -1350,13 +1352,17 @@ impl InstanceDirectory for AnyInstance {
     }
 }
 
-fn issuer(name: String, allow_unscoped: bool) -> Issuer<MemoryStore, AnyInstance, FixedClock> {
+fn issuer(
+    name: String,
+    allow_unscoped: bool,
+) -> Issuer<MemoryStore, AnyInstance, FixedClock, issuer::chat::HttpChat> {
     Issuer {
         config: IssuerConfig {
             table: "t".into(),
             signing_secret: SecretSource {
                 secret_id: "ec2pass-slack-signing-secret".into(),
             },
+            mattermost_token: None,
             lifetimes: Lifetimes {
                 default: Duration::from_secs(900),
                 min: Duration::from_secs(300),
@@ -1370,6 +1376,8 @@ fn issuer(name: String, allow_unscoped: bool) -> Issuer<MemoryStore, AnyInstance
             reply_origins: Vec::new(),
         },
         secret: SigningSecret::new(SECRET),
+        mattermost: None,
+        chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         store: MemoryStore::new(),
         directory: AnyInstance(name),
         clock: FixedClock(UnixTime(NOW)),

@@ -119,17 +119,23 @@ impl<'a> Env<'a> {
             .map(str::trim)
             .filter(|id| !id.is_empty())
             .map(|id| {
-                let ok = id.len() <= 32
+                // A Slack id (`T0123ABCD`), or a Mattermost one: 26 lower-case letters and digits.
+                let slack = id.len() <= 32
                     && id
                         .bytes()
                         .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                let mattermost = id.len() == 26
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                let ok = slack || mattermost;
                 if ok {
                     Ok(id.to_owned())
                 } else {
                     Err(ConfigError {
                         var,
                         problem: format!(
-                            "{id:?} is not a Slack id (ids look like T0123ABCD; names are not accepted)"
+                            "{id:?} is not a Slack or Mattermost id (ids look like T0123ABCD, or 26 lower-case letters and digits; names are not accepted)"
                         ),
                     })
                 }
@@ -205,6 +211,9 @@ pub struct IssuerConfig {
     pub table: String,
     /// Slack signing secret source.
     pub signing_secret: SecretSource,
+    /// Where the Mattermost slash command's token is kept, when Mattermost is a front
+    /// (`EC2PASS_MATTERMOST_TOKEN_SECRET_ARN`; unset or empty: Slack only).
+    pub mattermost_token: Option<SecretSource>,
     /// Password lifetimes (`EC2PASS_LIFETIME_DEFAULT`, `_MIN`, `_MAX`).
     pub lifetimes: Lifetimes,
     /// Allow-lists (`EC2PASS_ALLOWED_TEAMS`, `_ENTERPRISES`, `_APPS`, `_USERS`, `_CHANNELS`).
@@ -237,6 +246,11 @@ impl IssuerConfig {
         Ok(Self {
             table: table_name(env)?,
             signing_secret,
+            mattermost_token: env
+                .get("EC2PASS_MATTERMOST_TOKEN_SECRET_ARN")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .map(|secret_id| SecretSource { secret_id }),
             lifetimes: lifetimes(env)?,
             allow: AllowLists {
                 teams: env.slack_ids("EC2PASS_ALLOWED_TEAMS")?,

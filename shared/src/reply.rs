@@ -18,6 +18,36 @@ pub const MOST_URL_BYTES: usize = 512;
 /// The origins reply URLs may point at when `EC2PASS_REPLY_ORIGINS` is unset.
 pub const DEFAULT_ORIGINS: &str = "https://hooks.slack.com";
 
+/// Which chat a request came from, and where its answers and follow-ups go back to: one issuer
+/// serves both, and only request auth, answer rendering and the follow-up's shape differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Front {
+    /// A Slack app: signed requests, Block Kit answers.
+    #[default]
+    Slack,
+    /// A Mattermost slash command: its token, Markdown answers.
+    Mattermost,
+}
+
+impl Front {
+    /// The name stored with a reply (`slack`, `mattermost`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Front::Slack => "slack",
+            Front::Mattermost => "mattermost",
+        }
+    }
+
+    /// Reads [`Front::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "slack" => Some(Front::Slack),
+            "mattermost" => Some(Front::Mattermost),
+            _ => None,
+        }
+    }
+}
+
 /// A reply URL as the chat sent it, not yet checked: a capability, so its `Debug` never shows
 /// it (a request logged whole does not leak it).
 #[derive(Clone, PartialEq, Eq)]

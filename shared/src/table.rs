@@ -10,7 +10,7 @@
 //! | Slack trigger | `trigger#<trigger_id>` | `ttl` |
 //! | rate counter | `rate#<team>#<user>#<hour>` | `n`, `ttl` |
 //! | requester's ledger | `owner#<team>#<user>` | `passwords` (string set of password keys), `ttl` |
-//! | reply | `reply#<short id>` | `url` (the chat's reply URL: a capability), `reply_until`, `posts`, `digest`, `owner`, `team_id`, `user_id`, `scope`, `expires_at`, `ttl`; while the password's outcome is untold `reply_due`, `reply_due_at` |
+//! | reply | `reply#<short id>` | `url` (the chat's reply URL: a capability), `chat` (absent for Slack), `reply_until`, `posts`, `digest`, `owner`, `team_id`, `user_id`, `scope`, `expires_at`, `ttl`; while the password's outcome is untold `reply_due`, `reply_due_at` |
 //! | verdict | `verdict#<instance>@<launch time>` | `verdict`, `reason`, `instance_id`, `launch_time`, `short_id`, `team_id`, `user_id`, `password_key`, `decided_at`, `event_id`, `ttl`; while its alert is owed `alert_due`, `alert_owner`, `alert_lease_until`; once published `alert_sent_at` |
 //!
 //! `list` and `revoke` find a requester's passwords through the requester's ledger, read with
@@ -40,6 +40,8 @@ pub const REPLY_PREFIX: &str = "reply#";
 pub const REPLY_URL: &str = "url";
 /// Until when (epoch seconds) the reply URL may be posted to.
 pub const REPLY_UNTIL: &str = "reply_until";
+/// The chat a reply URL belongs to (`mattermost`; absent: `slack`).
+pub const REPLY_FRONT: &str = "chat";
 /// How many follow-ups the reply URL has carried.
 pub const REPLY_POSTS: &str = "posts";
 /// Present (always [`REPLY_DUE_VALUE`]) while the password's outcome is untold: hash key of the

@@ -86,6 +86,12 @@ impl Local {
         SigningSecret::new(self.get("EC2PASS_DEV_SIGNING_SECRET"))
     }
 
+    /// The development Mattermost token (`EC2PASS_DEV_MATTERMOST_TOKEN`), which the tests present
+    /// as Mattermost does.
+    pub fn mattermost_token(&self) -> &str {
+        self.get("EC2PASS_DEV_MATTERMOST_TOKEN")
+    }
+
     /// The Secrets Manager secret the issuer reads its signing secret from
     /// (`EC2PASS_SLACK_SIGNING_SECRET_ARN`).
     pub fn signing_secret_id(&self) -> &str {
@@ -647,6 +653,7 @@ pub type LocalIssuer<C> = issuer::handler::Issuer<
     ec2pass_shared::store::dynamo::DynamoStore,
     issuer::instances::Ec2Directory,
     C,
+    issuer::chat::HttpChat,
 >;
 
 /// Builds the issuer against the emulator with `dev/local.env`'s settings.
@@ -666,6 +673,8 @@ pub fn local_issuer<C: ec2pass_shared::time::Clock>(
         ),
         directory: issuer::instances::Ec2Directory::new(aws_sdk_ec2::Client::new(aws)),
         secret: local.signing_secret(),
+        mattermost: issuer::front::MattermostToken::new(local.mattermost_token()),
+        chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         clock,
         config,
     }

@@ -18,7 +18,8 @@ use ec2pass_tests::{
     AlertQueue, Local, inspect, invocation, launch_instance, local_guard, now, state_change, tag,
     unique,
 };
-use issuer::followup::{Followup, HttpChat, Told};
+use issuer::chat::HttpChat;
+use issuer::followup::{Followup, Told};
 use issuer::request::SlashCommand;
 
 /// The follow-up's schedule reads every untold reply of the shared table: one test at a time,
@@ -43,6 +44,7 @@ async fn mint(
         text: String::new(),
         trigger_id: unique("trigger."),
         response_url: Some(ReplyUrl::new(reply_url)),
+        front: Default::default(),
     };
     let (password, mut plan) = issuer::mint::plan(
         &cmd,

@@ -58,6 +58,7 @@ impl World {
             text: String::new(),
             trigger_id: unique("trigger."),
             response_url: None,
+            front: Default::default(),
         };
         let (password, mint) = issuer::mint::plan(
             &cmd,

@@ -927,6 +927,7 @@ async fn headers_the_emulator_cannot_carry_are_refused_by_the_product_in_process
         let reply = issuer
             .handle(&Incoming {
                 method: "POST",
+                path: "/",
                 content_type: issuer::handler::single(&map, CT),
                 timestamp: issuer::handler::single(&map, TS),
                 signature: issuer::handler::single(&map, SIG),

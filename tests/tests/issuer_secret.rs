@@ -25,6 +25,7 @@ async fn post(issuer: &issuer::cold_start::LambdaIssuer, secret: &str, body: &st
     issuer
         .handle(&Incoming {
             method: "POST",
+            path: "/",
             content_type: HeaderValue::Once("application/x-www-form-urlencoded"),
             timestamp: HeaderValue::Once(&ts),
             signature: HeaderValue::Once(&sig),

@@ -89,6 +89,7 @@ async fn mint(
         text: String::new(),
         trigger_id: unique("trigger."),
         response_url: None,
+        front: Default::default(),
     };
     let (password, plan) = issuer::mint::plan(
         &cmd,
@@ -511,6 +512,8 @@ async fn issuer_under_load_answers_right_rate_limits_exactly_and_stores_distinct
         store: base.store,
         clock: base.clock,
         secret: base.secret,
+        mattermost: None,
+        chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         config: base.config,
     });
     let limit = issuer.config.rate_limit_per_hour;
@@ -564,6 +567,7 @@ async fn issuer_under_load_answers_right_rate_limits_exactly_and_stores_distinct
                     .handle_within(
                         &Incoming {
                             method: "POST",
+                            path: "/",
                             content_type: HeaderValue::Once("application/x-www-form-urlencoded"),
                             timestamp: HeaderValue::Once(&ts),
                             signature: HeaderValue::Once(&signature),

@@ -36,6 +36,7 @@ async fn mint(store: &DynamoStore, scope: &InstanceId) -> Password {
         text: String::new(),
         trigger_id: unique("trigger."),
         response_url: None,
+        front: Default::default(),
     };
     let (password, mint) = issuer::mint::plan(
         &cmd,

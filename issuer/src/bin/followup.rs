@@ -7,7 +7,8 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use ec2pass_shared::config::{Env, FollowupConfig};
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
-use issuer::followup::{Followup, HttpChat};
+use issuer::chat::HttpChat;
+use issuer::followup::Followup;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::{Value, json};
 

@@ -29,6 +29,7 @@ use super::{
 use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
 use crate::org::Place;
+use crate::reply::Front;
 use crate::table as t;
 use crate::time::UnixTime;
 use crate::verdict::{AlertClaim, Cycle, DenyReason, Verdict, VerdictRecord};
@@ -1008,6 +1009,9 @@ pub fn reply_item(r: &Reply) -> Item {
     if let Some(scope) = &r.scope {
         item.insert(t::SCOPE.into(), s(scope.as_str()));
     }
+    if r.front != Front::Slack {
+        item.insert(t::REPLY_FRONT.into(), s(r.front.as_str()));
+    }
     if r.due {
         item.insert(t::REPLY_DUE.into(), s(t::REPLY_DUE_VALUE));
         item.insert(t::REPLY_DUE_AT.into(), n(r.expires_at.0));
@@ -1065,6 +1069,14 @@ pub fn reply_from_item(item: &Item) -> Result<Reply, StoreError> {
         until: UnixTime(number(t::REPLY_UNTIL)?),
         posts: u32::try_from(number(t::REPLY_POSTS)?).map_err(|_| bad("bad posts"))?,
         due: item.contains_key(t::REPLY_DUE),
+        front: match item.get(t::REPLY_FRONT) {
+            None => Front::Slack,
+            Some(v) => v
+                .as_s()
+                .ok()
+                .and_then(|s| Front::parse(s))
+                .ok_or_else(|| bad("bad chat"))?,
+        },
     })
 }
 

@@ -72,6 +72,8 @@ pub struct Reply {
     pub posts: u32,
     /// Whether the outcome is still untold.
     pub due: bool,
+    /// The chat the URL belongs to (how the follow-up is written).
+    pub front: crate::reply::Front,
 }
 
 impl std::fmt::Debug for Reply {
@@ -86,6 +88,7 @@ impl std::fmt::Debug for Reply {
             .field("until", &self.until)
             .field("posts", &self.posts)
             .field("due", &self.due)
+            .field("front", &self.front)
             .finish_non_exhaustive()
     }
 }

@@ -586,6 +586,8 @@ async fn issuer_path(
         directory: Ec2Directory::new(clients.ec2.clone()),
         clock: SystemClock,
         secret: world.signing_secret(),
+        mattermost: None,
+        chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         config,
     };
     let scope = world
@@ -597,6 +599,7 @@ async fn issuer_path(
     let sig = issuer::verify::sign(&world.signing_secret(), &ts, body.as_bytes());
     let incoming = Incoming {
         method: "POST",
+        path: "/",
         content_type: HeaderValue::Once("application/x-www-form-urlencoded"),
         timestamp: HeaderValue::Once(&ts),
         signature: HeaderValue::Once(&sig),

@@ -135,6 +135,8 @@ pub async fn issuer_mint(iterations: usize, warmup: usize) -> Fallible<WarmResul
         directory: KnownDirectory,
         clock: SystemClock,
         secret: secret.clone(),
+        mattermost: None,
+        chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         config,
     };
     let scope = InstanceId::parse("i-0123456789abcdef0").ok_or("bad instance id")?;

@@ -207,6 +207,7 @@ impl World {
             text: scope.as_str().to_owned(),
             trigger_id: unique("trigger."),
             response_url: None,
+            front: Default::default(),
         };
         let (password, mint) = issuer::mint::plan(
             &cmd,
