@@ -42,7 +42,7 @@ test: venv ## every test: template checks, unit, against moto, and end to end un
 		checked=0; wait $$checks || checked=$$?; tail -n 1 .dev/template-check.log; \
 		if [ $$checked -ne 0 ]; then grep -v '^ok ' .dev/template-check.log; fi; \
 		[ $$built -eq 0 ] && [ $$checked -eq 0 ]
-	@mkdir -p .dev; rm -rf .dev/secrets .dev/logs/tests-*.log; status=0; \
+	@mkdir -p .dev; rm -rf .dev/secrets .dev/logs/tests-*.log .dev/chat-messages; status=0; \
 	$(STACK) run -- sh -c 'cargo test --workspace --all-targets --no-fail-fast -- --show-output; s=$$?; \
 		target/debug/bench --smoke || s=1; exit $$s' 2>&1 \
 		| tee .dev/test.log | grep --line-buffered -E "$$SHOWN" || status=$$?; \
@@ -51,6 +51,8 @@ test: venv ## every test: template checks, unit, against moto, and end to end un
 		END { printf "properties: %d properties, %d cases\n", n, c }' .dev/test.log; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' .dev/test.log; \
 	cargo run --quiet -p ec2pass-tests --bin secrets-scan || status=1; \
+	$(VENV)/bin/python dev/check_chat_messages.py .dev/chat-messages > .dev/chat-messages.log 2>&1 \
+		|| { grep -v '^OK ' .dev/chat-messages.log; status=1; }; tail -n 1 .dev/chat-messages.log; \
 	exit $$status
 
 bench: venv ## performance figures from release builds: a table and target/bench/results.json (docs/performance.md)
