@@ -84,7 +84,8 @@ impl Alerts for SnsAlerts {
             .publish()
             .topic_arn(&self.topic_arn)
             .subject(alert.subject())
-            .message(alert.message());
+            .message_structure("json")
+            .message(alert.per_protocol());
         for (name, attribute) in attributes_of(alert)? {
             request = request.message_attributes(name, attribute);
         }
@@ -105,7 +106,8 @@ impl Alerts for SnsAlerts {
                     PublishBatchRequestEntry::builder()
                         .id(n.to_string())
                         .subject(alert.subject())
-                        .message(alert.message())
+                        .message_structure("json")
+                        .message(alert.per_protocol())
                         .set_message_attributes(Some(attributes.into_iter().collect()))
                         .build()
                         .map_err(|e| AwsError::new("PublishBatch", e.to_string()))

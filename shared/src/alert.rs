@@ -6,7 +6,7 @@
 //! let subscribers filter (for example, e-mail only denials). The schema is documented, with an
 //! example, in `docs/alerts.md`. An alert never carries a password or a full digest.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::verdict::Verdict;
 
@@ -14,7 +14,7 @@ use crate::verdict::Verdict;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// What the guard did about the instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// StopInstances succeeded (or the instance was already stopping, stopped or terminated).
@@ -30,7 +30,7 @@ pub enum Action {
 }
 
 /// An alert, as published.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -113,6 +113,91 @@ impl Alert {
     /// The JSON message body.
     pub fn message(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// The message as published (`MessageStructure` `json`, one message per protocol): e-mail
+    /// subscribers get [`Alert::readable`]; every other protocol (SQS, HTTPS, Lambda,
+    /// `email-json`, Firehose) gets `default`, the versioned JSON of [`Alert::message`].
+    pub fn per_protocol(&self) -> String {
+        serde_json::json!({ "default": self.message(), "email": self.readable() }).to_string()
+    }
+
+    /// The alert for people: what happened, to what, why, and what the guard did, one fact a
+    /// line. Every part that came from outside (the `Name` tag, the detail) is one line.
+    pub fn readable(&self) -> String {
+        let name = self
+            .instance_name
+            .as_deref()
+            .map(|n| format!(" ({})", one_line(n)))
+            .unwrap_or_default();
+        let what = match self.verdict.as_str() {
+            "deny" => "ec2pass DENIED a start",
+            "allow" => "ec2pass allowed a start",
+            "exempt" => "ec2pass let an exempt start stand",
+            "summary" => "ec2pass decided several starts at once",
+            _ => "ec2pass could not decide a start",
+        };
+        let mut lines = vec![
+            format!("{what}."),
+            String::new(),
+            format!("Instance:  {}{name}", self.instance_id),
+            format!(
+                "Where:     account {}, region {}",
+                self.account, self.region
+            ),
+            format!("Why:       {}", why(&self.verdict, &self.reason)),
+            format!("Done:      {}", done(self.action)),
+            format!("When:      {}", self.event_time),
+        ];
+        if let Some(launch) = &self.launch_time {
+            lines.push(format!("Launched:  {launch}"));
+        }
+        if let Some(id) = &self.password_short_id {
+            let whose = self
+                .issuer_user_id
+                .as_deref()
+                .map(|u| format!(", issued to chat user {u}"))
+                .unwrap_or_default();
+            lines.push(format!("Password:  short id {id}{whose}"));
+        }
+        if let Some(detail) = &self.detail {
+            lines.push(format!("Detail:    {}", one_line(detail)));
+        }
+        lines.push(format!("Event:     {}", self.event_id));
+        lines.push(String::new());
+        lines.push(format!(
+            "Every other subscriber gets this alert as JSON (schema_version {}, docs/alerts.md).",
+            self.schema_version
+        ));
+        lines.join("\n")
+    }
+}
+
+/// A verdict's reason in words.
+fn why(verdict: &str, reason: &str) -> String {
+    let words = match (verdict, reason) {
+        ("deny", "missing") => "no Auth tag on the instance (or an empty one)",
+        ("deny", "unknown") => "the Auth tag holds no password ec2pass issued",
+        ("deny", "expired") => "the password had expired",
+        ("deny", "reused") => "the password had already been used",
+        ("deny", "wrong-instance") => {
+            "the password was for another instance: it has leaked, and is burned"
+        }
+        ("allow", _) => "a valid one-time password, now used up",
+        ("exempt", _) => "the instance is exempt",
+        _ => return one_line(reason),
+    };
+    format!("{words} ({})", one_line(reason))
+}
+
+/// What the guard did, in words.
+fn done(action: Action) -> &'static str {
+    match action {
+        Action::Stopped => "the instance was stopped",
+        Action::StopPending => "the instance is stopped as soon as EC2 lets it (it was pending)",
+        Action::Terminated => "the instance could not be stopped, and was terminated",
+        Action::AlertOnly => "nothing but this alert (the instance could not be stopped)",
+        Action::None => "nothing",
     }
 }
 
@@ -265,5 +350,40 @@ mod tests {
             ["verdict", "reason", "instance_id", "account", "region"]
         );
         assert_eq!(attrs[0].1, "deny");
+    }
+
+    #[test]
+    fn e_mail_gets_readable_text_and_every_other_protocol_the_json() {
+        let mut alert = alert();
+        alert.instance_name = Some("web\nprod".into());
+        alert.event_id = "0f1e2d3c-event".into();
+        let published: serde_json::Value =
+            serde_json::from_str(&alert.per_protocol()).unwrap_or_default();
+        let default = published["default"].as_str().unwrap_or_default();
+        let back: Result<Alert, _> = serde_json::from_str(default);
+        assert_eq!(
+            back.ok(),
+            Some(alert.clone()),
+            "default is the versioned JSON"
+        );
+        let email = published["email"].as_str().unwrap_or_default();
+        assert!(!email.contains('{'), "{email}");
+        for needed in [
+            "DENIED",
+            alert.instance_id.as_str(),
+            "web prod",
+            alert.account.as_str(),
+            alert.region.as_str(),
+            "the password had expired (expired)",
+            "the instance was stopped",
+            alert.event_id.as_str(),
+        ] {
+            assert!(email.contains(needed), "{needed} missing from {email}");
+        }
+        let keys: Vec<&String> = published
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys, ["default", "email"]);
     }
 }
