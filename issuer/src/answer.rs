@@ -5,10 +5,11 @@
 //! `<!channel>` is shown, not acted on.
 
 use ec2pass_shared::config::IssuerConfig;
-use ec2pass_shared::ids::{InstanceId, ShortId};
+use ec2pass_shared::ids::{InstanceId, Owner, ShortId};
 use ec2pass_shared::password::Password;
 use ec2pass_shared::store::Outstanding;
 use ec2pass_shared::time::{UnixTime, format_duration};
+use ec2pass_shared::verdict::{Verdict, VerdictRecord};
 use serde_json::{Value, json};
 
 use crate::command::Mistake;
@@ -242,6 +243,13 @@ pub fn usage(config: &IssuerConfig, mistake: Option<&Mistake>) -> Value {
             format_duration(l.min),
             format_duration(l.max)
         ),
+        Mistake::BadStatus(what) if what.is_empty() => {
+            "`status` needs an instance id: `/ec2pass status i-0123456789abcdef0`.".to_owned()
+        }
+        Mistake::BadStatus(what) => format!(
+            "`{}` is not an instance id: `/ec2pass status i-0123456789abcdef0` shows one instance's latest verdicts.",
+            escape(what)
+        ),
         Mistake::BadRevoke(what) if what.is_empty() => {
             "`revoke` needs a password id (from `/ec2pass list`) or `all`.".to_owned()
         }
@@ -297,6 +305,7 @@ pub fn usage(config: &IssuerConfig, mistake: Option<&Mistake>) -> Value {
          • `/ec2pass i-0123456789abcdef0 2h`: the same, valid 2h (from {} to {}){near}{unscoped}\n\
          • `/ec2pass list`: your outstanding passwords\n\
          • `/ec2pass revoke ID` or `/ec2pass revoke all`: withdraw them\n\
+         • `/ec2pass status i-0123456789abcdef0`: that instance's latest starts, and what ec2pass decided\n\
          • `/ec2pass help`: this message",
         format_duration(l.default),
         format_duration(l.min),
@@ -307,6 +316,50 @@ pub fn usage(config: &IssuerConfig, mistake: Option<&Mistake>) -> Value {
         None => help,
     };
     note(&text)
+}
+
+/// Who a verdict's password was issued to: a Slack user as a mention (Slack shows the name), a
+/// Mattermost user by id.
+fn whose(owner: &Owner) -> String {
+    match owner.team_id.strip_prefix("mattermost:") {
+        Some(_) => format!("Mattermost user `{}`", escape(&owner.user_id)),
+        None => format!("<@{}>", escape(&owner.user_id)),
+    }
+}
+
+/// `status i-…`: the instance's latest verdicts, latest first: what was decided, why, when,
+/// with which password (its short id) and whose.
+pub fn status(id: &InstanceId, info: &InstanceInfo, verdicts: &[VerdictRecord]) -> Value {
+    let head = format!("*Latest starts of* {}", describe_scope(Some((id, info))));
+    if verdicts.is_empty() {
+        return note(&format!(
+            "{head}\nNo start of it has been decided while its verdicts are kept."
+        ));
+    }
+    let lines: Vec<String> = verdicts
+        .iter()
+        .map(|v| {
+            let what = match v.verdict {
+                Verdict::Allow => ":white_check_mark: allowed".to_owned(),
+                Verdict::Deny(reason) => {
+                    format!(":no_entry: denied ({}), stopped", reason.as_str())
+                }
+                Verdict::Exempt => ":white_circle: exempt".to_owned(),
+            };
+            let password = match (&v.short_id, &v.issuer) {
+                (Some(short), Some(owner)) => format!(", password `{short}` of {}", whose(owner)),
+                (Some(short), None) => format!(", password `{short}`"),
+                _ => String::new(),
+            };
+            let place = v
+                .place
+                .as_ref()
+                .map(|p| format!(" in {}/{}", escape(&p.account), escape(&p.region)))
+                .unwrap_or_default();
+            format!("• {what}, {}{place}{password}", slack_date(v.decided_at))
+        })
+        .collect();
+    note(&format!("{head}\n{}", lines.join("\n")))
 }
 
 /// The requester is not on an allow-list.

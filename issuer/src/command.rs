@@ -9,6 +9,7 @@
 //! | `help` | usage |
 //! | `list` | the requester's outstanding passwords |
 //! | `revoke ID`, `revoke all` | withdraw the requester's own outstanding passwords |
+//! | `status i-…` | the instance's latest verdicts (for anyone who may mint for it) |
 //!
 //! Keywords are case-insensitive; instance ids must be written as EC2 writes them (lowercase).
 
@@ -37,6 +38,8 @@ pub enum Command {
     List,
     /// Withdraw outstanding passwords.
     Revoke(RevokeTarget),
+    /// Show an instance's latest verdicts.
+    Status(InstanceId),
 }
 
 /// Where the requester says an instance lives: `in prod` or `in prod/eu-west-1`.
@@ -91,6 +94,8 @@ pub enum Mistake {
     LifetimeOutOfBounds(Duration),
     /// `revoke` without a valid id or `all`.
     BadRevoke(String),
+    /// `status` without one valid instance id.
+    BadStatus(String),
     /// An unscoped password was asked for but configuration does not allow them.
     UnscopedNotAllowed,
     /// `in` followed by nothing, or by something that is not `alias` or `alias/region`.
@@ -119,6 +124,10 @@ pub fn parse(text: &str) -> Result<Command, Mistake> {
             .map(|id| Command::Revoke(RevokeTarget::One(id)))
             .ok_or_else(|| Mistake::BadRevoke(shorten(target))),
         (Some("revoke"), _) => Err(Mistake::BadRevoke(shorten(&words[1..].join(" ")))),
+        (Some("status"), [_, id]) => InstanceId::parse(id)
+            .map(Command::Status)
+            .ok_or_else(|| Mistake::BadStatus(shorten(id))),
+        (Some("status"), _) => Err(Mistake::BadStatus(shorten(&words[1..].join(" ")))),
         (Some(first), [id, rest @ ..]) if first.starts_with("i-") => {
             let scope = InstanceId::parse(id).ok_or_else(|| Mistake::BadInstanceId(shorten(id)))?;
             let lifetime_of =
@@ -340,6 +349,30 @@ mod tests {
                 choose_lifetime(Some(d), &bounds),
                 Err(Mistake::LifetimeOutOfBounds(d))
             );
+        }
+    }
+
+    #[test]
+    fn status_names_one_instance() {
+        assert_eq!(
+            parse("status i-0123456789abcdef0"),
+            Ok(Command::Status(
+                InstanceId::parse("i-0123456789abcdef0").unwrap_or_else(|| unreachable!())
+            ))
+        );
+        assert_eq!(
+            parse("STATUS i-0123abcd"),
+            Ok(Command::Status(
+                InstanceId::parse("i-0123abcd").unwrap_or_else(|| unreachable!())
+            ))
+        );
+        for bad in [
+            "status",
+            "status i-xyz",
+            "status i-0123abcd i-0123abce",
+            "status all",
+        ] {
+            assert!(matches!(parse(bad), Err(Mistake::BadStatus(_))), "{bad}");
         }
     }
 

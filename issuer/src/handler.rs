@@ -13,7 +13,9 @@ use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::ids::Owner;
 use ec2pass_shared::org::{Member, Place, is_account_id};
 use ec2pass_shared::reply::{Front, allowed};
-use ec2pass_shared::store::{MintOutcome, MintStore, OutstandingStore, TriggerStore};
+use ec2pass_shared::store::{
+    MintOutcome, MintStore, OutstandingStore, STATUS_VERDICTS, TriggerStore, VerdictHistory,
+};
 use ec2pass_shared::time::{Clock, UnixTime};
 use lambda_http::http::{HeaderMap, Response, header};
 use lambda_http::{Body, Request};
@@ -87,7 +89,7 @@ pub struct Issuer<S, D, C, H> {
 
 impl<S, D, C, H> Issuer<S, D, C, H>
 where
-    S: MintStore + TriggerStore + OutstandingStore,
+    S: MintStore + TriggerStore + OutstandingStore + VerdictHistory,
     D: InstanceDirectory,
     C: Clock,
     H: Chat,
@@ -247,6 +249,7 @@ where
             },
             Ok(Command::List) => self.list(cmd, now).await,
             Ok(Command::Revoke(target)) => self.revoke(cmd, target, now).await,
+            Ok(Command::Status(id)) => self.status(cmd, &id, now).await,
         }
     }
 
@@ -521,6 +524,41 @@ where
         })
     }
 
+    /// `status i-…`: for anyone who may mint for the instance. The trigger claim, the lookup
+    /// and the verdicts' read run at once: one round trip.
+    async fn status(&self, cmd: &SlashCommand, id: &InstanceId, now: UnixTime) -> Value {
+        let (refused, lookup, verdicts) = tokio::join!(
+            self.claim(cmd, now),
+            self.directory.describe_in(id, None),
+            self.store.recent_verdicts(id, STATUS_VERDICTS)
+        );
+        if let Some(refused) = refused {
+            return refused;
+        }
+        let info = match lookup {
+            Ok(Some(info)) if self.may_mint_in(cmd, &info) => info,
+            Ok(Some(_)) => {
+                info!(user_id = cmd.user_id, instance_id = %id, "status refused: not on the account's allow-list");
+                return answer::not_allowed();
+            }
+            Ok(None) => return answer::unknown_instance(id),
+            Err(e) => {
+                error!(error = %e, instance_id = %id, "status failed: instance lookup");
+                return answer::try_again();
+            }
+        };
+        match verdicts {
+            Ok(verdicts) => {
+                info!(user_id = cmd.user_id, instance_id = %id, count = verdicts.len(), "status");
+                answer::status(id, &info, &verdicts)
+            }
+            Err(e) => {
+                error!(error = %e, instance_id = %id, "status failed: store");
+                answer::try_again()
+            }
+        }
+    }
+
     /// Claims the request's trigger id; an answer to send instead when it is a replay or the
     /// claim could not be made.
     async fn claim(&self, cmd: &SlashCommand, now: UnixTime) -> Option<Value> {
@@ -575,6 +613,7 @@ fn mistake_kind(m: &Mistake) -> &'static str {
         Mistake::BadLifetime(_) => "bad-lifetime",
         Mistake::LifetimeOutOfBounds(_) => "lifetime-out-of-bounds",
         Mistake::BadRevoke(_) => "bad-revoke",
+        Mistake::BadStatus(_) => "bad-status",
         Mistake::UnscopedNotAllowed => "unscoped-not-allowed",
         Mistake::BadPlace(_) => "bad-place",
         Mistake::UnknownPlace(_) => "unknown-place",

@@ -6,9 +6,11 @@ use std::sync::Mutex;
 use ec2pass_shared::config::{AllowLists, Lifetimes, SecretSource};
 use ec2pass_shared::ids::{Owner, ShortId};
 use ec2pass_shared::password::Password;
+use ec2pass_shared::store::VerdictStore;
 use ec2pass_shared::store::memory::MemoryStore;
 use ec2pass_shared::store::{Mint, Outstanding, StoreError, TriggerClaim};
 use ec2pass_shared::time::FixedClock;
+use ec2pass_shared::verdict::{Cycle, DenyReason, Verdict, VerdictRecord};
 use serde_json::json;
 
 use super::*;
@@ -136,7 +138,7 @@ fn form(user: &str, text: &str) -> String {
 
 async fn send<S, D>(issuer: &Issuer<S, D, FixedClock, Posts>, body: &str) -> Reply
 where
-    S: MintStore + TriggerStore + OutstandingStore,
+    S: MintStore + TriggerStore + OutstandingStore + VerdictHistory,
     D: InstanceDirectory,
 {
     let ts = NOW.0.to_string();
@@ -511,6 +513,18 @@ impl TriggerStore for DownStore {
         })
     }
 }
+impl VerdictHistory for DownStore {
+    async fn recent_verdicts(
+        &self,
+        _: &InstanceId,
+        _: usize,
+    ) -> Result<Vec<VerdictRecord>, StoreError> {
+        Err(StoreError::Unavailable {
+            operation: "Query",
+            message: "timeout".into(),
+        })
+    }
+}
 impl OutstandingStore for DownStore {
     async fn outstanding(&self, _: &Owner, _: UnixTime) -> Result<Vec<Outstanding>, StoreError> {
         Err(StoreError::Unavailable {
@@ -788,6 +802,15 @@ impl TriggerStore for Rendezvous<MemoryStore> {
         self.0.claim_trigger(claim).await
     }
 }
+impl VerdictHistory for Rendezvous<MemoryStore> {
+    async fn recent_verdicts(
+        &self,
+        id: &InstanceId,
+        n: usize,
+    ) -> Result<Vec<VerdictRecord>, StoreError> {
+        self.0.recent_verdicts(id, n).await
+    }
+}
 impl OutstandingStore for Rendezvous<MemoryStore> {
     async fn outstanding(&self, o: &Owner, now: UnixTime) -> Result<Vec<Outstanding>, StoreError> {
         self.0.outstanding(o, now).await
@@ -839,6 +862,15 @@ impl TriggerStore for GatedMint {
         self.0.claim_trigger(claim).await
     }
 }
+impl VerdictHistory for GatedMint {
+    async fn recent_verdicts(
+        &self,
+        id: &InstanceId,
+        n: usize,
+    ) -> Result<Vec<VerdictRecord>, StoreError> {
+        self.0.recent_verdicts(id, n).await
+    }
+}
 impl OutstandingStore for GatedMint {
     async fn outstanding(&self, o: &Owner, now: UnixTime) -> Result<Vec<Outstanding>, StoreError> {
         self.0.outstanding(o, now).await
@@ -862,7 +894,7 @@ impl InstanceDirectory for HangingEc2 {
 
 async fn timed_mint<S, D>(issuer: &Issuer<S, D, FixedClock, Posts>) -> (Reply, std::time::Duration)
 where
-    S: MintStore + TriggerStore + OutstandingStore,
+    S: MintStore + TriggerStore + OutstandingStore + VerdictHistory,
     D: InstanceDirectory,
 {
     let started = std::time::Instant::now();
@@ -1083,7 +1115,7 @@ const ACTION_URL: &str = "https://hooks.slack.com/actions/T1/1234/abcd";
 
 async fn send_to<S, D>(issuer: &Issuer<S, D, FixedClock, Posts>, path: &str, body: &str) -> Reply
 where
-    S: MintStore + TriggerStore + OutstandingStore,
+    S: MintStore + TriggerStore + OutstandingStore + VerdictHistory,
     D: InstanceDirectory,
 {
     let ts = NOW.0.to_string();
@@ -1291,7 +1323,7 @@ fn mattermost_form(text: &str) -> String {
 
 async fn from_mattermost<S, D>(issuer: &Issuer<S, D, FixedClock, Posts>, body: &str) -> Reply
 where
-    S: MintStore + TriggerStore + OutstandingStore,
+    S: MintStore + TriggerStore + OutstandingStore + VerdictHistory,
     D: InstanceDirectory,
 {
     issuer
@@ -1385,4 +1417,118 @@ async fn a_mattermost_command_without_the_token_is_refused_before_it_is_read() {
         ..issuer_with(MemoryStore::new(), config())
     };
     assert_eq!(from_mattermost(&slack_only, &good).await, Reply::empty(404));
+}
+
+// --- `status i-…` --------------------------------------------------------------------------
+
+fn verdict_of(instance: &str, verdict: Verdict, at: i64, short: Option<&str>) -> VerdictRecord {
+    VerdictRecord {
+        cycle: Cycle {
+            instance: InstanceId::parse(instance).unwrap_or_else(|| unreachable!()),
+            launch_time: UnixTime(at - 1),
+        },
+        verdict,
+        short_id: short.and_then(ShortId::parse),
+        issuer: short.map(|_| Owner {
+            team_id: "T1".into(),
+            user_id: "U9".into(),
+        }),
+        password_key: None,
+        decided_at: UnixTime(at),
+        event_id: format!("event-{at}"),
+        place: None,
+        retain_until: UnixTime(at + 86_400),
+        alert: None,
+    }
+}
+
+#[tokio::test]
+async fn status_shows_an_instances_latest_verdicts_latest_first() {
+    let store = MemoryStore::new();
+    let records = [
+        verdict_of(INSTANCE, Verdict::Allow, NOW.0 - 300, Some("ab12cd34")),
+        verdict_of(
+            INSTANCE,
+            Verdict::Deny(DenyReason::Reused),
+            NOW.0 - 200,
+            Some("ab12cd34"),
+        ),
+        verdict_of(INSTANCE, Verdict::Exempt, NOW.0 - 100, None),
+        verdict_of(
+            "i-0fedcba9876543210",
+            Verdict::Deny(DenyReason::Missing),
+            NOW.0 - 50,
+            Some("zz99yy88"),
+        ),
+    ];
+    for r in &records {
+        let _ = store.record(r).await;
+    }
+    let issuer = issuer_with(store, config());
+    let text = text_of(&send(&issuer, &form("U1", &format!("status {INSTANCE}"))).await);
+    let allowed = text.find("allowed").unwrap_or(usize::MAX);
+    let denied = text.find("denied (reused)").unwrap_or(usize::MAX);
+    let exempt = text.find("exempt").unwrap_or(usize::MAX);
+    assert!(
+        exempt < denied && denied < allowed && allowed < usize::MAX,
+        "{text}"
+    );
+    assert!(
+        text.contains("`ab12cd34`") && text.contains("<@U9>"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("zz99yy88"),
+        "another instance's verdict: {text}"
+    );
+    let unknown = text_of(&send(&issuer, &form("U1", "status i-0000000000000beef")).await);
+    assert!(
+        unknown.contains("i-0000000000000beef") && !unknown.contains("allowed"),
+        "{unknown}"
+    );
+    let bad = text_of(&send(&issuer, &form("U1", "status now")).await);
+    assert!(bad.contains("is not an instance id"), "{bad}");
+}
+
+#[tokio::test]
+async fn status_is_only_for_those_who_may_mint_for_the_instance() {
+    let prod = ec2pass_shared::org::Place::new("111111111111", "eu-west-1");
+    let mut fleet = ec2();
+    fleet.0.insert(
+        INSTANCE.to_owned(),
+        Some(InstanceInfo {
+            name: Some("web-prod".into()),
+            state: "running".into(),
+            place: Some(("prod".into(), prod)),
+        }),
+    );
+    let store = MemoryStore::new();
+    let _ = store
+        .record(&verdict_of(
+            INSTANCE,
+            Verdict::Allow,
+            NOW.0 - 10,
+            Some("ab12cd34"),
+        ))
+        .await;
+    let issuer = Issuer {
+        directory: fleet,
+        ..issuer_with(
+            store,
+            IssuerConfig {
+                account_users: vec![("111111111111".into(), vec!["U1".into()])],
+                ..config()
+            },
+        )
+    };
+    let mine = text_of(&send(&issuer, &form("U1", &format!("status {INSTANCE}"))).await);
+    assert!(
+        mine.contains("ab12cd34") && mine.contains("in prod/eu-west-1"),
+        "{mine}"
+    );
+    let theirs = text_of(&send(&issuer, &form("U2", &format!("status {INSTANCE}"))).await);
+    assert!(
+        !theirs.contains("ab12cd34") && theirs.contains("not enabled for you"),
+        "{theirs}"
+    );
 }

@@ -125,6 +125,11 @@ pub const OWNER_INDEX: &str = "by-owner";
 /// range [`ALERT_LEASE_UNTIL`]).
 pub const ALERTS_DUE_INDEX: &str = "alerts-due";
 
+/// Global secondary index of verdicts by instance (hash [`INSTANCE_ID`], range [`DECIDED_AT`]):
+/// `status i-…` reads an instance's latest verdicts there. Only verdict items carry
+/// `instance_id`, so only they are in it.
+pub const INSTANCE_INDEX: &str = "by-instance";
+
 /// Sparse global secondary index of reply items whose password's outcome is untold (hash
 /// [`REPLY_DUE`], range [`REPLY_DUE_AT`]); the follow-up function queries it for expiries.
 pub const REPLIES_DUE_INDEX: &str = "replies-due";

@@ -487,7 +487,9 @@ mod guard_side {
     };
     use ec2pass_shared::ids::InstanceId;
     use ec2pass_shared::store::dynamo::DynamoStore;
-    use ec2pass_shared::store::{AlertStore, Recorded, VerdictStore};
+    use ec2pass_shared::store::{
+        AlertStore, Recorded, STATUS_VERDICTS, VerdictHistory, VerdictStore,
+    };
     use ec2pass_shared::table;
     use ec2pass_shared::time::UnixTime;
     use ec2pass_shared::verdict::{
@@ -878,5 +880,56 @@ mod guard_side {
             .await
             .expect("DeleteTable");
         assert!(store.activation().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn status_reads_an_instances_latest_verdicts_from_the_instance_index() {
+        let f = fixture().await;
+        let instance = fresh_instance();
+        let other = fresh_instance();
+        // Twelve starts of one instance, an hour apart, and one of another
+        for n in 0..12 {
+            let at = UnixTime(f.now.0 - 3600 * (12 - n));
+            let c = Cycle {
+                instance: instance.clone(),
+                launch_time: at,
+            };
+            let kind = if n % 2 == 0 {
+                Verdict::Allow
+            } else {
+                Verdict::Deny(DenyReason::Reused)
+            };
+            let mut v = verdict(&c, kind, at, None);
+            v.decided_at = at;
+            assert_eq!(f.store.record(&v).await.ok(), Some(Recorded::Ours));
+        }
+        let theirs = verdict(&cycle(f.now), Verdict::Exempt, f.now, None);
+        let theirs = VerdictRecord {
+            cycle: Cycle {
+                instance: other.clone(),
+                launch_time: f.now,
+            },
+            ..theirs
+        };
+        assert_eq!(f.store.record(&theirs).await.ok(), Some(Recorded::Ours));
+        // Then status gets the latest ten of that instance, latest first, and no other's
+        let recent = f
+            .store
+            .recent_verdicts(&instance, STATUS_VERDICTS)
+            .await
+            .expect("Query on by-instance");
+        assert_eq!(recent.len(), STATUS_VERDICTS);
+        assert!(recent.iter().all(|v| v.cycle.instance == instance));
+        let times: Vec<i64> = recent.iter().map(|v| v.decided_at.0).collect();
+        let mut sorted = times.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(times, sorted, "latest first");
+        assert_eq!(times.first().copied(), Some(f.now.0 - 3600));
+        assert_eq!(recent[0].verdict, Verdict::Deny(DenyReason::Reused));
+        let none = f
+            .store
+            .recent_verdicts(&fresh_instance(), STATUS_VERDICTS)
+            .await;
+        assert_eq!(none.ok().map(|v| v.len()), Some(0));
     }
 }

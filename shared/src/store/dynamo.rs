@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::types::{
 use super::{
     AlertStore, Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
     OutstandingStore, PasswordLookup, PasswordRecord, REPLY_POSTS, Recorded, Reply, ReplyStore,
-    StoreError, TriggerClaim, TriggerStore, VerdictStore,
+    StoreError, TriggerClaim, TriggerStore, VerdictHistory, VerdictStore,
 };
 use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
@@ -866,6 +866,29 @@ impl AlertStore for DynamoStore {
                 _ => return Ok(due),
             }
         }
+    }
+}
+
+impl VerdictHistory for DynamoStore {
+    async fn recent_verdicts(
+        &self,
+        instance: &InstanceId,
+        limit: usize,
+    ) -> Result<Vec<VerdictRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(t::INSTANCE_INDEX)
+            .key_condition_expression("#instance = :instance")
+            .expression_attribute_names("#instance", t::INSTANCE_ID)
+            .expression_attribute_values(":instance", s(instance.as_str()))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| unavailable("Query", e))?;
+        out.items().iter().map(verdict_from_item).collect()
     }
 }
 

@@ -6,10 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 use super::{
     AlertStore, Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
     OutstandingStore, PasswordLookup, PasswordRecord, REPLY_POSTS, Recorded, Reply, ReplyStore,
-    StoreError, TriggerClaim, TriggerStore, VerdictStore,
+    StoreError, TriggerClaim, TriggerStore, VerdictHistory, VerdictStore,
 };
 use crate::digest::Digest;
-use crate::ids::{Owner, ShortId};
+use crate::ids::{InstanceId, Owner, ShortId};
 use crate::time::UnixTime;
 use crate::verdict::{AlertClaim, Cycle, Verdict, VerdictRecord};
 
@@ -104,6 +104,25 @@ impl MintStore for MemoryStore {
                 .insert(reply.short_id.as_str().to_owned(), reply.clone());
         }
         Ok(MintOutcome::Minted)
+    }
+}
+
+impl VerdictHistory for MemoryStore {
+    async fn recent_verdicts(
+        &self,
+        instance: &InstanceId,
+        limit: usize,
+    ) -> Result<Vec<VerdictRecord>, StoreError> {
+        let mut theirs: Vec<VerdictRecord> = self
+            .lock()
+            .verdicts
+            .values()
+            .filter(|v| &v.cycle.instance == instance)
+            .cloned()
+            .collect();
+        theirs.sort_by_key(|v| std::cmp::Reverse(v.decided_at));
+        theirs.truncate(limit);
+        Ok(theirs)
     }
 }
 

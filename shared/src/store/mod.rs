@@ -378,6 +378,20 @@ pub trait VerdictStore: Send + Sync {
     fn activation(&self) -> impl Future<Output = Result<UnixTime, StoreError>> + Send;
 }
 
+/// How many of an instance's verdicts `status` shows, latest first.
+pub const STATUS_VERDICTS: usize = 10;
+
+/// An instance's latest verdicts, for `status i-…`. Read from an index, so only eventually
+/// consistent: a verdict recorded a second ago may not be shown yet (the answer says "latest").
+pub trait VerdictHistory: Send + Sync {
+    /// The instance's verdicts, latest decision first, at most `limit`.
+    fn recent_verdicts(
+        &self,
+        instance: &InstanceId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<VerdictRecord>, StoreError>> + Send;
+}
+
 /// Who announces a verdict. Every verdict that alerts is recorded with its alert owed and
 /// claimed by the recording invocation for [`crate::verdict::ALERT_LEASE`]; publishing marks it
 /// sent. A retry, a later event or the sweep takes an owed alert over once it is given back, once
