@@ -112,7 +112,15 @@ pub struct ChannelError(pub String);
 /// Where deny alerts are forwarded.
 pub trait Channel: Send + Sync {
     /// Publishes one notification.
-    fn announce(&self, notification: &Value) -> impl Future<Output = Result<(), ChannelError>> + Send;
+    fn announce(
+        &self,
+        notification: &Value,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send;
+
+    /// Whether anything is forwarded at all.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// The channel topic on SNS (`EC2PASS_CHAT_TOPIC_ARN`).
@@ -153,6 +161,27 @@ impl Channel for NoChannel {
     async fn announce(&self, _notification: &Value) -> Result<(), ChannelError> {
         Ok(())
     }
+
+    fn enabled(&self) -> bool {
+        false
+    }
+}
+
+/// A channel when one is configured, else nothing forwarded (what the deployed function holds).
+#[derive(Clone, Debug)]
+pub struct MaybeChannel<C>(pub Option<C>);
+
+impl<C: Channel> Channel for MaybeChannel<C> {
+    async fn announce(&self, notification: &Value) -> Result<(), ChannelError> {
+        match &self.0 {
+            Some(channel) => channel.announce(notification).await,
+            None => Ok(()),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.0.as_ref().is_some_and(Channel::enabled)
+    }
 }
 
 #[cfg(test)]
@@ -192,10 +221,23 @@ mod tests {
             assert!(!title.contains(markup), "{markup} in {title}");
         }
         let description = n["content"]["description"].as_str().unwrap_or_default();
-        for needed in ["leaked", "123456789012", "eu-west-1", "stopped", "`ab12cd34`", "U1"] {
-            assert!(description.contains(needed), "{needed} missing: {description}");
+        for needed in [
+            "leaked",
+            "123456789012",
+            "eu-west-1",
+            "stopped",
+            "`ab12cd34`",
+            "U1",
+        ] {
+            assert!(
+                description.contains(needed),
+                "{needed} missing: {description}"
+            );
         }
-        let keys: Vec<&String> = n.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        let keys: Vec<&String> = n
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
         assert_eq!(keys, ["content", "id", "metadata", "source", "version"]);
     }
 }

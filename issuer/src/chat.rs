@@ -17,10 +17,38 @@ pub const POST_TIMEOUT: Duration = Duration::from_secs(3);
 #[error("the post failed: {0}")]
 pub struct ChatError(pub String);
 
-/// Posts a follow-up to a reply URL.
+/// Posts a follow-up to a reply URL, or a direct message through the Slack app's bot.
 pub trait Chat: Send + Sync {
     /// Posts `body` (JSON) to `url`.
     fn post(&self, url: &Url, body: &Value) -> impl Future<Output = Result<(), ChatError>> + Send;
+
+    /// Calls a Slack Web API method (`chat.postMessage`) at `url` as the bot: `body` (JSON)
+    /// with the bot token as bearer; Slack's answer must say `"ok": true`.
+    fn post_as_bot(
+        &self,
+        url: &Url,
+        token: &BotToken,
+        body: &Value,
+    ) -> impl Future<Output = Result<(), ChatError>> + Send;
+}
+
+/// The Slack app's bot token (`xoxb-…`), read from Secrets Manager at cold start by the
+/// follow-up function alone: redacted in `Debug`, never logged.
+#[derive(Clone)]
+pub struct BotToken(String);
+
+impl BotToken {
+    /// The token (trimmed); `None` when empty.
+    pub fn new(token: &str) -> Option<Self> {
+        let token = token.trim();
+        (!token.is_empty()).then(|| Self(token.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for BotToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BotToken(<redacted>)")
+    }
 }
 
 /// The chat over HTTPS: no redirects followed (a reply URL that redirects elsewhere goes no
@@ -57,6 +85,32 @@ impl Chat for HttpChat {
             Ok(())
         } else {
             Err(ChatError(format!("{host} answered {}", response.status())))
+        }
+    }
+
+    async fn post_as_bot(
+        &self,
+        url: &Url,
+        token: &BotToken,
+        body: &Value,
+    ) -> Result<(), ChatError> {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let response = self
+            .client
+            .post(url.clone())
+            .bearer_auth(&token.0)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ChatError(format!("{host}: {}", e.without_url())))?;
+        let status = response.status();
+        // Slack's Web API answers 200 with `"ok": false` and an error code when it refuses.
+        let answer: Value = response.json().await.unwrap_or_default();
+        if status.is_success() && answer["ok"] == Value::Bool(true) {
+            Ok(())
+        } else {
+            let error = answer["error"].as_str().unwrap_or("no answer");
+            Err(ChatError(format!("{host} answered {status}: {error}")))
         }
     }
 }

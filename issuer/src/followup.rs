@@ -21,15 +21,19 @@
 //! outcome is marked told. No message holds a password: only its short id, the instance and
 //! what happened.
 
+use ec2pass_shared::alert::Alert;
 use ec2pass_shared::ids::ShortId;
+use ec2pass_shared::reply::Front;
 use ec2pass_shared::reply::{Origin, allowed};
 use ec2pass_shared::store::{PasswordLookup, PasswordRecord, Reply, ReplyStore, StoreError};
 use ec2pass_shared::time::{Clock, UnixTime};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
+use url::Url;
 
-use crate::chat::{Chat, ChatError};
+use crate::channel::{self, Channel, ChannelError, NoChannel};
+use crate::chat::{BotToken, Chat, ChatError};
 use crate::front;
 
 /// Most untold passwords one scheduled run reads (soonest expiry first). Outstanding passwords
@@ -208,6 +212,19 @@ pub fn message(outcome: &Outcome, reply: &Reply) -> Value {
     })
 }
 
+/// The direct message of a follow-up: the same words, to the requester's own conversation with
+/// the app (`chat.postMessage` with the user's id as the channel).
+pub fn direct(outcome: &Outcome, reply: &Reply) -> Value {
+    let m = message(outcome, reply);
+    json!({ "channel": reply.owner.user_id, "text": m["text"], "blocks": m["blocks"] })
+}
+
+/// The whole alert, for forwarding (`None`: not an alert of the schema).
+pub fn alert_in(body: &str) -> Option<Alert> {
+    let envelope: Value = serde_json::from_str(body).ok()?;
+    serde_json::from_str(envelope["Message"].as_str()?).ok()
+}
+
 /// Slack's three control characters in text, escaped (an instance id or a time never holds
 /// them, but the alert is read, not trusted).
 fn escape(s: &str) -> String {
@@ -221,6 +238,8 @@ fn escape(s: &str) -> String {
 pub enum Told {
     /// Posted.
     Posted,
+    /// Sent as a direct message from the bot (the reply URL could carry no more).
+    DirectMessage,
     /// The password has no reply (the command gave no reply URL, or one elsewhere).
     NoReply,
     /// Already told, or the reply URL can carry no more (five posts, or past its 30 minutes).
@@ -240,10 +259,28 @@ pub enum FollowupError {
     /// The chat.
     #[error(transparent)]
     Chat(#[from] ChatError),
+    /// The channel topic.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
 }
 
-/// The follow-up function: the table, the chat, the clock, and the chat's origins.
-pub struct Followup<S, C, K> {
+/// Direct messages from the Slack app's bot, for an outcome the reply URL can no longer carry
+/// (the password outlived the URL's 30 minutes, or its five posts are spent): only with a bot
+/// token configured (`EC2PASS_SLACK_BOT_TOKEN_SECRET_ARN`), only to a Slack requester.
+#[derive(Clone, Debug)]
+pub struct Bot {
+    /// The bot token.
+    pub token: BotToken,
+    /// Slack's `chat.postMessage` (`https://slack.com/api/chat.postMessage`).
+    pub api: Url,
+}
+
+/// How long a forward record is kept: longer than the follow-up queue keeps a message.
+pub const FORWARD_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The follow-up function: the table, the chat, the clock, the chat's origins, and optionally
+/// the channel that deny alerts are forwarded to and the bot that sends direct messages.
+pub struct Followup<S, C, K, N = NoChannel> {
     /// The table (replies, and the passwords' state at expiry).
     pub store: S,
     /// The chat.
@@ -252,13 +289,18 @@ pub struct Followup<S, C, K> {
     pub clock: K,
     /// Where reply URLs may point (`EC2PASS_REPLY_ORIGINS`).
     pub origins: Vec<Origin>,
+    /// Where deny alerts are forwarded (`EC2PASS_CHAT_TOPIC_ARN`), or [`NoChannel`].
+    pub channel: N,
+    /// Direct messages, when a bot token is configured.
+    pub bot: Option<Bot>,
 }
 
-impl<S, C, K> Followup<S, C, K>
+impl<S, C, K, N> Followup<S, C, K, N>
 where
     S: ReplyStore + PasswordLookup,
     C: Chat,
     K: Clock,
+    N: Channel,
 {
     /// Tells the requester what an alert says became of their password.
     pub async fn on_alert(&self, alert: &Heard) -> Result<Told, FollowupError> {
@@ -284,12 +326,52 @@ where
                     continue;
                 }
             };
-            if let Err(e) = self.on_alert(&heard).await {
+            // The channel and the requester are told independently: one failing does not keep
+            // the other from happening, and the redelivery forwards nothing twice.
+            let forwarded = self.forward(body).await;
+            let told = self.on_alert(&heard).await;
+            let failures: Vec<FollowupError> = [forwarded.err(), told.err()]
+                .into_iter()
+                .flatten()
+                .collect();
+            for e in &failures {
                 warn!(message_id = %id, error = %e, "follow-up failed; back to the queue");
+            }
+            if !failures.is_empty() {
                 again.push(id.clone());
             }
         }
         again
+    }
+
+    /// Forwards a deny alert to the channel, once per alert: the forward record is claimed
+    /// first, and given back when the channel fails.
+    pub async fn forward(&self, body: &str) -> Result<(), FollowupError> {
+        if !self.channel.enabled() {
+            return Ok(());
+        }
+        let Some(alert) = alert_in(body) else {
+            return Ok(());
+        };
+        if alert.verdict != "deny" {
+            return Ok(());
+        }
+        let key = format!("{}#{}", alert.event_id, alert.instance_id);
+        let now = self.clock.now();
+        if !self
+            .store
+            .claim_forward(&key, now.plus(FORWARD_KEPT))
+            .await?
+        {
+            info!(instance_id = %alert.instance_id, "deny alert forwarded already");
+            return Ok(());
+        }
+        if let Err(e) = self.channel.announce(&channel::notification(&alert)).await {
+            self.store.release_forward(&key).await?;
+            return Err(e.into());
+        }
+        info!(instance_id = %alert.instance_id, "deny alert forwarded to the channel");
+        Ok(())
     }
 
     /// The schedule's run: each password whose outcome is untold, told from its state (see
@@ -332,6 +414,17 @@ where
         };
         let now = self.clock.now();
         if !self.store.take_post(id, now, settles).await? {
+            let untold = !settles || reply.due;
+            if let (Some(bot), true, Front::Slack) = (&self.bot, untold, reply.front) {
+                // Past its 30 minutes or its five posts: the bot tells it in a direct message.
+                let body = direct(outcome, reply);
+                self.chat.post_as_bot(&bot.api, &bot.token, &body).await?;
+                if settles {
+                    self.store.settle(id).await?;
+                }
+                info!(short_id = %id, outcome = ?kind(outcome), "follow-up sent as a direct message");
+                return Ok(Told::DirectMessage);
+            }
             if settles && reply.due {
                 // Past its 30 minutes or its five posts: the URL can carry no more.
                 self.store.settle(id).await?;
@@ -406,6 +499,15 @@ mod tests {
                 .push((url.to_string(), body.clone()));
             Ok(())
         }
+
+        async fn post_as_bot(
+            &self,
+            url: &Url,
+            _token: &BotToken,
+            body: &Value,
+        ) -> Result<(), ChatError> {
+            self.post(url, body).await
+        }
     }
 
     /// A store holding one password (for `i-0123abcd`, 15 minutes from `NOW`) minted with
@@ -462,11 +564,18 @@ mod tests {
             chat: FakeChat::default(),
             clock: FixedClock(now),
             origins: origins("https://hooks.slack.com").unwrap_or_default(),
+            channel: NoChannel,
+            bot: None,
         };
         (password, followup)
     }
 
     fn alert(verdict: &str, reason: &str, instance: &str, short_id: &ShortId) -> Heard {
+        heard_in(&queued(verdict, reason, instance, short_id)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An alert as the follow-up queue holds it.
+    fn queued(verdict: &str, reason: &str, instance: &str, short_id: &ShortId) -> String {
         let body = json!({
             "Type": "Notification",
             "Message": json!({
@@ -477,7 +586,7 @@ mod tests {
                 "issuer_user_id": "U1", "detail": null,
             }).to_string(),
         });
-        heard_in(&body.to_string()).unwrap_or_else(|e| panic!("{e}"))
+        body.to_string()
     }
 
     fn short_id(f: &Followup<MemoryStore, FakeChat, FixedClock>) -> ShortId {
@@ -727,5 +836,114 @@ mod tests {
         assert!(!format!("{reply:?}").contains("secret-part"));
         let cmd = crate::request::SlashCommand::example();
         assert!(!format!("{cmd:?}").contains("hooks.slack.com"));
+    }
+
+    /// The channel topic, recording each notification; fails while `down`.
+    #[derive(Clone, Default)]
+    struct FakeChannel {
+        sent: Arc<Mutex<Vec<Value>>>,
+        down: Arc<Mutex<bool>>,
+    }
+
+    impl Channel for FakeChannel {
+        async fn announce(&self, notification: &Value) -> Result<(), ChannelError> {
+            if *self.down.lock().unwrap_or_else(|p| p.into_inner()) {
+                return Err(ChannelError("SNS: throttled".into()));
+            }
+            self.sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(notification.clone());
+            Ok(())
+        }
+    }
+
+    async fn with_channel() -> (
+        Followup<MemoryStore, FakeChat, FixedClock, FakeChannel>,
+        FakeChannel,
+    ) {
+        let (_, f) = minted(URL, NOW.plus(Duration::from_secs(60))).await;
+        let channel = FakeChannel::default();
+        let f = Followup {
+            store: f.store,
+            chat: f.chat,
+            clock: f.clock,
+            origins: f.origins,
+            channel: channel.clone(),
+            bot: None,
+        };
+        (f, channel)
+    }
+
+    #[tokio::test]
+    async fn a_deny_alert_reaches_the_channel_once_however_often_it_is_delivered() {
+        let (f, channel) = with_channel().await;
+        let id = f.store.records()[0].short_id.clone();
+        let deny = queued("deny", "wrong-instance", "i-0999999999", &id);
+        let allow = queued("allow", "none", "i-0123abcd", &id);
+        let batch = [("m1".to_owned(), deny.clone()), ("m2".to_owned(), allow)];
+        assert!(f.on_batch(&batch).await.is_empty());
+        assert!(
+            f.on_batch(&[("m1".to_owned(), deny)]).await.is_empty(),
+            "redelivered"
+        );
+        let sent = channel.sent.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["source"], "custom");
+        assert_eq!(sent[0]["metadata"]["threadId"], "i-0999999999");
+        // And the requester heard of the burn as well
+        assert!(
+            f.chat
+                .posts()
+                .iter()
+                .any(|p| text(p).contains("presented on another instance"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_channel_that_is_down_sends_the_alert_back_and_it_is_forwarded_later() {
+        let (f, channel) = with_channel().await;
+        let id = f.store.records()[0].short_id.clone();
+        let deny = [(
+            "m1".to_owned(),
+            queued("deny", "missing", "i-0999999999", &id),
+        )];
+        *channel.down.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        assert_eq!(f.on_batch(&deny).await, ["m1"]);
+        *channel.down.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        assert!(f.on_batch(&deny).await.is_empty());
+        assert_eq!(channel.sent.lock().map(|s| s.len()).unwrap_or_default(), 1);
+    }
+
+    #[tokio::test]
+    async fn past_its_reply_url_the_bot_tells_the_outcome_in_a_direct_message() {
+        // Forty minutes after the command: the reply URL's 30 minutes are over
+        let late = NOW.plus(Duration::from_secs(40 * 60));
+        let (_, f) = minted(URL, late).await;
+        let id = f.store.records()[0].short_id.clone();
+        let api =
+            Url::parse("https://slack.com/api/chat.postMessage").unwrap_or_else(|_| unreachable!());
+        let without_bot = f.on_alert(&alert("allow", "none", "i-0123abcd", &id)).await;
+        assert_eq!(without_bot.ok(), Some(Told::NoPostLeft));
+        let (_, f) = minted(URL, late).await;
+        let id = f.store.records()[0].short_id.clone();
+        let f = Followup {
+            bot: Some(Bot {
+                token: BotToken::new("xoxb-test").unwrap_or_else(|| unreachable!()),
+                api: api.clone(),
+            }),
+            ..f
+        };
+        let told = f.on_alert(&alert("allow", "none", "i-0123abcd", &id)).await;
+        assert_eq!(told.ok(), Some(Told::DirectMessage));
+        let posts = f.chat.posts();
+        assert_eq!(posts.len(), 1);
+        assert_eq!(posts[0].0, api.as_str());
+        assert_eq!(posts[0].1["channel"], "U1");
+        assert!(text(&posts[0]).contains("was used"), "{posts:?}");
+        // Told once: the outcome is settled
+        let again = f.on_alert(&alert("allow", "none", "i-0123abcd", &id)).await;
+        assert_eq!(again.ok(), Some(Told::NoPostLeft));
+        assert_eq!(f.chat.posts().len(), 1);
     }
 }

@@ -37,6 +37,15 @@ impl Chat for Posts {
         }
         Ok(())
     }
+
+    async fn post_as_bot(
+        &self,
+        _: &url::Url,
+        _: &crate::chat::BotToken,
+        _: &Value,
+    ) -> Result<(), crate::chat::ChatError> {
+        Err(crate::chat::ChatError("the issuer has no bot".into()))
+    }
 }
 const NOW: UnixTime = UnixTime(1_795_255_200);
 const INSTANCE: &str = "i-0123456789abcdef0";

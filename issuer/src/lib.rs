@@ -24,6 +24,7 @@
 
 pub mod answer;
 pub mod authorize;
+pub mod channel;
 pub mod chat;
 pub mod cold_start;
 pub mod command;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::org::Hub;
 use crate::reply::Origin;
 use crate::time::{format_duration, parse_duration};
+use url::Url;
 
 /// A configuration problem, naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -276,21 +277,58 @@ fn reply_origins(env: &Env<'_>) -> Result<Vec<Origin>, ConfigError> {
     )
 }
 
-/// The follow-up function's configuration: the table and the reply URLs' origins.
+/// The follow-up function's configuration: the table, the reply URLs' origins, and the two
+/// optional ways out: the channel topic and the Slack bot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FollowupConfig {
     /// DynamoDB table (`EC2PASS_TABLE`).
     pub table: String,
     /// The origins it posts to (`EC2PASS_REPLY_ORIGINS`, as the issuer's).
     pub reply_origins: Vec<Origin>,
+    /// The topic deny alerts are forwarded to as Amazon Q Developer custom notifications
+    /// (`EC2PASS_CHAT_TOPIC_ARN`; unset or empty: none).
+    pub chat_topic_arn: Option<String>,
+    /// Where the Slack bot token is kept (`EC2PASS_SLACK_BOT_TOKEN_SECRET_ARN`; unset or empty:
+    /// no direct messages).
+    pub bot_token: Option<SecretSource>,
+    /// Slack's Web API method for direct messages (`EC2PASS_SLACK_API`, default
+    /// `https://slack.com`, followed by `/api/chat.postMessage`; `http://127.0.0.1:<port>` for
+    /// a local stand-in only).
+    pub post_message: Url,
 }
+
+/// Slack's Web API, where the bot's direct messages go.
+pub const SLACK_API: &str = "https://slack.com";
 
 impl FollowupConfig {
     /// Reads and validates the follow-up function's configuration.
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let set = |var: &str| {
+            env.get(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let api = set("EC2PASS_SLACK_API").unwrap_or_else(|| SLACK_API.to_owned());
+        let origin = crate::reply::origins(&api)
+            .ok()
+            .filter(|o| o.len() == 1)
+            .ok_or_else(|| ConfigError {
+                var: "EC2PASS_SLACK_API",
+                problem: format!("{api:?} is not one https origin (or http://127.0.0.1:<port>)"),
+            })?;
+        let post_message =
+            Url::parse(&format!("{api}/api/chat.postMessage")).map_err(|e| ConfigError {
+                var: "EC2PASS_SLACK_API",
+                problem: format!("{api:?}: {e}"),
+            })?;
+        debug_assert_eq!(origin.len(), 1);
         Ok(Self {
             table: table_name(env)?,
             reply_origins: reply_origins(env)?,
+            chat_topic_arn: set("EC2PASS_CHAT_TOPIC_ARN"),
+            bot_token: set("EC2PASS_SLACK_BOT_TOKEN_SECRET_ARN")
+                .map(|secret_id| SecretSource { secret_id }),
+            post_message,
         })
     }
 }

@@ -11,6 +11,7 @@
 //! | rate counter | `rate#<team>#<user>#<hour>` | `n`, `ttl` |
 //! | requester's ledger | `owner#<team>#<user>` | `passwords` (string set of password keys), `ttl` |
 //! | reply | `reply#<short id>` | `url` (the chat's reply URL: a capability), `chat` (absent for Slack), `reply_until`, `posts`, `digest`, `owner`, `team_id`, `user_id`, `scope`, `expires_at`, `ttl`; while the password's outcome is untold `reply_due`, `reply_due_at` |
+//! | channel forward | `channel#<event id>#<instance>` | `forwarded`, `ttl` |
 //! | verdict | `verdict#<instance>@<launch time>` | `verdict`, `reason`, `instance_id`, `launch_time`, `short_id`, `team_id`, `user_id`, `password_key`, `decided_at`, `event_id`, `ttl`; while its alert is owed `alert_due`, `alert_owner`, `alert_lease_until`; once published `alert_sent_at` |
 //!
 //! `list` and `revoke` find a requester's passwords through the requester's ledger, read with
@@ -52,6 +53,11 @@ pub const REPLY_DUE_VALUE: &str = "due";
 /// When the untold outcome is due at the latest (the password's expiry); range key of
 /// [`REPLIES_DUE_INDEX`].
 pub const REPLY_DUE_AT: &str = "reply_due_at";
+/// Key prefix of forward records: an alert forwarded to the channel once (`channel#<event
+/// id>#<instance>`, `forwarded`, `ttl`).
+pub const FORWARD_PREFIX: &str = "channel#";
+/// Whether a forward record's alert is forwarded (false once given back).
+pub const FORWARDED: &str = "forwarded";
 /// Key prefix of verdicts (one per start cycle).
 pub const VERDICT_PREFIX: &str = "verdict#";
 /// Key prefix of per-requester ledgers: the keys of the requester's passwords, read with strong

@@ -11,13 +11,15 @@ use std::time::Duration;
 use ec2pass_shared::config::IssuerConfig;
 use ec2pass_shared::config::{Env, Lifetimes};
 use ec2pass_shared::ids::{InstanceId, Owner, ShortId};
+use ec2pass_shared::org::Place;
 use ec2pass_shared::password::{Password, new_short_id};
 use ec2pass_shared::reply::Front;
 use ec2pass_shared::store::{Outstanding, Reply};
 use ec2pass_shared::time::UnixTime;
+use ec2pass_shared::verdict::{Cycle, DenyReason, Verdict, VerdictRecord};
 use issuer::answer;
 use issuer::command::Mistake;
-use issuer::followup::{Outcome, message};
+use issuer::followup::{Outcome, direct, message};
 use issuer::front::render;
 use issuer::instances::InstanceInfo;
 use serde_json::Value;
@@ -73,6 +75,36 @@ fn reply(id: &ShortId, scope: Option<InstanceId>) -> Reply {
         due: true,
         front: Front::Slack,
     }
+}
+
+fn verdicts() -> Vec<VerdictRecord> {
+    let of = |verdict, short: Option<&str>, who: &str| VerdictRecord {
+        cycle: Cycle {
+            instance: instance(),
+            launch_time: NOW,
+        },
+        verdict,
+        short_id: short.and_then(ShortId::parse),
+        issuer: short.map(|_| Owner {
+            team_id: who.into(),
+            user_id: "U1".into(),
+        }),
+        password_key: None,
+        decided_at: NOW,
+        event_id: "e".into(),
+        place: Some(Place::new("111111111111", "eu-west-1")),
+        retain_until: NOW,
+        alert: None,
+    };
+    vec![
+        of(Verdict::Allow, Some("ab12cd34"), "T1"),
+        of(
+            Verdict::Deny(DenyReason::Reused),
+            Some("ab12cd34"),
+            "mattermost:t1",
+        ),
+        of(Verdict::Exempt, None, "T1"),
+    ]
 }
 
 #[test]
@@ -142,6 +174,14 @@ fn every_chat_message_is_written_for_the_sdk_check() {
         ("malformed".into(), answer::malformed()),
         ("too-slow".into(), answer::too_slow()),
         ("try-again".into(), answer::try_again()),
+        (
+            "status-none".into(),
+            answer::status(&instance(), &info, &[]),
+        ),
+        (
+            "status-three".into(),
+            answer::status(&instance(), &info, &verdicts()),
+        ),
     ];
     let mistakes = [
         Mistake::Unknown("<!channel> `x`".into()),
@@ -152,6 +192,8 @@ fn every_chat_message_is_written_for_the_sdk_check() {
         Mistake::UnscopedNotAllowed,
         Mistake::BadPlace("in".into()),
         Mistake::UnknownPlace("prod/mars-1".into()),
+        Mistake::BadStatus(String::new()),
+        Mistake::BadStatus("i-nope".into()),
     ];
     for (i, mistake) in mistakes.iter().enumerate() {
         messages.push((format!("usage-{i}"), answer::usage(&config, Some(mistake))));
@@ -190,10 +232,15 @@ fn every_chat_message_is_written_for_the_sdk_check() {
             format!("followup-{name}-unscoped"),
             message(outcome, &reply(&id, None)),
         ));
+        messages.push((
+            format!("direct-{name}"),
+            direct(outcome, &reply(&id, Some(instance()))),
+        ));
     }
-    // Each of them as Mattermost gets it.
+    // Each of them as Mattermost gets it (direct messages are the Slack bot's only).
     let mattermost: Vec<(String, Value)> = messages
         .iter()
+        .filter(|(name, _)| !name.starts_with("direct-"))
         .map(|(name, m)| {
             (
                 format!("mattermost-{name}"),
@@ -221,5 +268,5 @@ fn every_chat_message_is_written_for_the_sdk_check() {
         let masked = text.replace(&password.display(), &"x".repeat(password.display().len()));
         std::fs::write(dir.join(format!("{name}.json")), masked).expect("a message file");
     }
-    assert!(messages.len() >= 80, "{} messages", messages.len());
+    assert!(messages.len() >= 88, "{} messages", messages.len());
 }

@@ -18,6 +18,7 @@ use ec2pass_tests::{
     AlertQueue, Local, inspect, invocation, launch_instance, local_guard, now, state_change, tag,
     unique,
 };
+use issuer::channel::{MaybeChannel, SnsChannel};
 use issuer::chat::HttpChat;
 use issuer::followup::{Followup, Told};
 use issuer::request::SlashCommand;
@@ -65,12 +66,14 @@ async fn mint(
 fn followup(
     store: DynamoStore,
     chat: &ChatStandIn,
-) -> Followup<DynamoStore, HttpChat, SystemClock> {
+) -> Followup<DynamoStore, HttpChat, SystemClock, MaybeChannel<SnsChannel>> {
     Followup {
         store,
         chat: HttpChat::new().expect("an HTTP client"),
         clock: SystemClock,
         origins: origins(&chat.origin).expect("the stand-in's origin"),
+        channel: MaybeChannel(None),
+        bot: None,
     }
 }
 
@@ -219,4 +222,92 @@ async fn a_password_used_without_an_allow_alert_is_told_by_the_schedule() {
     );
     let told_again = follow.catch_up().await.expect("the next run");
     assert!(!told_again.iter().any(|(s, _)| *s == id), "told once");
+}
+
+#[tokio::test]
+async fn a_deny_reaches_the_channel_topic_once_as_a_custom_notification_and_a_slow_chat_delays_no_stop()
+ {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let local = Local::load();
+    let aws = local.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let sns = aws_sdk_sns::Client::new(&aws);
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), local.table());
+    let alerts = AlertQueue::subscribe(&aws, local.get("EC2PASS_ALERT_TOPIC_ARN"), None).await;
+    // Given a channel topic, with a queue standing in for Amazon Q Developer's subscription
+    let channel_topic = sns
+        .create_topic()
+        .name(unique("ec2pass-channel-"))
+        .send()
+        .await
+        .expect("CreateTopic")
+        .topic_arn
+        .expect("a topic ARN");
+    let channel = AlertQueue::subscribe(&aws, &channel_topic, None).await;
+    // And a chat that answers only after 5 s (the follow-up gives up after 3)
+    let chat = ChatStandIn::start(Mode::Slow(Duration::from_secs(5)));
+    let guard = local_guard(&local, &aws);
+    let follow = Followup {
+        channel: MaybeChannel(Some(SnsChannel::new(sns.clone(), &channel_topic))),
+        ..followup(store.clone(), &chat)
+    };
+    let web = launch_instance(&ec2, "loop-channel").await;
+    let (password, id, _) = mint(&store, &web, &chat.reply_url(), &chat).await;
+
+    // When the password leaks onto `miner`, which starts
+    let miner = launch_instance(&ec2, "loop-channel-miner").await;
+    tag(&ec2, &miner, "Auth", &password.display()).await;
+    guard
+        .handle(&state_change(&miner, "running"), &invocation())
+        .await
+        .expect("the guard decides");
+    // Then the guard stopped it, the chat being slow or not (it never calls the chat)
+    assert_eq!(inspect(&ec2, &miner).await.0, "stopped");
+    assert!(chat.received().is_empty());
+    let queued = as_queued(&alerts).await;
+    assert!(
+        queued.iter().any(|(_, b)| b.contains("wrong-instance")),
+        "{queued:?}"
+    );
+
+    // And the follow-up forwards the deny to the channel once, even when delivered twice; the
+    // slow chat's post times out and goes back to the queue with its post given back
+    let again = follow.on_batch(&queued).await;
+    assert!(!again.is_empty(), "the slow post is tried again later");
+    assert_eq!(
+        store.reply(&id).await.ok().flatten().map(|r| r.posts),
+        Some(0)
+    );
+    let redelivered: Vec<_> = queued
+        .iter()
+        .filter(|(m, _)| again.contains(m))
+        .cloned()
+        .collect();
+    chat.set(Mode::Up);
+    assert!(follow.on_batch(&redelivered).await.is_empty());
+    let notifications = channel.drain().await;
+    let denies: Vec<_> = notifications
+        .iter()
+        .filter(|n| n.message["metadata"]["threadId"] == miner.as_str())
+        .collect();
+    assert_eq!(denies.len(), 1, "{notifications:?}");
+    let n = &denies[0].message;
+    assert_eq!(
+        (n["version"].as_str(), n["source"].as_str()),
+        (Some("1.0"), Some("custom"))
+    );
+    assert_eq!(n["content"]["textType"], "client-markdown");
+    assert!(
+        !n.to_string().contains(&password.display()),
+        "no password in the channel"
+    );
+    // And the requester heard of the burn once the chat answered
+    assert!(
+        chat.received().iter().any(|r| r.status == 200
+            && r.body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("burned"))),
+        "{:?}",
+        chat.received()
+    );
 }

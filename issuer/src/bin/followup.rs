@@ -7,8 +7,10 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use ec2pass_shared::config::{Env, FollowupConfig};
 use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
-use issuer::chat::HttpChat;
-use issuer::followup::Followup;
+use issuer::channel::MaybeChannel;
+use issuer::channel::SnsChannel;
+use issuer::chat::{BotToken, HttpChat};
+use issuer::followup::{Bot, Followup};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::{Value, json};
 
@@ -20,11 +22,31 @@ async fn main() -> Result<(), Error> {
         .timeout_config(issuer::cold_start::request_timeouts())
         .load()
         .await;
+    // The bot token, like the issuer's signing secret, is read once, here; only this
+    // function's role may read it.
+    let bot = match &config.bot_token {
+        None => None,
+        Some(source) => {
+            let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+            let secret = issuer::secret::resolve(source, &secrets).await?;
+            let token = std::str::from_utf8(secret.expose()).unwrap_or_default();
+            Some(Bot {
+                token: BotToken::new(token).ok_or("the Slack bot token is empty")?,
+                api: config.post_message.clone(),
+            })
+        }
+    };
+    let channel = config
+        .chat_topic_arn
+        .as_ref()
+        .map(|arn| SnsChannel::new(aws_sdk_sns::Client::new(&aws), arn));
     let followup = Followup {
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table),
         chat: HttpChat::new()?,
         clock: SystemClock,
         origins: config.reply_origins,
+        channel: MaybeChannel(channel),
+        bot,
     };
     let followup = &followup;
     run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -975,6 +975,48 @@ impl ReplyStore for DynamoStore {
         applied(result, "UpdateItem").map(|_| ())
     }
 
+    async fn claim_forward(&self, key: &str, forget_after: UnixTime) -> Result<bool, StoreError> {
+        // An UpdateItem, like every write of the follow-up role: it creates the record.
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(format!("{}{key}", t::FORWARD_PREFIX)))
+            .update_expression("SET #forwarded = :yes, #ttl = :ttl, #kind = :kind")
+            .condition_expression("attribute_not_exists(#pk) OR #forwarded = :no")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#forwarded", t::FORWARDED)
+            .expression_attribute_names("#ttl", t::TTL)
+            .expression_attribute_names("#kind", t::KIND)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .expression_attribute_values(":ttl", n(forget_after.0))
+            .expression_attribute_values(":kind", s("channel"));
+        applied(update.send().await, "UpdateItem")
+    }
+
+    async fn release_forward(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(format!("{}{key}", t::FORWARD_PREFIX)))
+            .update_expression("SET #forwarded = :no")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#forwarded", t::FORWARDED)
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if is_condition_failure(&e) {
+                    Ok(())
+                } else {
+                    Err(unavailable("UpdateItem", e))
+                }
+            })
+    }
+
     async fn due_replies(&self, _now: UnixTime, limit: usize) -> Result<Vec<Reply>, StoreError> {
         let mut due = Vec::new();
         let mut start: Option<Item> = None;

@@ -26,6 +26,7 @@ struct State {
     rates: HashMap<(String, i64), u32>,
     verdicts: HashMap<String, VerdictRecord>,
     replies: HashMap<String, Reply>,
+    forwards: HashMap<String, bool>,
     activation: UnixTime,
 }
 
@@ -163,6 +164,17 @@ impl ReplyStore for MemoryStore {
         if let Some(r) = self.lock().replies.get_mut(short_id.as_str()) {
             r.due = false;
         }
+        Ok(())
+    }
+
+    async fn claim_forward(&self, key: &str, _forget_after: UnixTime) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let forwarded = state.forwards.entry(key.to_owned()).or_insert(false);
+        Ok(!std::mem::replace(forwarded, true))
+    }
+
+    async fn release_forward(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().forwards.insert(key.to_owned(), false);
         Ok(())
     }
 

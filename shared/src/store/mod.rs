@@ -128,6 +128,18 @@ pub trait ReplyStore: Send + Sync {
     /// Marks the outcome told without a post (the URL can no longer carry one).
     fn settle(&self, short_id: &ShortId) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Takes on forwarding one alert to the channel (`key`: its event and instance), kept until
+    /// `forget_after`: `Ok(false)` when it is forwarded already (a redelivered alert is forwarded
+    /// once).
+    fn claim_forward(
+        &self,
+        key: &str,
+        forget_after: UnixTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives a forward back after the channel failed, so the redelivery forwards it.
+    fn release_forward(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Replies whose outcome is untold, soonest expiry first, at most `limit` (`now` for a store
     /// that has to know it).
     fn due_replies(
