@@ -42,7 +42,15 @@ The follow-ups (issue 13) are invariants of layer 3 and claims of layer 6: the f
 reply# items, Query of the replies-due index and the three SQS actions of its own queue, and no
 other service's action; the issuer puts reply# items and nothing more of them; the follow-up queue
 is subscribed to the alert topic with a verdict filter, admits only that topic, and has a
-dead-letter queue with an alarm.
+dead-letter queue with an alarm. The SCPs except the follow-up role only from UpdateItem of the
+table and from reading the bot token. The issuer queries the by-instance index (`status`), and no
+other index. The chat options, all off by default and each creating exactly its resources:
+MattermostOrigin (a token kept as the signing secret is, and one more reply origin),
+SlackBotDirectMessages (a bot token under a key of its own that only the follow-up role reads),
+ChannelAlerts (a channel topic under the alert key that only the follow-up role publishes to, and
+with both ChatbotSlack... ids a chat channel whose role can do nothing, under AWSDenyAll); their
+claims are evaluated with every option on. The Slack app's manifest (infra/slack-app-manifest.yaml)
+sends button presses to slack/actions and asks for no scope but commands.
 """
 
 import collections
@@ -196,6 +204,7 @@ NAME_PROPERTY = {
     "AWS::Events::Rule": "Name",
     "AWS::Events::EventBus": "Name",
     "AWS::CloudFormation::StackSet": "StackSetName",
+    "AWS::Chatbot::SlackChannelConfiguration": "ConfigurationName",
 }
 
 
@@ -211,6 +220,11 @@ class Resolver:
 
     def condition(self, name):
         return bool(self.value(self.t.get("Conditions", {})[name]))
+
+    def exists(self, logical):
+        """Whether the resource is created with these parameters (its Condition holds)."""
+        r = self.res.get(logical)
+        return r is not None and ("Condition" not in r or self.condition(r["Condition"]))
 
     def name(self, logical):
         r = self.res.get(logical, {})
@@ -366,11 +380,24 @@ def listed(v):
     return [v] if isinstance(v, str) else list(v or [])
 
 
+def branches(v):
+    """The elements of an unresolved policy value (one, or a list), each Fn::If read as both of
+    its branches, AWS::NoValue left out."""
+    out = []
+    for x in (v if isinstance(v, list) else [v]):
+        if isinstance(x, dict) and "Fn::If" in x:
+            out += branches(x["Fn::If"][1]) + branches(x["Fn::If"][2])
+        elif x is not None and x != {"Ref": "AWS::NoValue"}:
+            out.append(x)
+    return out
+
+
 def one_or_many(v):
     """A policy value that may be one element or a list of them (an unresolved intrinsic is one)."""
     return list(v) if isinstance(v, list) else ([] if v is None else [v])
 
 
+BY_INSTANCE_INDEX = {"Fn::Sub": "${Table.Arn}/index/by-instance"}
 CRYPTO = ["kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
           "kms:GenerateDataKeyWithoutPlaintext", "kms:CreateGrant"]
 ISSUER_PREFIXES = ["owner#*", "pw#*", "rate#*", "trigger#*"]
@@ -449,9 +476,14 @@ def invariants(template):
         sts = statements(template, "IssuerFunction")
         granted = {a for st in sts for a in actions(st)}
         for forbidden in ("ec2:StopInstances", "ec2:DeleteTags", "ec2:TerminateInstances", "ec2:CreateTags",
-                          "ec2:ModifyInstanceAttribute", "sns:Publish", "dynamodb:Scan", "dynamodb:Query", "dynamodb:BatchWriteItem"):
+                          "ec2:ModifyInstanceAttribute", "sns:Publish", "dynamodb:Scan", "dynamodb:BatchWriteItem"):
             if forbidden in granted:
                 problems.append(f"IssuerFunction: must not be allowed {forbidden}")
+        # `status i-...` reads the by-instance index, and that is the issuer's only Query.
+        queries = [st for st in sts if "dynamodb:Query" in actions(st)]
+        if [branches(st.get("Resource")) for st in queries] != [[BY_INSTANCE_INDEX]] \
+                or any(set(actions(st)) != {"dynamodb:Query"} or st.get("Condition") for st in queries):
+            problems.append(f"IssuerFunction: exactly one statement allowing dynamodb:Query, alone, on the by-instance index (Resource !Sub \"${{Table.Arn}}/index/by-instance\"), and no other index or the table; found {json.dumps([st.get('Resource') for st in queries])}")
         env = issuer["Properties"].get("Environment", {}).get("Variables", {})
         if env.get("EC2PASS_SLACK_SIGNING_SECRET_ARN") != {"Ref": "SigningSecret"}:
             problems.append("IssuerFunction: EC2PASS_SLACK_SIGNING_SECRET_ARN must be !Ref SigningSecret")
@@ -469,8 +501,9 @@ def invariants(template):
                     problems.append(f"IssuerFunction: table access must be limited with ForAllValues:StringLike dynamodb:LeadingKeys {ISSUER_PREFIXES} (its own items, never verdicts), or {REPLY_PREFIXES} for the reply item's put, found {keys}")
                 if str(cond.get("Null", {}).get("dynamodb:LeadingKeys")).lower() != "false":
                     problems.append("IssuerFunction: its LeadingKeys condition needs Null dynamodb:LeadingKeys false (ForAllValues alone holds when the key is absent)")
-            if "secretsmanager:GetSecretValue" in acts and res_ != {"Ref": "SigningSecret"}:
-                problems.append("IssuerFunction: secretsmanager:GetSecretValue on anything but the SigningSecret")
+            if "secretsmanager:GetSecretValue" in acts and (
+                    not branches(res_) or any(x not in ({"Ref": "SigningSecret"}, {"Ref": "MattermostToken"}) for x in branches(res_))):
+                problems.append("IssuerFunction: secretsmanager:GetSecretValue on anything but the SigningSecret (and the MattermostToken when Mattermost is a front)")
             if "kms:Decrypt" in acts and (res_ != {"Fn::GetAtt": ["SigningSecretKey", "Arn"]}
                                           or "kms:ViaService" not in st.get("Condition", {}).get("StringEquals", {})):
                 problems.append("IssuerFunction: kms:Decrypt only on SigningSecretKey, through Secrets Manager (kms:ViaService)")
@@ -556,6 +589,18 @@ def invariants(template):
         problems.append("Table: needs the sparse index replies-due (hash reply_due, range reply_due_at, projection ALL), which the follow-up function queries for expiries")
     if not {("reply_due", "S"), ("reply_due_at", "N")} <= defined:
         problems.append("Table: AttributeDefinitions must define reply_due (S) and reply_due_at (N)")
+    by_instance = indexes.get("by-instance", {})
+    if by_instance.get("KeySchema") != [{"AttributeName": "instance_id", "KeyType": "HASH"},
+                                        {"AttributeName": "decided_at", "KeyType": "RANGE"}] \
+            or by_instance.get("Projection") != {"ProjectionType": "ALL"}:
+        problems.append("Table: needs the sparse index by-instance (hash instance_id, range decided_at, projection ALL), which the issuer's `status` queries: only verdicts carry instance_id")
+    if not {("instance_id", "S"), ("decided_at", "N")} <= defined:
+        problems.append("Table: AttributeDefinitions must define instance_id (S) and decided_at (N), as the verdicts carry them (shared/src/store/dynamo.rs)")
+    # Only the issuer queries by-instance.
+    for fn in ("GuardFunction", "FollowupFunction"):
+        if any(BY_INSTANCE_INDEX in branches(st.get("Resource")) or "index/*" in json.dumps(st.get("Resource"))
+               for st in statements(template, fn) if "dynamodb:Query" in actions(st)):
+            problems.append(f"{fn}: must not query the by-instance index (the issuer's `status` alone reads it)")
     topic = res.get("AlertTopic", {}).get("Properties", {})
     key_id = topic.get("KmsMasterKeyId")
     if not key_id:
@@ -571,10 +616,11 @@ def invariants(template):
         problems.append("GuardFunction: needs kms:GenerateDataKey on AlertKey to publish to the encrypted topic")
     problems += alarm_invariants(template)
     problems += followup_invariants(template)
+    problems += chat_invariants(template)
     queue = res.get("GuardFailures", {}).get("Properties", {})
     if queue.get("QueueName") != {"Fn::Sub": "${AWS::StackName}-guard-failures"}:
         problems.append("GuardFailures: QueueName must be ${AWS::StackName}-guard-failures (the SCP protects ec2pass-* queues)")
-    for logical in ("AlertKeyAlias", "SigningSecretKeyAlias"):
+    for logical in ("AlertKeyAlias", "SigningSecretKeyAlias", "SlackBotTokenKeyAlias"):
         alias = res.get(logical, {}).get("Properties", {}).get("AliasName", {})
         if not str(alias.get("Fn::Sub", "") if isinstance(alias, dict) else "").startswith("alias/${AWS::StackName}-"):
             problems.append(f"{logical}: the alias must start with alias/${{AWS::StackName}}- (the SCP finds the keys by kms:ResourceAliases)")
@@ -709,37 +755,43 @@ def guard_permissions_follow_settings(template):
     return problems
 
 
-def secret_invariants(template):
-    """The signing secret: in Secrets Manager under its own key, which only the issuer's role
-    (through Secrets Manager) and the admin may use to decrypt; the admin keeps the key."""
+# The stack's secrets: (logical id, its key, the one role besides the admin that reads it, its
+# placeholder (None: the issuer's PLACEHOLDER, read from issuer/src/secret.rs), its name after
+# <stack>-, the parameters with which it exists).
+SECRETS = [
+    ("SigningSecret", "SigningSecretKey", "IssuerRole", None, "slack-signing-secret", {}),
+    # The Mattermost token: the signing secret's key, reader and protection.
+    ("MattermostToken", "SigningSecretKey", "IssuerRole", "REPLACE-WITH-THE-MATTERMOST-COMMAND-TOKEN", "mattermost-token",
+     {"MattermostOrigin": "https://chat.example.com"}),
+    # The Slack bot token: the follow-up role's alone, under a key of its own.
+    ("SlackBotToken", "SlackBotTokenKey", "FollowupRole", "REPLACE-WITH-THE-SLACK-BOT-TOKEN", "slack-bot-token",
+     {"SlackBotDirectMessages": "Enabled"}),
+]
+# Each key of a secret, and the one role besides the admin that may decrypt with it.
+SECRET_KEYS = {"SigningSecretKey": "IssuerRole", "SlackBotTokenKey": "FollowupRole"}
+
+
+def issuer_placeholder():
+    source = (ROOT / "issuer" / "src" / "secret.rs").read_text(encoding="utf-8")
+    exact = re.search(r'pub const PLACEHOLDER: &str = "([^"]+)";', source)
+    prefix = re.search(r'pub const PLACEHOLDER_PREFIX: &str = "([^"]+)";', source)
+    return (exact.group(1) if exact else None), (prefix.group(1) if prefix else None)
+
+
+def key_problems(r, res, key, reader):
+    """A secret's key: the admin keeps it, the reader's role may only kms:Decrypt through Secrets
+    Manager, nobody else (the account root included) may encrypt, decrypt or grant."""
     problems = []
-    res = template.get("Resources", {})
-    secret = res.get("SigningSecret", {})
-    props = secret.get("Properties", {})
-    if secret.get("Type") != "AWS::SecretsManager::Secret":
-        return ["SigningSecret: missing (an AWS::SecretsManager::Secret)"]
-    if props.get("KmsKeyId") != {"Ref": "SigningSecretKey"}:
-        problems.append("SigningSecret: must be encrypted with the stack's SigningSecretKey (aws/secretsmanager decrypts for anyone in the account)")
-    # The template holds only the placeholder the issuer refuses to start with, never a value.
-    placeholder = re.search(r'pub const PLACEHOLDER: &str = "([^"]+)";',
-                            (ROOT / "issuer" / "src" / "secret.rs").read_text(encoding="utf-8"))
-    if "GenerateSecretString" in props or not placeholder or props.get("SecretString") != placeholder.group(1):
-        problems.append("SigningSecret: SecretString must be the placeholder the issuer refuses (issuer/src/secret.rs PLACEHOLDER), never a value")
-    if props.get("Name") != {"Fn::Sub": "${AWS::StackName}-slack-signing-secret"}:
-        problems.append("SigningSecret: Name must be ${AWS::StackName}-slack-signing-secret (the SCP protects ec2pass-* secrets)")
-    if "SigningSecretKey" not in res:
-        return problems + ["SigningSecretKey: missing"]
-    r = Resolver(template)
     try:
-        kp = r.value(res["SigningSecretKey"]["Properties"]["KeyPolicy"])
-        admin = r.admin_arn()
+        kp = r.value(res[key]["Properties"]["KeyPolicy"])
+        admin = next(s["Principal"]["AWS"] for s in kp["Statement"] if s.get("Sid") == "AdminManagesTheKey")
     except Exception:
-        return problems + ["SigningSecretKey: the key policy needs the statement AdminManagesTheKey naming the admin (or the key can be locked out)"]
-    issuer = r.getatt("IssuerRole", "Arn")
+        return [f"{key}: the key policy needs the statement AdminManagesTheKey naming the admin (or the key can be locked out)"]
+    reader_arn = r.getatt(reader, "Arn")
     root = f"arn:aws:iam::{ACCOUNT}:root"
     if admin != f"arn:aws:iam::{ACCOUNT}:role/ec2pass-admin":
-        problems.append(f"SigningSecretKey: with AdminRoleArn empty the admin must be role/ec2pass-admin, found {admin}")
-    admin_keeps = False
+        problems.append(f"{key}: with AdminRoleArn empty the admin must be role/ec2pass-admin, found {admin}")
+    admin_keeps = reader_decrypts = False
     for st in kp["Statement"]:
         principal = st.get("Principal")
         who = listed(principal.get("AWS")) if isinstance(principal, dict) else ["*"]
@@ -752,22 +804,64 @@ def secret_invariants(template):
         for w in who:
             if w == admin:
                 continue
-            if w == issuer:
-                if set(crypto) - {"kms:Decrypt"} or "kms:ViaService" not in st.get("Condition", {}).get("StringEquals", {}):
-                    problems.append("SigningSecretKey: the issuer's role may only kms:Decrypt, and only through Secrets Manager (kms:ViaService)")
+            if w == reader_arn:
+                via = st.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+                if set(crypto) - {"kms:Decrypt"} or via != f"secretsmanager.{REGION}.amazonaws.com":
+                    problems.append(f"{key}: {reader} may only kms:Decrypt, and only through Secrets Manager (kms:ViaService secretsmanager.<region>.amazonaws.com)")
+                else:
+                    reader_decrypts = True
             elif crypto:
-                problems.append(f"SigningSecretKey: {w} may {', '.join(crypto)} (only the issuer's role and the admin may decrypt{'; the account keeps administrative actions only' if w == root else ''})")
+                problems.append(f"{key}: {w} may {', '.join(crypto)} (only {reader} and the admin may decrypt{'; the account keeps administrative actions only' if w == root else ''})")
             if w == "*" or (isinstance(principal, str) and principal == "*"):
-                problems.append("SigningSecretKey: a statement for every principal")
+                problems.append(f"{key}: a statement for every principal")
     if not admin_keeps:
-        problems.append("SigningSecretKey: the admin must keep kms:* (or at least kms:PutKeyPolicy) in the key policy, or the key is locked out")
-    policies = [x for x in res.values() if x.get("Type") == "AWS::SecretsManager::ResourcePolicy"
-                and x.get("Properties", {}).get("SecretId") == {"Ref": "SigningSecret"}]
+        problems.append(f"{key}: the admin must keep kms:* (or at least kms:PutKeyPolicy) in the key policy, or the key is locked out")
+    if not reader_decrypts:
+        problems.append(f"{key}: the key policy must let {reader} kms:Decrypt through Secrets Manager, or its secret cannot be read")
+    return problems
+
+
+def secret_problems(template, logical, key, reader, placeholder, suffix, parameters):
+    """One secret: under its own key (never aws/secretsmanager), a placeholder and never a value
+    in the template, named <stack>-<suffix>, its resource policy denying GetSecretValue to all but
+    its reader and the admin and every change to all but the admin."""
+    problems = []
+    res = template.get("Resources", {})
+    secret = res.get(logical, {})
+    props = secret.get("Properties", {})
+    if secret.get("Type") != "AWS::SecretsManager::Secret":
+        return [f"{logical}: missing (an AWS::SecretsManager::Secret)"]
+    if props.get("KmsKeyId") != {"Ref": key}:
+        problems.append(f"{logical}: must be encrypted with the stack's {key} (aws/secretsmanager decrypts for anyone in the account)")
+    exact, prefix = issuer_placeholder()
+    wanted = placeholder or exact
+    if "GenerateSecretString" in props or not wanted or props.get("SecretString") != wanted \
+            or not prefix or not str(props.get("SecretString")).startswith(prefix):
+        problems.append(f"{logical}: SecretString must be the placeholder {wanted!r}, which starts with the prefix the code refuses (issuer/src/secret.rs PLACEHOLDER_PREFIX {prefix!r}), never a value")
+    if props.get("Name") != {"Fn::Sub": f"${{AWS::StackName}}-{suffix}"}:
+        problems.append(f"{logical}: Name must be ${{AWS::StackName}}-{suffix} (the SCPs find the secrets by name)")
+    if key not in res:
+        return problems + [f"{key}: missing"]
+    r = Resolver(template, parameters)
+    if not r.exists(logical):
+        return problems + [f"{logical}: does not exist with {parameters} (its Condition)"]
+    if not r.exists(key):
+        problems.append(f"{key}: must exist wherever {logical} does")
+    try:
+        admin = r.admin_arn()
+    except Exception:
+        return problems + ["SigningSecretKey: the key policy needs the statement AdminManagesTheKey naming the admin (or the key can be locked out)"]
+    reader_arn = r.getatt(reader, "Arn")
+    policies = [(n, x) for n, x in res.items() if x.get("Type") == "AWS::SecretsManager::ResourcePolicy"
+                and x.get("Properties", {}).get("SecretId") == {"Ref": logical}]
     if len(policies) != 1:
-        return problems + ["SigningSecret: needs one AWS::SecretsManager::ResourcePolicy"]
-    rp = r.value(policies[0]["Properties"]["ResourcePolicy"])
-    if str(policies[0]["Properties"].get("BlockPublicPolicy")).lower() != "true":
-        problems.append("SigningSecretPolicy: BlockPublicPolicy must be true")
+        return problems + [f"{logical}: needs one AWS::SecretsManager::ResourcePolicy"]
+    name, policy = policies[0]
+    if policy.get("Condition") != secret.get("Condition"):
+        problems.append(f"{name}: must exist exactly when {logical} does (the same Condition)")
+    rp = r.value(policy["Properties"]["ResourcePolicy"])
+    if str(policy["Properties"].get("BlockPublicPolicy")).lower() != "true":
+        problems.append(f"{name}: BlockPublicPolicy must be true")
 
     def denied_but(action):
         out = []
@@ -777,12 +871,49 @@ def secret_invariants(template):
                 out.append(sorted(listed((cond.get("ArnNotEquals") or cond.get("ArnNotLike") or {}).get("aws:PrincipalArn"))))
         return out
 
-    if sorted([issuer, admin]) not in denied_but("secretsmanager:GetSecretValue"):
-        problems.append("SigningSecretPolicy: must deny secretsmanager:GetSecretValue to every principal but the issuer's role and the admin")
+    if sorted([reader_arn, admin]) not in denied_but("secretsmanager:GetSecretValue"):
+        problems.append(f"{name}: must deny secretsmanager:GetSecretValue to every principal but {reader} and the admin")
     for action in ("secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy", "secretsmanager:PutSecretValue",
                    "secretsmanager:UpdateSecret", "secretsmanager:DeleteSecret"):
         if [admin] not in denied_but(action):
-            problems.append(f"SigningSecretPolicy: must deny {action} to every principal but the admin")
+            problems.append(f"{name}: must deny {action} to every principal but the admin")
+    return problems
+
+
+def secret_invariants(template):
+    """The secrets: each in Secrets Manager under its own key, which only its reader's role
+    (through Secrets Manager) and the admin may use to decrypt; the admin keeps the keys. The
+    signing secret and the Mattermost token are the issuer's, the bot token the follow-up role's:
+    neither role reads the other's, and the guard none."""
+    problems = []
+    res = template.get("Resources", {})
+    for logical, key, reader, placeholder, suffix, parameters in SECRETS:
+        if logical == "SigningSecret" or logical in res:
+            problems += secret_problems(template, logical, key, reader, placeholder, suffix, parameters)
+    for key, reader in SECRET_KEYS.items():
+        if key not in res:
+            if key == "SigningSecretKey":
+                problems.append("SigningSecretKey: missing")
+            continue
+        r = Resolver(template, {"SlackBotDirectMessages": "Enabled"})
+        problems += key_problems(r, res, key, reader)
+        alias = [x for x in res.values() if x.get("Type") == "AWS::KMS::Alias"
+                 and x.get("Properties", {}).get("TargetKeyId") == {"Ref": key}]
+        if len(alias) != 1 or alias[0].get("Condition") != res[key].get("Condition"):
+            problems.append(f"{key}: needs one AWS::KMS::Alias, existing when the key does (the SCPs find keys by alias)")
+    # Each role reads its own secrets, and no other's.
+    for logical, key, reader, _, _, parameters in SECRETS:
+        if logical not in res:
+            continue
+        for role in ("IssuerRole", "GuardRole", "FollowupRole"):
+            if role == reader or role not in res:
+                continue
+            r = Resolver(template, {**CHAT_PARAMS})
+            arns = {r.ref(logical), r.getatt(key, "Arn") if key in res else None}
+            for st in ec2_or_all(resolved_policies(r, template, role)):
+                if set(listed(st.get("Resource"))) & arns or (
+                        "*" in listed(st.get("Resource")) and any(a.startswith(("secretsmanager:", "kms:")) for a in actions(st))):
+                    problems.append(f"{role}: must not reach {logical} or its key {key} (only {reader} and the admin read it)")
     return problems
 
 
@@ -835,12 +966,34 @@ FOLLOWUP_GRANTS = {
     ("sqs:DeleteMessage", "the follow-up queue", None),
     ("sqs:GetQueueAttributes", "the follow-up queue", None),
 }
+# With ChannelAlerts: publish to the channel topic, under the alert key, through SNS only.
+CHANNEL_GRANTS = {
+    ("sns:Publish", "the channel topic", None),
+    ("dynamodb:UpdateItem", "the table", ("channel#*",)),
+    ("kms:GenerateDataKey", "the alert key", f"via sns.{REGION}.amazonaws.com"),
+    ("kms:Decrypt", "the alert key", f"via sns.{REGION}.amazonaws.com"),
+}
+# With SlackBotDirectMessages: read the bot token, decrypting its key through Secrets Manager only.
+BOT_GRANTS = {
+    ("secretsmanager:GetSecretValue", "the bot token", None),
+    ("kms:Decrypt", "the bot token key", f"via secretsmanager.{REGION}.amazonaws.com"),
+}
+CHAT_PARAMS = {"MattermostOrigin": "https://chat.example.com", "SlackBotDirectMessages": "Enabled", "ChannelAlerts": "Enabled",
+               "ChatbotSlackWorkspaceId": "T0123ABCD", "ChatbotSlackChannelId": "C0123ABCD"}
+# (what, parameters, channel grants?, bot grants?): the settings the follow-up role is checked in.
+FOLLOWUP_SETTINGS = [
+    ("a single account", {}, False, False),
+    ("a hub", HUB_UNITS_PARAMS, False, False),
+    ("ChannelAlerts=Enabled", {"ChannelAlerts": "Enabled"}, True, False),
+    ("SlackBotDirectMessages=Enabled", {"SlackBotDirectMessages": "Enabled"}, False, True),
+    ("every chat option", CHAT_PARAMS, True, True),
+]
 BASIC_EXECUTION = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
 # The follow-ups' settings, and the parameter behind each (docs/configuration.md). Always set,
 # unlike ORG_VARIABLES, which are empty outside a hub.
 REPLY_VARIABLES = {
-    "IssuerFunction": {"EC2PASS_REPLY_ORIGINS": "ReplyOrigins"},
-    "FollowupFunction": {"EC2PASS_REPLY_ORIGINS": "ReplyOrigins"},
+    "IssuerFunction": {"EC2PASS_REPLY_ORIGINS": ["ReplyOrigins", "MattermostOrigin"]},
+    "FollowupFunction": {"EC2PASS_REPLY_ORIGINS": ["ReplyOrigins", "MattermostOrigin"]},
 }
 REPLY_ORIGINS_DEFAULT = "https://hooks.slack.com"
 # The alerts that can tell a requester something: a start allowed with the password, or denied.
@@ -849,11 +1002,13 @@ FOLLOWUP_RECEIVES = 5
 
 
 def followup_grants(r, template):
-    """The follow-up role's grants, resolved, as (action, resource, LeadingKeys) like FOLLOWUP_GRANTS,
-    and the problems of statements that cannot be read so."""
+    """The follow-up role's grants, resolved, as (action, resource, LeadingKeys or "via" the
+    kms:ViaService) like FOLLOWUP_GRANTS, and the problems of statements that cannot be read so."""
     table = r.getatt("Table", "Arn")
     names = {table: "the table", f"{table}/index/replies-due": "the replies-due index",
-             r.getatt("FollowupQueue", "Arn"): "the follow-up queue"}
+             r.getatt("FollowupQueue", "Arn"): "the follow-up queue", r.ref("ChannelTopic"): "the channel topic",
+             r.getatt("AlertKey", "Arn"): "the alert key", r.ref("SlackBotToken"): "the bot token",
+             r.getatt("SlackBotTokenKey", "Arn"): "the bot token key"}
     grants, problems = set(), []
     for st in ec2_or_all(resolved_policies(r, template, "FollowupRole")):
         if st.get("Effect") != "Allow" or {"NotAction", "NotResource", "NotPrincipal"} & set(st):
@@ -863,9 +1018,10 @@ def followup_grants(r, template):
         keys = tuple(sorted(listed(keys))) if keys is not None else None
         if keys is not None and str(cond.get("Null", {}).get("dynamodb:LeadingKeys")).lower() != "false":
             problems.append(f"FollowupRole: the statement {st.get('Sid')} needs Null dynamodb:LeadingKeys false (ForAllValues alone holds when the key is absent)")
+        via = cond.get("StringEquals", {}).get("kms:ViaService")
         for a in actions(st):
             for x in listed(st.get("Resource")):
-                grants.add((a, names.get(x, x), keys))
+                grants.add((a, names.get(x, x), keys if keys is not None else (f"via {via}" if via else None)))
     return grants, problems
 
 
@@ -896,11 +1052,22 @@ def followup_invariants(template):
     env = props.get("Environment", {}).get("Variables", {})
     if env.get("EC2PASS_TABLE") != {"Ref": "Table"}:
         problems.append("FollowupFunction: EC2PASS_TABLE must be !Ref Table")
-    for name, variables in REPLY_VARIABLES.items():
-        fn_env = res.get(name, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
-        for var, param in variables.items():
-            if fn_env.get(var) != {"Ref": param}:
-                problems.append(f"{name}: {var} must be !Ref {param} (the issuer keeps a reply URL, and the follow-up posts to one, only at these origins)")
+    # The reply origins: ReplyOrigins, and the Mattermost server when it is a front; the same for both.
+    for what, parameters, wanted in (
+            ("by default", {}, REPLY_ORIGINS_DEFAULT),
+            ("with ReplyOrigins set", {"ReplyOrigins": "https://hooks.slack.com,https://chat.example.com:8443"},
+             "https://hooks.slack.com,https://chat.example.com:8443"),
+            ("with MattermostOrigin set", {"MattermostOrigin": "https://chat.example.com"}, f"{REPLY_ORIGINS_DEFAULT},https://chat.example.com")):
+        r = Resolver(template, parameters)
+        for name, variables in REPLY_VARIABLES.items():
+            fn_env = res.get(name, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+            for var in variables:
+                try:
+                    got = r.value(fn_env.get(var))
+                except Exception as e:  # a broken copy can break the checks' own assumptions
+                    got = repr(e)
+                if got != wanted:
+                    problems.append(f"{name}: {var} must be {wanted!r} {what} (ReplyOrigins, and MattermostOrigin when set, comma-joined: the issuer keeps a reply URL, and the follow-up posts to one, only at these origins), found {got!r}")
     origins = params.get("ReplyOrigins", {})
     if origins.get("Default") != REPLY_ORIGINS_DEFAULT:
         problems.append(f"parameter ReplyOrigins: the default must be {REPLY_ORIGINS_DEFAULT!r}")
@@ -918,20 +1085,25 @@ def followup_invariants(template):
     role = res["FollowupRole"].get("Properties", {})
     if role.get("ManagedPolicyArns") != [BASIC_EXECUTION] or "PermissionsBoundary" in role:
         problems.append("FollowupRole: its only managed policy is AWSLambdaBasicExecutionRole (CloudWatch Logs, as the other roles)")
-    for label, parameters in (("a single account", {}), ("a hub", HUB_UNITS_PARAMS)):
+    for label, parameters, channel, bot in FOLLOWUP_SETTINGS:
         try:
             grants, unreadable = followup_grants(Resolver(template, parameters), template)
         except Exception as e:  # a broken copy can break the checks' own assumptions
             problems.append(f"FollowupRole: its policies do not resolve in {label}: {e!r}")
             continue
         problems += unreadable
-        others = sorted({a for a, _, _ in grants if a.split(":", 1)[0] not in ("dynamodb", "sqs")})
+        services = {"dynamodb", "sqs"} | ({"sns", "kms"} if channel else set()) | ({"secretsmanager", "kms"} if bot else set())
+        others = sorted({a for a, _, _ in grants if a.split(":", 1)[0] not in services})
         if others:
-            problems.append(f"FollowupRole: in {label} it may only use DynamoDB and its SQS queue: no EC2, SNS, Secrets Manager or KMS, found {others}")
-        extra, missing = sorted(grants - FOLLOWUP_GRANTS, key=str), sorted(FOLLOWUP_GRANTS - grants, key=str)
+            problems.append(f"FollowupRole: in {label} it may only use {sorted(services)}: no EC2, and SNS, Secrets Manager or KMS only with ChannelAlerts or SlackBotDirectMessages, found {others}")
+        wanted = FOLLOWUP_GRANTS | (CHANNEL_GRANTS if channel else set()) | (BOT_GRANTS if bot else set())
+        extra, missing = sorted(grants - wanted, key=str), sorted(wanted - grants, key=str)
         if extra or missing:
-            problems.append(f"FollowupRole: in {label} exactly GetItem of reply# and pw# items, UpdateItem of reply# items, Query of the replies-due index "
-                            f"and ReceiveMessage, DeleteMessage and GetQueueAttributes of the follow-up queue; not allowed: {extra}; missing: {missing}")
+            problems.append(f"FollowupRole: in {label} exactly GetItem of reply# and pw# items, UpdateItem of reply# items, Query of the replies-due index, "
+                            f"ReceiveMessage, DeleteMessage and GetQueueAttributes of the follow-up queue"
+                            + (", sns:Publish on the channel topic with the alert key through SNS and UpdateItem of channel# items" if channel else "")
+                            + (", GetSecretValue of the bot token with its key through Secrets Manager" if bot else "")
+                            + f"; not allowed: {extra}; missing: {missing}")
     # Its events: the queue's batches, and the expiry run.
     events = props.get("Events", {})
     kinds = sorted(e.get("Type") for e in events.values())
@@ -1001,6 +1173,179 @@ def followup_invariants(template):
 
 
 # ---------------------------------------------------------------------------------------------
+# The chat fronts and channels (issue 13, follow-ups): Mattermost as a second front, Slack bot
+# direct messages, and deny alerts in a chat channel through Amazon Q Developer in chat
+# applications.
+# ---------------------------------------------------------------------------------------------
+
+# What exists only with an option, and the option's parameters.
+CHAT_ONLY = {
+    "MattermostToken": {"MattermostOrigin": "https://chat.example.com"},
+    "MattermostTokenPolicy": {"MattermostOrigin": "https://chat.example.com"},
+    "SlackBotTokenKey": {"SlackBotDirectMessages": "Enabled"},
+    "SlackBotTokenKeyAlias": {"SlackBotDirectMessages": "Enabled"},
+    "SlackBotToken": {"SlackBotDirectMessages": "Enabled"},
+    "SlackBotTokenPolicy": {"SlackBotDirectMessages": "Enabled"},
+    "FollowupBotTokenAccess": {"SlackBotDirectMessages": "Enabled"},
+    "ChannelTopic": {"ChannelAlerts": "Enabled"},
+    "ChannelTopicPolicy": {"ChannelAlerts": "Enabled"},
+    "ChannelRole": {"ChannelAlerts": "Enabled", "ChatbotSlackWorkspaceId": "T0123ABCD", "ChatbotSlackChannelId": "C0123ABCD"},
+    "ChannelConfiguration": {"ChannelAlerts": "Enabled", "ChatbotSlackWorkspaceId": "T0123ABCD", "ChatbotSlackChannelId": "C0123ABCD"},
+}
+CHAT_OPTIONS = {  # parameter -> (default, AllowedValues or None)
+    "MattermostOrigin": ("", None),
+    "SlackBotDirectMessages": ("Disabled", ["Disabled", "Enabled"]),
+    "ChannelAlerts": ("Disabled", ["Disabled", "Enabled"]),
+    "ChatbotSlackWorkspaceId": ("", None),
+    "ChatbotSlackChannelId": ("", None),
+}
+SLACK_API = "https://slack.com"
+DENY_ALL = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSDenyAll"}
+# Each variable, its function, and what it resolves to: "" without its option, the resource with it.
+CHAT_VARIABLES = [
+    ("IssuerFunction", "EC2PASS_MATTERMOST_TOKEN_SECRET_ARN", "MattermostToken", {"MattermostOrigin": "https://chat.example.com"}),
+    ("FollowupFunction", "EC2PASS_CHAT_TOPIC_ARN", "ChannelTopic", {"ChannelAlerts": "Enabled"}),
+    ("FollowupFunction", "EC2PASS_SLACK_BOT_TOKEN_SECRET_ARN", "SlackBotToken", {"SlackBotDirectMessages": "Enabled"}),
+]
+
+
+def chat_invariants(template):
+    """Off by default and nothing of them exists; each option creates exactly its resources, sets
+    its variable, and gives its role exactly its grants (followup_invariants); the channel topic
+    is under the alert key and only the follow-up role publishes to it; the chat channel's role
+    can do nothing, and its guardrail denies everything."""
+    problems = []
+    res = template.get("Resources", {})
+    params = template.get("Parameters", {})
+    outputs = template.get("Outputs", {})
+    for name, (default, values) in CHAT_OPTIONS.items():
+        if name not in params:
+            problems.append(f"missing parameter {name} (docs/alerts.md, docs/policies.md)")
+            continue
+        if str(params[name].get("Default")) != default:
+            problems.append(f"parameter {name}: the default must be {default!r} (by default the chat is exactly as before)")
+        if values is not None and params[name].get("AllowedValues") != values:
+            problems.append(f"parameter {name}: AllowedValues must be {values}")
+    pattern = params.get("MattermostOrigin", {}).get("AllowedPattern", "")
+    for value, ok in (("", True), ("https://chat.example.com", True), ("https://chat.example.com:8065", True),
+                      ("http://chat.example.com", False), ("https://chat.example.com/", False), ("https://chat.example.com/hooks", False),
+                      ("https://chat.example.com,https://evil.example", False), ("chat.example.com", False)):
+        try:
+            matches = re.search(pattern, value) is not None
+        except re.error:
+            matches = None
+        if matches != ok:
+            problems.append(f"parameter MattermostOrigin: its AllowedPattern must {'take' if ok else 'refuse'} {value!r} (one https origin, no path, or empty)")
+    # What exists, with which option.
+    single = Resolver(template)
+    try:
+        for logical, parameters in CHAT_ONLY.items():
+            if logical not in res:
+                problems.append(f"{logical}: missing (it exists with {parameters})")
+                continue
+            if single.exists(logical):
+                problems.append(f"{logical}: must not exist by default (only with {parameters}: a Condition)")
+            if not Resolver(template, parameters).exists(logical):
+                problems.append(f"{logical}: must exist with {parameters}")
+        # A channel topic without both ids makes no Slack channel.
+        for parameters in ({"ChannelAlerts": "Enabled"}, {"ChannelAlerts": "Enabled", "ChatbotSlackWorkspaceId": "T0123ABCD"}):
+            if Resolver(template, parameters).exists("ChannelConfiguration"):
+                problems.append(f"ChannelConfiguration: must not exist with {parameters} (both ids, and ChannelAlerts)")
+        for fn, var, logical, parameters in CHAT_VARIABLES:
+            env = res.get(fn, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+            if var not in env:
+                problems.append(f"{fn}: must set {var} (empty without its option, the {logical} with {parameters})")
+                continue
+            if single.value(env[var]) != "":
+                problems.append(f"{fn}: {var} must be empty by default (empty is unset)")
+            r = Resolver(template, parameters)
+            if r.value(env[var]) != r.ref(logical):
+                problems.append(f"{fn}: {var} must be the {logical} ({r.ref(logical)}) with {parameters}, found {r.value(env[var])!r}")
+        env = res.get("FollowupFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+        if env.get("EC2PASS_SLACK_API") != SLACK_API:
+            problems.append(f"FollowupFunction: EC2PASS_SLACK_API must be exactly {SLACK_API!r}, a constant (the bot token goes to Slack's Web API and nowhere else), found {env.get('EC2PASS_SLACK_API')!r}")
+    except Exception as e:  # a broken copy can break the checks' own assumptions
+        problems.append(f"chat options: the template cannot be resolved: {e!r}")
+    # The channel topic.
+    topic = res.get("ChannelTopic", {}).get("Properties", {})
+    if topic.get("TopicName") != {"Fn::Sub": "${AWS::StackName}-channel"}:
+        problems.append("ChannelTopic: TopicName must be ${AWS::StackName}-channel (the SCP's KeepTheAlertTopic keeps sns:...:ec2pass-*)")
+    if topic.get("KmsMasterKeyId") != {"Ref": "AlertKey"}:
+        problems.append("ChannelTopic: must be encrypted with the stack's AlertKey, as the alert topic (never unencrypted, and not alias/aws/sns)")
+    chat = Resolver(template, CHAT_PARAMS)
+    try:
+        docs = [(n, chat.value(x["Properties"].get("PolicyDocument", {}))) for n, x in res.items() if x.get("Type") == "AWS::SNS::TopicPolicy"
+                and {"Ref": "ChannelTopic"} in x.get("Properties", {}).get("Topics", [])]
+        admin = chat.admin_arn()
+        publishers = sorted([chat.getatt("FollowupRole", "Arn"), admin])
+        guarded = False
+        for n, d in docs:
+            for st in d.get("Statement", []):
+                if st.get("Effect") == "Allow":
+                    problems.append(f"{n}: allows {json.dumps(st.get('Principal'))} {actions(st)}: the channel topic's policy only takes away")
+                if st.get("Effect") == "Deny" and st.get("Principal") == "*" and "sns:Publish" in actions(st) \
+                        and sorted(listed(st.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn"))) == publishers:
+                    guarded = True
+        if len(docs) != 1 or not guarded:
+            problems.append("ChannelTopic: needs one AWS::SNS::TopicPolicy denying sns:Publish to every principal but the follow-up role and the admin (a forged notification would announce a false denial in the channel)")
+    except Exception as e:
+        problems.append(f"ChannelTopicPolicy: cannot be resolved: {e!r}")
+    # The chat channel and its role, which can do nothing.
+    role = res.get("ChannelRole", {})
+    props = role.get("Properties", {})
+    if role.get("Type") != "AWS::IAM::Role" or props.get("RoleName") != {"Fn::Sub": "${AWS::StackName}-channel"} or props.get("Path", "/") != "/":
+        problems.append("ChannelRole: must be an AWS::IAM::Role named ${AWS::StackName}-channel, path / (the SCP keeps role/ec2pass* to the admin)")
+    trusted = [st.get("Principal") for st in props.get("AssumeRolePolicyDocument", {}).get("Statement", [])]
+    if trusted != [{"Service": "chatbot.amazonaws.com"}]:
+        problems.append(f"ChannelRole: only chatbot.amazonaws.com may assume it, found {trusted}")
+    for key in ("Policies", "ManagedPolicyArns", "PermissionsBoundary"):
+        if props.get(key):
+            problems.append(f"ChannelRole: no {key}: the channel's role may do nothing (nobody in the channel runs AWS commands through it)")
+    for n, x in res.items():
+        if x.get("Type") in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") \
+                and {"Ref": "ChannelRole"} in [x.get("Properties", {}).get("RoleName"), *listed(x.get("Properties", {}).get("Roles"))]:
+            problems.append(f"{n}: gives the ChannelRole a policy: the channel's role may do nothing")
+    if {"Key": "ec2pass:role", "Value": "channel"} not in props.get("Tags", []):
+        problems.append("ChannelRole: needs the tag ec2pass:role=channel")
+    config = res.get("ChannelConfiguration", {})
+    cp = config.get("Properties", {})
+    if config.get("Type") != "AWS::Chatbot::SlackChannelConfiguration":
+        problems.append("ChannelConfiguration: must be an AWS::Chatbot::SlackChannelConfiguration")
+    if cp.get("IamRoleArn") != {"Fn::GetAtt": ["ChannelRole", "Arn"]}:
+        problems.append("ChannelConfiguration: IamRoleArn must be the ChannelRole (a role that can do nothing)")
+    if cp.get("GuardrailPolicies") != [DENY_ALL]:
+        problems.append(f"ChannelConfiguration: GuardrailPolicies must be exactly [arn:${{AWS::Partition}}:iam::aws:policy/AWSDenyAll]: every role in the channel is capped by it, found {json.dumps(cp.get('GuardrailPolicies'))}")
+    if str(cp.get("UserRoleRequired", "false")).lower() != "false":
+        problems.append("ChannelConfiguration: UserRoleRequired must be false (the channel's role, not one each member picks)")
+    if cp.get("SnsTopicArns") != [{"Ref": "ChannelTopic"}]:
+        problems.append("ChannelConfiguration: SnsTopicArns must be exactly the ChannelTopic (never the alert topic: its JSON is no custom notification)")
+    if cp.get("SlackWorkspaceId") != {"Ref": "ChatbotSlackWorkspaceId"} or cp.get("SlackChannelId") != {"Ref": "ChatbotSlackChannelId"}:
+        problems.append("ChannelConfiguration: SlackWorkspaceId and SlackChannelId must be !Ref ChatbotSlackWorkspaceId and !Ref ChatbotSlackChannelId")
+    if cp.get("ConfigurationName") != {"Fn::Sub": "${AWS::StackName}-channel"}:
+        problems.append("ChannelConfiguration: ConfigurationName must be ${AWS::StackName}-channel")
+    # Rules: a Slack channel's ids without ChannelAlerts, or one id without the other, are refused.
+    for rule in ("ChatbotChannelNeedsChannelAlerts", "ChatbotChannelNeedsBothIds"):
+        if rule not in template.get("Rules", {}):
+            problems.append(f"Rules: {rule} is missing (a Slack channel's ids would be dropped silently)")
+    # Outputs.
+    for out, condition, value in (("MattermostCommandUrl", "HasMattermost", "https://example.lambda-url.us-east-1.on.aws/mattermost"),
+                                  ("MattermostTokenArn", "HasMattermost", chat.ref("MattermostToken")),
+                                  ("SlackBotTokenArn", "SendsSlackDirectMessages", chat.ref("SlackBotToken")),
+                                  ("ChannelTopicArn", "ForwardsChannelAlerts", chat.ref("ChannelTopic"))):
+        o = outputs.get(out)
+        if not o:
+            problems.append(f"missing output {out} (Condition {condition})")
+            continue
+        try:
+            got = chat.value(o.get("Value"))
+        except Exception as e:
+            got = repr(e)
+        if o.get("Condition") != condition or got != value:
+            problems.append(f"output {out}: Condition {condition}, value {value!r}, found {o.get('Condition')!r}, {got!r}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
 # The Organization (issue 12): the hub's part of infra/template.yaml, the spoke (infra/member.yaml)
 # and the StackSet (infra/organization.yaml).
 # ---------------------------------------------------------------------------------------------
@@ -1021,12 +1366,13 @@ HOP_AGE = 300
 
 def resolved_policies(r, template, role):
     """The policy documents a role has, resolved: inline ones whose condition holds, and every
-    AWS::IAM::RolePolicy naming the role."""
+    AWS::IAM::RolePolicy naming the role that exists with r's parameters."""
     res = template.get("Resources", {})
     props = res.get(role, {}).get("Properties", {})
     docs = [p["PolicyDocument"] for p in r.value(props.get("Policies", []))]
-    for x in res.values():
-        if x.get("Type") == "AWS::IAM::RolePolicy" and x.get("Properties", {}).get("RoleName") == {"Ref": role}:
+    for name, x in res.items():
+        if x.get("Type") == "AWS::IAM::RolePolicy" and x.get("Properties", {}).get("RoleName") == {"Ref": role} \
+                and r.exists(name):
             docs.append(r.value(x["Properties"]["PolicyDocument"]))
     return docs
 
@@ -1301,6 +1647,12 @@ RULE_CASES = [
     ("MemberAccounts without OrganizationId", {"MemberAccounts": HUB_PARAMS["MemberAccounts"]}, True),
     ("OrganizationId without MemberAccounts or OrganizationUnits", {**HUB_PARAMS, "MemberAccounts": ""}, True),
     ("OrganizationId without GuardedRegions", {**HUB_UNITS_PARAMS, "GuardedRegions": ""}, True),
+    # The chat channel (issue 13).
+    ("every chat option, with a Slack channel", CHAT_PARAMS, False),
+    ("ChannelAlerts without a Slack channel", {"ChannelAlerts": "Enabled"}, False),
+    ("a Slack channel's ids without ChannelAlerts", {**CHAT_PARAMS, "ChannelAlerts": "Disabled"}, True),
+    ("a Slack workspace without a channel", {**CHAT_PARAMS, "ChatbotSlackChannelId": ""}, True),
+    ("a Slack channel without a workspace", {**CHAT_PARAMS, "ChatbotSlackWorkspaceId": ""}, True),
 ]
 
 
@@ -1593,7 +1945,26 @@ def delegation_invariants(org):
 # ---------------------------------------------------------------------------------------------
 
 ADMIN_SCP = "arn:aws:iam::*:role/ec2pass-admin"
-CARVE_OUTS = {ADMIN_SCP, "arn:aws:iam::*:role/ec2pass-issuer", "arn:aws:iam::*:role/ec2pass-guard"}
+ISSUER_SCP, GUARD_SCP = "arn:aws:iam::*:role/ec2pass-issuer", "arn:aws:iam::*:role/ec2pass-guard"
+FOLLOWUP_SCP = "arn:aws:iam::*:role/ec2pass-followup"
+CARVE_OUTS = {ADMIN_SCP, ISSUER_SCP, GUARD_SCP}
+# The follow-up role is excepted only here, each statement denying exactly these actions: it
+# updates the table's items (its own policy keeps it to reply# items: FOLLOWUP_GRANTS) and reads
+# the bot token, nothing else of the table and no other secret.
+FOLLOWUP_CARVE_OUTS = {
+    "OnlyTheRolesUpdateItems": ["dynamodb:UpdateItem"],
+    "OnlyTheFollowupAndTheAdminRead": ["secretsmanager:GetSecretValue"],
+    "OnlyTheFollowupAndTheAdminDecrypt": ["kms:CreateGrant", "kms:Decrypt", "kms:ReEncryptFrom"],
+}
+# Statements whose carve-outs are exactly these (the table's and the secrets').
+EXACT_CARVE_OUTS = {
+    "KeepTheTable": {ISSUER_SCP, GUARD_SCP, ADMIN_SCP},
+    "OnlyTheRolesUpdateItems": {ISSUER_SCP, GUARD_SCP, FOLLOWUP_SCP, ADMIN_SCP},
+    "OnlyTheIssuerAndTheAdminRead": {ISSUER_SCP, ADMIN_SCP},
+    "OnlyTheIssuerAndTheAdminDecrypt": {ISSUER_SCP, ADMIN_SCP},
+    "OnlyTheFollowupAndTheAdminRead": {FOLLOWUP_SCP, ADMIN_SCP},
+    "OnlyTheFollowupAndTheAdminDecrypt": {FOLLOWUP_SCP, ADMIN_SCP},
+}
 MEMBER_SCP = "arn:aws:iam::*:role/ec2pass-member"
 # StackSets' execution role in each member account ("Configure a custom execution role template
 # for StackSets", AWS CloudFormation User Guide: stacksets-exec-*), and the spokes' forwarding
@@ -1643,14 +2014,21 @@ def policy_invariants(template, policies):
             exempt = [v for op in ("ArnNotLike", "ArnNotEquals") for v in listed(cond.get(op, {}).get("aws:PrincipalArn"))]
             if not exempt:
                 problems.append(f"{name} {sid}: must except the admin (ArnNotLike aws:PrincipalArn {ADMIN_SCP})")
-            allowed = CARVE_OUTS | FILE_CARVE_OUTS.get(name, set())
+            allowed = CARVE_OUTS | FILE_CARVE_OUTS.get(name, set()) | ({FOLLOWUP_SCP} if sid in FOLLOWUP_CARVE_OUTS else set())
             for v in exempt:
                 if v not in allowed:
                     problems.append(f"{name} {sid}: the carve-out {v} is not one of the exact ec2pass roles {sorted(allowed)} (a path or a wildcard can be borrowed)")
+            if sid in EXACT_CARVE_OUTS and set(exempt) != EXACT_CARVE_OUTS[sid]:
+                problems.append(f"{name} {sid}: must except exactly {sorted(EXACT_CARVE_OUTS[sid])}, found {sorted(exempt)}")
+            if FOLLOWUP_SCP in exempt and (sorted(actions(st)) != FOLLOWUP_CARVE_OUTS.get(sid) or "NotAction" in st):
+                problems.append(f"{name} {sid}: the follow-up role's carve-out must deny exactly {FOLLOWUP_CARVE_OUTS.get(sid)} (it may update items and read the bot token, nothing more), found {actions(st)}")
             if ADMIN_SCP not in exempt:
                 problems.append(f"{name} {sid}: must except the admin {ADMIN_SCP}")
             if "lambda:InvokeFunctionUrl" in actions(st):
                 problems.append(f"{name} {sid}: must not deny lambda:InvokeFunctionUrl (Slack calls the issuer's URL)")
+    present = {st.get("Sid") for doc in policies.values() for st in doc.get("Statement", [])}
+    for sid in sorted(set(EXACT_CARVE_OUTS) - present):
+        problems.append(f"infra/policies: the statement {sid} is missing (the table's and the secrets' carve-outs, docs/policies.md)")
     tag_policy = policies.get("protect-auth-tag.json", {})
     if not any(st.get("Action") == "ec2:DeleteTags" and st.get("Condition", {}).get("Null", {}).get("aws:TagKeys") == "true"
                for st in tag_policy.get("Statement", [])):
@@ -1748,10 +2126,10 @@ DELEGATING_KEY_POLICY = {"Version": "2012-10-17", "Statement": [
 class World:
     """The account as the template and the policies make it, for the simulator."""
 
-    def __init__(self, template, policies):
+    def __init__(self, template, policies, parameters=None):
         from principalmapper.common import Node, Policy
 
-        r = Resolver(template)
+        r = Resolver(template, parameters)
         res = template.get("Resources", {})
         self.r = r
         self.admin = r.admin_arn() if "SigningSecretKey" in res else f"arn:aws:iam::{ACCOUNT}:role/ec2pass-admin"
@@ -1772,35 +2150,47 @@ class World:
         self.guard_fn = r.getatt("GuardFunction", "Arn")
         self.issuer_fn = r.getatt("IssuerFunction", "Arn")
         self.followup_fn = r.getatt("FollowupFunction", "Arn")
+        # The chat options' resources (World(template, policies, CHAT_PARAMS)).
+        self.mattermost_token = r.ref("MattermostToken")
+        self.bot_token = r.ref("SlackBotToken")
+        self.bot_key = r.getatt("SlackBotTokenKey", "Arn")
+        self.channel_topic = r.ref("ChannelTopic")
+        self.channel_role = r.getatt("ChannelRole", "Arn")
         self.rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{r.name('GuardFunctionStateChange')}"
         self.alarms = [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{r.name(n)}"
                        for n, x in res.items() if x.get("Type") == "AWS::CloudWatch::Alarm"]
         self.instance = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
         self.group = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:0f0e0d0c-0000-4000-8000-000000000001:autoScalingGroupName/"
         self.launch_template = f"arn:aws:ec2:{REGION}:{ACCOUNT}:launch-template/lt-0123456789abcdef0"
+        # Only what exists with these parameters: aliases, key policies, the secrets', queues' and
+        # topics' resource policies.
         self.aliases = {}
-        for x in res.values():
-            if x.get("Type") == "AWS::KMS::Alias":
+        for n, x in res.items():
+            if x.get("Type") == "AWS::KMS::Alias" and r.exists(n):
                 target = x["Properties"]["TargetKeyId"]
                 logical = target.get("Ref") if isinstance(target, dict) else None
                 if logical:
                     self.aliases[r.getatt(logical, "Arn")] = r.value(x["Properties"]["AliasName"])
         self.resource_policies = {}
-        for logical, arn in (("SigningSecretKey", self.signing_key), ("AlertKey", self.alert_key)):
-            if "KeyPolicy" in res.get(logical, {}).get("Properties", {}):
-                self.resource_policies[arn] = r.value(res[logical]["Properties"]["KeyPolicy"])
-        for x in res.values():
+        for n, x in res.items():
+            if not r.exists(n):
+                continue
+            props = x.get("Properties", {})
+            if x.get("Type") == "AWS::KMS::Key" and "KeyPolicy" in props:
+                self.resource_policies[r.getatt(n, "Arn")] = r.value(props["KeyPolicy"])
             if x.get("Type") == "AWS::SecretsManager::ResourcePolicy":
-                self.resource_policies[self.secret] = r.value(x["Properties"]["ResourcePolicy"])
+                self.resource_policies[r.value(props["SecretId"])] = r.value(props["ResourcePolicy"])
             if x.get("Type") == "AWS::SQS::QueuePolicy":
-                for queue in x["Properties"].get("Queues", []):
+                for queue in props.get("Queues", []):
                     if isinstance(queue, dict) and "Ref" in queue:
-                        self.resource_policies[r.getatt(queue["Ref"], "Arn")] = r.value(x["Properties"]["PolicyDocument"])
+                        self.resource_policies[r.getatt(queue["Ref"], "Arn")] = r.value(props["PolicyDocument"])
+            if x.get("Type") == "AWS::SNS::TopicPolicy":
+                for topic in r.value(props.get("Topics", [])):
+                    self.resource_policies[topic] = r.value(props["PolicyDocument"])
         self.identity = {}
-        for who, fn in (("issuer", "IssuerFunction"), ("guard", "GuardFunction"), ("followup", "FollowupFunction")):
-            role = role_of(res.get(fn, {}))
-            docs = [r.value(d) for d in role_policies(template, role)] if role else []
-            self.identity[who] = docs
+        for who, role in (("issuer", role_of(res.get("IssuerFunction", {}))), ("guard", role_of(res.get("GuardFunction", {}))),
+                          ("followup", role_of(res.get("FollowupFunction", {}))), ("channel", "ChannelRole")):
+            self.identity[who] = resolved_policies(r, template, role) if role and r.exists(role) else []
         filled = json.loads(self._fill(json.dumps(policies)))
         self.scps = [[Policy("arn:aws:organizations::aws:policy/service_control_policy/p-FullAWSAccess",
                              "FullAWSAccess", FULL_AWS_ACCESS)]
@@ -1817,6 +2207,11 @@ class World:
             "the issuer's role": node(self.issuer_role, self.identity["issuer"], {"ec2pass:role": "issuer"}),
             "the guard's role": node(self.guard_role, self.identity["guard"], {"ec2pass:role": "guard"}),
             "the follow-up role": node(self.followup_role, self.identity["followup"], {"ec2pass:role": "followup"}),
+            "the chat channel's role": node(self.channel_role, self.identity["channel"], {"ec2pass:role": "channel"}),
+            # Each role as if someone had widened its own policy to AdministratorAccess: what the
+            # SCPs and the resource policies still refuse it.
+            "the issuer's role, widened": node(self.issuer_role, [ADMINISTRATOR_ACCESS], {"ec2pass:role": "issuer"}),
+            "the follow-up role, widened": node(self.followup_role, [ADMINISTRATOR_ACCESS], {"ec2pass:role": "followup"}),
             "an AdministratorAccess role": node(f"arn:aws:iam::{ACCOUNT}:role/ops-admin", [ADMINISTRATOR_ACCESS]),
             "a ReadOnlyAccess holder": node(f"arn:aws:iam::{ACCOUNT}:role/auditor", [READ_ONLY_STAND_IN]),
             "a developer": node(f"arn:aws:iam::{ACCOUNT}:role/developer", [DEVELOPER_STAND_IN]),
@@ -1850,6 +2245,7 @@ def claims(w):
     """(name, who, actions, resources, context, layers, expected allowed?) for every claim."""
     A, ISS, GRD, FUP = "the admin", "the issuer's role", "the guard's role", "the follow-up role"
     ADM, RO, DEV, PATH = "an AdministratorAccess role", "a ReadOnlyAccess holder", "a developer", "a role under /ec2pass/"
+    FUPW = "the follow-up role, widened"
     exempt = {"aws:TagKeys": ["Name", "ec2pass:exempt"]}
     c = [
         # 1. The signing secret.
@@ -1956,8 +2352,12 @@ def claims(w):
         ("table: the issuer's role reads its passwords in one batch", ISS, ["dynamodb:BatchGetItem"], [w.table], {"dynamodb:LeadingKeys": ["pw#0123", "pw#4567"]}, "all", True),
         ("table: the issuer's role cannot batch-read a verdict with its passwords", ISS, ["dynamodb:BatchGetItem"], [w.table],
          {"dynamodb:LeadingKeys": ["pw#0123", "verdict#i-0123456789abcdef0@1700000000"]}, "all", False),
-        ("table: the issuer's role queries no index", ISS, ["dynamodb:Query"],
-         [f"{w.table}/index/by-owner", f"{w.table}/index/alerts-due", f"{w.table}/index/replies-due"], {}, "all", False),
+        ("table: the issuer's role queries the by-instance index (`status`)", ISS, ["dynamodb:Query"], [f"{w.table}/index/by-instance"], {}, "all", True),
+        ("table: the issuer's role queries no other index, nor the table, and scans nothing", ISS, ["dynamodb:Query", "dynamodb:Scan"],
+         [w.table, f"{w.table}/index/by-owner", f"{w.table}/index/alerts-due", f"{w.table}/index/replies-due"], {}, "all", False),
+        ("table: the issuer's role scans not even the by-instance index", ISS, ["dynamodb:Scan"], [f"{w.table}/index/by-instance"], {}, "all", False),
+        ("table: the guard's role queries no other index", GRD, ["dynamodb:Query"],
+         [f"{w.table}/index/by-owner", f"{w.table}/index/replies-due", f"{w.table}/index/by-instance"], {}, "all", False),
         ("table: the issuer's role puts a password's reply item", ISS, ["dynamodb:PutItem"], [w.table], {"dynamodb:LeadingKeys": ["reply#0123"]}, "all", True),
         ("table: the issuer's role never reads, changes or deletes a reply item (its reply URL is the follow-up's)", ISS,
          ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"], [w.table], {"dynamodb:LeadingKeys": ["reply#0123"]}, "all", False),
@@ -1969,9 +2369,16 @@ def claims(w):
         # 15. The follow-ups (issue 13).
         *[(f"followup: the follow-up role reads {p} items", FUP, ["dynamodb:GetItem"], [w.table], {"dynamodb:LeadingKeys": [p + "0123"]}, "all", True)
           for p in ("reply#", "pw#")],
-        # "resource": the role's own policy (the table has no resource policy); the SCP is another matter (docs/policies.md).
-        ("followup: the follow-up role's own policy lets it take and settle a reply's posts", FUP, ["dynamodb:UpdateItem"], [w.table],
-         {"dynamodb:LeadingKeys": ["reply#0123"]}, "resource", True),
+        # Its own policy, and the SCP's carve-out for it (OnlyTheRolesUpdateItems).
+        ("followup: the follow-up role takes and settles a reply's posts, the SCP included", FUP, ["dynamodb:UpdateItem"], [w.table],
+         {"dynamodb:LeadingKeys": ["reply#0123"]}, "all", True),
+        ("followup: the SCP alone lets even a widened follow-up role only update the table's items: no put, delete, batch or PartiQL write, and no change to the table", FUPW,
+         ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate",
+          "dynamodb:PartiQLDelete", "dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:PutResourcePolicy"], [w.table],
+         {"dynamodb:LeadingKeys": ["reply#0123"]}, "scp", False),
+        ("followup (control): the SCP's carve-out lets a widened follow-up role update items (its own policy keeps it to reply# items)", FUPW,
+         ["dynamodb:UpdateItem"], [w.table], {"dynamodb:LeadingKeys": ["reply#0123"]}, "scp", True),
+        ("table: a developer cannot update an item, not even a reply's", DEV, ["dynamodb:UpdateItem"], [w.table], {"dynamodb:LeadingKeys": ["reply#0123"]}, "all", False),
         *[(f"followup: the follow-up role changes no {what}, and puts or deletes nothing", FUP,
            ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"], [w.table], {"dynamodb:LeadingKeys": [key]}, "all", False)
           for what, key in (("password", "pw#0123"), ("verdict", "verdict#i-0123456789abcdef0@1700000000"), ("ledger", "owner#T1#U1"))],
@@ -1981,7 +2388,9 @@ def claims(w):
          {"dynamodb:LeadingKeys": ["verdict#i-0123456789abcdef0@1700000000", "owner#T1#U1", "meta#activation"]}, "all", False),
         ("followup: the follow-up role queries the replies-due index", FUP, ["dynamodb:Query"], [f"{w.table}/index/replies-due"], {}, "all", True),
         ("followup: the follow-up role queries and scans nothing else", FUP, ["dynamodb:Query", "dynamodb:Scan"],
-         [w.table, f"{w.table}/index/alerts-due", f"{w.table}/index/by-owner"], {}, "all", False),
+         [w.table, f"{w.table}/index/alerts-due", f"{w.table}/index/by-owner", f"{w.table}/index/by-instance"], {}, "all", False),
+        ("roles: a developer cannot pass, re-trust or widen the follow-up role", DEV,
+         ["iam:PassRole", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:AttachRolePolicy"], [w.followup_role], {}, "all", False),
         ("followup: the follow-up role cannot touch instances, publish alerts, or read the secret or a key", FUP,
          ["ec2:DescribeInstances", "ec2:StopInstances", "ec2:DeleteTags", "sns:Publish", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"],
          [w.instance, w.topic, w.secret, w.signing_key, w.alert_key, "*"], {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}, "all", False),
@@ -2025,6 +2434,69 @@ def claims(w):
          {"aws:RequestedRegion": "eu-central-1"}, "all", True),
     ]
     return c
+
+
+def chat_claims(w):
+    """The chat options' claims, over World(template, policies, CHAT_PARAMS): every option on."""
+    A, ISS, GRD, FUP = "the admin", "the issuer's role", "the guard's role", "the follow-up role"
+    ADM, RO, DEV, PATH = "an AdministratorAccess role", "a ReadOnlyAccess holder", "a developer", "a role under /ec2pass/"
+    ISSW, FUPW, CHAN = "the issuer's role, widened", "the follow-up role, widened", "the chat channel's role"
+    via_sm = {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
+    via_sns = {"kms:ViaService": f"sns.{REGION}.amazonaws.com"}
+    changes = ["secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy", "secretsmanager:PutSecretValue",
+               "secretsmanager:UpdateSecret", "secretsmanager:DeleteSecret"]
+    return [
+        # The Mattermost token: the signing secret's protection.
+        ("mattermost token: a ReadOnlyAccess holder, an AdministratorAccess role, the guard's role, the follow-up role and a role under /ec2pass/ cannot read it",
+         [RO, ADM, GRD, FUP, PATH], ["secretsmanager:GetSecretValue"], [w.mattermost_token], {}, "all", False),
+        ("mattermost token: its resource policy alone keeps an AdministratorAccess role out", ADM, ["secretsmanager:GetSecretValue"], [w.mattermost_token], {}, "resource", False),
+        ("mattermost token: the SCP alone keeps an AdministratorAccess role and a widened follow-up role out", [ADM, FUPW],
+         ["secretsmanager:GetSecretValue"], [w.mattermost_token], {}, "scp", False),
+        ("mattermost token: the issuer's role reads it", ISS, ["secretsmanager:GetSecretValue"], [w.mattermost_token], {}, "all", True),
+        ("mattermost token: the admin reads and replaces it", A, ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"], [w.mattermost_token], {}, "all", True),
+        ("mattermost token: nobody else changes its policy, value or existence, even without the SCP", ADM, changes, [w.mattermost_token], {}, "resource", False),
+        # The bot token: the follow-up role's alone.
+        ("bot token: the issuer's role, the guard's role, a ReadOnlyAccess holder, an AdministratorAccess role and a role under /ec2pass/ cannot read it",
+         [ISS, GRD, RO, ADM, PATH], ["secretsmanager:GetSecretValue"], [w.bot_token], {}, "all", False),
+        ("bot token: its resource policy alone keeps an AdministratorAccess role and even a widened issuer's role out", [ADM, ISSW],
+         ["secretsmanager:GetSecretValue"], [w.bot_token], {}, "resource", False),
+        ("bot token: the SCP alone keeps an AdministratorAccess role and even a widened issuer's role out", [ADM, ISSW],
+         ["secretsmanager:GetSecretValue"], [w.bot_token], {}, "scp", False),
+        ("bot token: the follow-up role reads it", FUP, ["secretsmanager:GetSecretValue"], [w.bot_token], {}, "all", True),
+        ("bot token: the admin reads and replaces it", A, ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"], [w.bot_token], {}, "all", True),
+        ("bot token: nobody else changes its policy, value or existence, even without the SCP", ADM, changes, [w.bot_token], {}, "resource", False),
+        ("bot token key: the follow-up role decrypts through Secrets Manager", FUP, ["kms:Decrypt"], [w.bot_key], via_sm, "all", True),
+        ("bot token key: the follow-up role cannot decrypt directly", FUP, ["kms:Decrypt"], [w.bot_key], {}, "all", False),
+        ("bot token key: the issuer's role, even widened, cannot decrypt with it, through Secrets Manager or not", [ISS, ISSW],
+         ["kms:Decrypt", "kms:CreateGrant"], [w.bot_key], via_sm, "all", False),
+        ("bot token key: its key policy lets no AdministratorAccess role decrypt", ADM, ["kms:Decrypt", "kms:CreateGrant", "kms:ReEncryptFrom"],
+         [w.bot_key], via_sm, "resource", False),
+        ("bot token key: the SCP alone keeps an AdministratorAccess role from decrypting", ADM, ["kms:Decrypt", "kms:CreateGrant"], [w.bot_key], {}, "scp", False),
+        ("bot token key: only the admin rewrites, disables or deletes it", ADM, ["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey"], [w.bot_key], {}, "all", False),
+        ("bot token key: the admin manages it", A, ["kms:PutKeyPolicy", "kms:Decrypt"], [w.bot_key], {}, "all", True),
+        ("bot token: the follow-up role, even widened, reads neither the signing secret nor the Mattermost token", FUPW,
+         ["secretsmanager:GetSecretValue"], [w.secret, w.mattermost_token], {}, "all", False),
+        ("bot token: the follow-up role, even widened, cannot decrypt with the signing key", FUPW,
+         ["kms:Decrypt", "kms:CreateGrant"], [w.signing_key], via_sm, "all", False),
+        # The channel topic.
+        ("channel: the follow-up role publishes to the channel topic", FUP, ["sns:Publish"], [w.channel_topic], {}, "all", True),
+        ("channel: the follow-up role encrypts with the alert key through SNS (the topic's key)", FUP,
+         ["kms:GenerateDataKey", "kms:Decrypt"], [w.alert_key], via_sns, "all", True),
+        ("channel: the follow-up role uses the alert key through SNS only", FUP, ["kms:GenerateDataKey", "kms:Decrypt"], [w.alert_key], {}, "all", False),
+        ("channel: the follow-up role publishes to no other topic: not the alert topic", FUP, ["sns:Publish"], [w.topic], {}, "all", False),
+        ("channel: only the follow-up role publishes: no developer, no issuer or guard role", [DEV, ISS, GRD], ["sns:Publish"], [w.channel_topic], {}, "all", False),
+        ("channel: the topic's own policy refuses an AdministratorAccess role's notifications, without the SCP", ADM, ["sns:Publish"], [w.channel_topic], {}, "resource", False),
+        ("channel: the admin publishes (to test the channel)", A, ["sns:Publish"], [w.channel_topic], {}, "all", True),
+        ("channel: a developer cannot change, re-police or delete the channel topic", DEV,
+         ["sns:SetTopicAttributes", "sns:DeleteTopic", "sns:AddPermission", "sns:RemovePermission"], [w.channel_topic], {}, "all", False),
+        # The chat channel's role can do nothing.
+        ("channel: the chat channel's role can do nothing", CHAN,
+         ["ec2:DescribeInstances", "ec2:StopInstances", "ec2:StartInstances", "ec2:CreateTags", "lambda:InvokeFunction", "dynamodb:GetItem",
+          "dynamodb:Query", "secretsmanager:GetSecretValue", "sns:Publish", "iam:PassRole", "sts:AssumeRole", "cloudwatch:DeleteAlarms"],
+         ["*", w.instance, w.guard_fn, w.table, w.secret, w.bot_token, w.channel_topic, w.issuer_role], {}, "all", False),
+        ("channel: a developer cannot pass, re-trust or widen the chat channel's role", DEV,
+         ["iam:PassRole", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:AttachRolePolicy"], [w.channel_role], {}, "all", False),
+    ]
 
 
 # The SCPs of each account of the Organization's example (docs/organization.md, "Which SCP
@@ -2269,6 +2741,11 @@ def evaluate_claims(template, policies, member=None, org=None):
         return [("the simulator's world", False, f"the template or the policies cannot be resolved for the simulator: {e!r}")]
     worlds = [(w, claims(w))]
     try:
+        c = World(template, policies, CHAT_PARAMS)
+        worlds.append((c, chat_claims(c)))
+    except Exception as e:
+        return [("the chat options' world", False, f"the template or the policies cannot be resolved for the simulator with every chat option: {e!r}")]
+    try:
         o = OrgWorld(template, member, policies, org)
         worlds.append((o, org_claims(o)))
     except Exception as e:
@@ -2329,6 +2806,11 @@ NOT_PARAMETERS = {
     "EC2PASS_AUTH_TAG": "fixed: the guard's DeleteTags condition and protect-auth-tag.json name this key",
     "EC2PASS_SLACK_SIGNING_SECRET_ARN": "the stack's own secret",
     "EC2PASS_STATE_CHANGE_QUEUE_URL": "the stack's own state-change queue",
+    # Empty without their option (chat_invariants checks both values).
+    "EC2PASS_MATTERMOST_TOKEN_SECRET_ARN": "the stack's own secret, when MattermostOrigin is set",
+    "EC2PASS_CHAT_TOPIC_ARN": "the stack's own channel topic, when ChannelAlerts is Enabled",
+    "EC2PASS_SLACK_BOT_TOKEN_SECRET_ARN": "the stack's own secret, when SlackBotDirectMessages is Enabled",
+    "EC2PASS_SLACK_API": "fixed: Slack's Web API, the only host the bot token is sent to",
 }
 
 
@@ -2402,7 +2884,7 @@ def parameters_behind(value, parameters):
     return sorted(named & set(parameters))
 
 
-def check(template, path=None, policies=None, lint=True, member=None, org=None, member_path=None, org_path=None):
+def check(template, path=None, policies=None, lint=True, member=None, org=None, member_path=None, org_path=None, manifest=None):
     """All findings for the hub template (parsed), the spoke and the StackSet (parsed; the files
     by default) and the policies, linting the files at the paths given or temporary copies
     (lint=False: everything but cfn-lint and the SAM transform, the slow part)."""
@@ -2423,13 +2905,16 @@ def check(template, path=None, policies=None, lint=True, member=None, org=None, 
             findings.append(f"{layer}: the templates cannot be read: {e!r}")
     findings += local_table_matches(template)
     findings += samconfig_matches(template)
+    findings += manifest_invariants(manifest if manifest is not None else MANIFEST.read_text(encoding="utf-8"))
     findings += settings_match(template)
-    try:
-        world = World(template, policies)
-        stack_policies = {f"{who} role policy {i}": d for who, docs in world.identity.items() for i, d in enumerate(docs)}
-        stack_policies.update({f"resource policy of {arn}": d for arn, d in world.resource_policies.items()})
-    except Exception:
-        stack_policies = {}
+    stack_policies = {}
+    for label, parameters in (("", {}), ("with every chat option: ", CHAT_PARAMS)):
+        try:
+            world = World(template, policies, parameters)
+            stack_policies.update({f"{label}{who} role policy {i}": d for who, docs in world.identity.items() for i, d in enumerate(docs)})
+            stack_policies.update({f"{label}resource policy of {arn}": d for arn, d in world.resource_policies.items()})
+        except Exception:
+            pass
     try:
         o = OrgWorld(template, member, policies, org)
         stack_policies.update({f"Organization: {who} policy {i}": d for who, docs in o.identity.items() for i, d in enumerate(docs)})
@@ -2918,6 +3403,223 @@ def broken_copies(template):
         props = t["Resources"]["Table"]["Properties"]
         props["GlobalSecondaryIndexes"] = [i for i in props["GlobalSecondaryIndexes"] if i["IndexName"] != "replies-due"]
 
+
+    # Issue 13, follow-ups: the by-instance index and `status`.
+    def table_without_the_by_instance_index(t):
+        props = t["Resources"]["Table"]["Properties"]
+        props["GlobalSecondaryIndexes"] = [i for i in props["GlobalSecondaryIndexes"] if i["IndexName"] != "by-instance"]
+        props["AttributeDefinitions"] = [a for a in props["AttributeDefinitions"] if a["AttributeName"] not in ("instance_id", "decided_at")]
+
+    def by_instance_index_keys_only(t):
+        idx = next(i for i in t["Resources"]["Table"]["Properties"]["GlobalSecondaryIndexes"] if i["IndexName"] == "by-instance")
+        idx["Projection"] = {"ProjectionType": "KEYS_ONLY"}
+
+    def by_instance_index_by_launch_time(t):
+        idx = next(i for i in t["Resources"]["Table"]["Properties"]["GlobalSecondaryIndexes"] if i["IndexName"] == "by-instance")
+        idx["KeySchema"][1]["AttributeName"] = "expires_at"
+
+    def issuer_queries_every_index(t):
+        issuer_statement(t, "StatusOfAnInstance")["Resource"] = {"Fn::Sub": "${Table.Arn}/index/*"}
+
+    def issuer_queries_the_table(t):
+        issuer_statement(t, "StatusOfAnInstance")["Resource"] = {"Fn::GetAtt": ["Table", "Arn"]}
+
+    def issuer_queries_the_alerts_due(t):
+        issuer_statement(t, "StatusOfAnInstance")["Resource"] = {"Fn::Sub": "${Table.Arn}/index/alerts-due"}
+
+    def issuer_scans_by_instance(t):
+        issuer_statement(t, "StatusOfAnInstance")["Action"].append("dynamodb:Scan")
+
+    def issuer_cannot_tell_the_status(t):
+        sts = t["Resources"]["IssuerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        sts[:] = [s for s in sts if s.get("Sid") != "StatusOfAnInstance"]
+
+    def guard_queries_by_instance(t):
+        t["Resources"]["GuardRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(
+            {"Sid": "Status", "Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": {"Fn::Sub": "${Table.Arn}/index/by-instance"}})
+
+    # The channel alerts.
+    def channel_policy(t):
+        pol = next(x for x in t["Resources"]["FollowupRole"]["Properties"]["Policies"]
+                   if isinstance(x, dict) and "Fn::If" in x and x["Fn::If"][1].get("PolicyName") == "channel-alerts")
+        return pol
+
+    def channel_statement(t, sid):
+        return next(st for st in channel_policy(t)["Fn::If"][1]["PolicyDocument"]["Statement"] if st["Sid"] == sid)
+
+    def channel_alerts_by_default(t):
+        t["Parameters"]["ChannelAlerts"]["Default"] = "Enabled"
+
+    def channel_topic_unencrypted(t):
+        t["Resources"]["ChannelTopic"]["Properties"].pop("KmsMasterKeyId")
+
+    def channel_topic_under_the_aws_managed_key(t):
+        t["Resources"]["ChannelTopic"]["Properties"]["KmsMasterKeyId"] = "alias/aws/sns"
+
+    def channel_topic_unnamed(t):
+        t["Resources"]["ChannelTopic"]["Properties"].pop("TopicName")
+
+    def channel_topic_in_every_stack(t):
+        t["Resources"]["ChannelTopic"].pop("Condition")
+        t["Resources"]["ChannelTopicPolicy"].pop("Condition")
+
+    def followup_publishes_anywhere(t):
+        channel_statement(t, "PublishToTheChannelTopic")["Resource"] = "*"
+
+    def followup_publishes_to_the_alert_topic(t):
+        channel_statement(t, "PublishToTheChannelTopic")["Resource"] = {"Ref": "AlertTopic"}
+
+    def followup_uses_the_alert_key_directly(t):
+        channel_statement(t, "ChannelTopicEncryption").pop("Condition")
+
+    def followup_publishes_without_channel_alerts(t):
+        pols = t["Resources"]["FollowupRole"]["Properties"]["Policies"]
+        pols[:] = [p["Fn::If"][1] if isinstance(p, dict) and "Fn::If" in p else p for p in pols]
+
+    def channel_topic_open_to_every_publisher(t):
+        t["Resources"].pop("ChannelTopicPolicy")
+
+    def channel_topic_policy_lets_the_issuer_publish(t):
+        st = t["Resources"]["ChannelTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"].append({"Fn::GetAtt": ["IssuerRole", "Arn"]})
+
+    def chat_topic_always_passed(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_CHAT_TOPIC_ARN"] = {"Ref": "AlertTopic"}
+
+    def chat_topic_never_passed(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Environment"]["Variables"].pop("EC2PASS_CHAT_TOPIC_ARN")
+
+    def chatbot_without_the_deny_all_guardrail(t):
+        t["Resources"]["ChannelConfiguration"]["Properties"].pop("GuardrailPolicies")
+
+    def chatbot_guardrail_read_only(t):
+        t["Resources"]["ChannelConfiguration"]["Properties"]["GuardrailPolicies"] = [
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/ReadOnlyAccess"}]
+
+    def chatbot_lets_members_pick_their_roles(t):
+        t["Resources"]["ChannelConfiguration"]["Properties"]["UserRoleRequired"] = True
+
+    def chatbot_hears_the_alert_topic(t):
+        t["Resources"]["ChannelConfiguration"]["Properties"]["SnsTopicArns"] = [{"Ref": "ChannelTopic"}, {"Ref": "AlertTopic"}]
+
+    def channel_role_reads_everything(t):
+        t["Resources"]["ChannelRole"]["Properties"]["ManagedPolicyArns"] = [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/ReadOnlyAccess"}]
+
+    def channel_role_with_an_inline_policy(t):
+        t["Resources"]["ChannelRole"]["Properties"]["Policies"] = [{"PolicyName": "describe", "PolicyDocument": {
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"}]}}]
+
+    def channel_role_trusts_lambda(t):
+        t["Resources"]["ChannelRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] = {"Service": "lambda.amazonaws.com"}
+
+    def chatbot_channel_without_its_ids(t):
+        t["Conditions"]["HasChatbotChannel"] = {"Condition": "ForwardsChannelAlerts"}
+
+    def chatbot_ids_accepted_without_channel_alerts(t):
+        t["Rules"].pop("ChatbotChannelNeedsChannelAlerts")
+
+    def chatbot_workspace_accepted_alone(t):
+        t["Rules"].pop("ChatbotChannelNeedsBothIds")
+
+    def forget_the_channel_topic_output(t):
+        t["Outputs"].pop("ChannelTopicArn")
+
+    # Mattermost as a second front.
+    def mattermost_origin_takes_any_url(t):
+        t["Parameters"]["MattermostOrigin"]["AllowedPattern"] = "^.*$"
+
+    def mattermost_origin_takes_http(t):
+        t["Parameters"]["MattermostOrigin"]["AllowedPattern"] = "^(https?://[a-z0-9.-]+(:[0-9]+)?)?$"
+
+    def mattermost_token_under_the_default_key(t):
+        t["Resources"]["MattermostToken"]["Properties"].pop("KmsKeyId")
+
+    def mattermost_token_value_in_the_template(t):
+        t["Resources"]["MattermostToken"]["Properties"]["SecretString"] = "9a8b7c6d5e4f3g2h1i0jklmnop"
+
+    def mattermost_token_readable_by_the_guard(t):
+        st = t["Resources"]["MattermostTokenPolicy"]["Properties"]["ResourcePolicy"]["Statement"][0]
+        st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"].append({"Fn::GetAtt": ["GuardRole", "Arn"]})
+
+    def mattermost_token_without_its_policy(t):
+        t["Resources"].pop("MattermostTokenPolicy")
+
+    def mattermost_token_in_every_stack(t):
+        t["Resources"]["MattermostToken"].pop("Condition")
+        t["Resources"]["MattermostTokenPolicy"].pop("Condition")
+
+    def mattermost_token_always_passed(t):
+        t["Resources"]["IssuerFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_MATTERMOST_TOKEN_SECRET_ARN"] = {"Ref": "SigningSecret"}
+
+    def issuer_cannot_read_the_mattermost_token(t):
+        st = t["Resources"]["IssuerSecretAccess"]["Properties"]["PolicyDocument"]["Statement"][0]
+        st["Resource"] = [{"Ref": "SigningSecret"}]
+
+    def issuer_reads_every_secret(t):
+        t["Resources"]["IssuerSecretAccess"]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"] = "*"
+
+    def followup_posts_to_no_mattermost(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_REPLY_ORIGINS"] = {"Ref": "ReplyOrigins"}
+
+    def issuer_keeps_reply_urls_only_for_mattermost(t):
+        t["Resources"]["IssuerFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_REPLY_ORIGINS"] = {
+            "Fn::If": ["HasMattermost", {"Ref": "MattermostOrigin"}, {"Ref": "ReplyOrigins"}]}
+
+    def mattermost_command_url_without_its_path(t):
+        t["Outputs"]["MattermostCommandUrl"]["Value"] = {"Fn::GetAtt": ["IssuerFunctionUrl", "FunctionUrl"]}
+
+    # Slack bot direct messages.
+    def bot_access(t):
+        return t["Resources"]["FollowupBotTokenAccess"]["Properties"]["PolicyDocument"]["Statement"]
+
+    def bot_messages_by_default(t):
+        t["Parameters"]["SlackBotDirectMessages"]["Default"] = "Enabled"
+
+    def bot_token_readable_by_the_issuer(t):
+        st = t["Resources"]["SlackBotTokenPolicy"]["Properties"]["ResourcePolicy"]["Statement"][0]
+        st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"].append({"Fn::GetAtt": ["IssuerRole", "Arn"]})
+
+    def bot_token_readable_by_anyone(t):
+        rp = t["Resources"]["SlackBotTokenPolicy"]["Properties"]["ResourcePolicy"]["Statement"]
+        rp[:] = [s for s in rp if s["Sid"] != "OnlyTheFollowupAndTheAdminRead"]
+
+    def bot_token_under_the_signing_key(t):
+        t["Resources"]["SlackBotToken"]["Properties"]["KmsKeyId"] = {"Ref": "SigningSecretKey"}
+
+    def bot_token_value_in_the_template(t):
+        t["Resources"]["SlackBotToken"]["Properties"]["SecretString"] = "xoxb-0000000000-0000000000000-abcdefghijklmnopqrstuvwx"
+
+    def bot_key_lets_the_issuer_decrypt(t):
+        st = next(s for s in t["Resources"]["SlackBotTokenKey"]["Properties"]["KeyPolicy"]["Statement"] if s["Sid"] == "FollowupDecryptsThroughSecretsManager")
+        st["Principal"]["AWS"] = [st["Principal"]["AWS"], {"Fn::GetAtt": ["IssuerRole", "Arn"]}]
+
+    def bot_key_decrypts_outside_secrets_manager(t):
+        st = next(s for s in t["Resources"]["SlackBotTokenKey"]["Properties"]["KeyPolicy"]["Statement"] if s["Sid"] == "FollowupDecryptsThroughSecretsManager")
+        st.pop("Condition")
+
+    def bot_key_lets_the_account_decrypt(t):
+        st = next(s for s in t["Resources"]["SlackBotTokenKey"]["Properties"]["KeyPolicy"]["Statement"] if s["Sid"] == "AccountAdministersButCannotDecrypt")
+        st["Action"] = "kms:*"
+
+    def followup_reads_every_secret(t):
+        next(s for s in bot_access(t) if s["Sid"] == "ReadTheBotToken")["Resource"] = "*"
+
+    def followup_decrypts_the_bot_key_directly(t):
+        next(s for s in bot_access(t) if s["Sid"] == "DecryptItThroughSecretsManager").pop("Condition")
+
+    def issuer_reads_the_bot_token(t):
+        st = t["Resources"]["IssuerSecretAccess"]["Properties"]["PolicyDocument"]["Statement"][0]
+        st["Resource"].append({"Fn::If": ["SendsSlackDirectMessages", {"Ref": "SlackBotToken"}, {"Ref": "AWS::NoValue"}]})
+
+    def bot_token_always_passed(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_SLACK_BOT_TOKEN_SECRET_ARN"] = {"Ref": "SigningSecret"}
+
+    def bot_token_unnamed(t):
+        t["Resources"]["SlackBotToken"]["Properties"].pop("Name")
+
+    def bot_token_sent_elsewhere(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_SLACK_API"] = {"Ref": "ReplyOrigins"}
+
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
                     managed_topic_key, forget_a_setting, bad_alarm_operator, dangling_output_getatt,
                     secret_in_environment, secret_value_in_the_template, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
@@ -2955,7 +3657,27 @@ def broken_copies(template):
                     followup_without_dlq, followup_without_the_failures_alarm, followup_subscription_without_filter,
                     followup_subscription_hears_everything_but_summaries, followup_subscription_raw, followup_without_the_schedule,
                     followup_esm_without_partial_batch_responses, issuer_reads_reply_items, issuer_cannot_put_the_reply,
-                    reply_origins_not_from_the_parameter, reply_origins_take_any_scheme, table_without_the_replies_index):
+                    reply_origins_not_from_the_parameter, reply_origins_take_any_scheme, table_without_the_replies_index,
+                    table_without_the_by_instance_index, by_instance_index_keys_only, by_instance_index_by_launch_time,
+                    issuer_queries_every_index, issuer_queries_the_table, issuer_queries_the_alerts_due, issuer_scans_by_instance,
+                    issuer_cannot_tell_the_status, guard_queries_by_instance,
+                    channel_alerts_by_default, channel_topic_unencrypted, channel_topic_under_the_aws_managed_key, channel_topic_unnamed,
+                    channel_topic_in_every_stack, followup_publishes_anywhere, followup_publishes_to_the_alert_topic,
+                    followup_uses_the_alert_key_directly, followup_publishes_without_channel_alerts, channel_topic_open_to_every_publisher,
+                    channel_topic_policy_lets_the_issuer_publish, chat_topic_always_passed, chat_topic_never_passed,
+                    chatbot_without_the_deny_all_guardrail, chatbot_guardrail_read_only, chatbot_lets_members_pick_their_roles,
+                    chatbot_hears_the_alert_topic, channel_role_reads_everything, channel_role_with_an_inline_policy,
+                    channel_role_trusts_lambda, chatbot_channel_without_its_ids, chatbot_ids_accepted_without_channel_alerts,
+                    chatbot_workspace_accepted_alone, forget_the_channel_topic_output,
+                    mattermost_origin_takes_any_url, mattermost_origin_takes_http, mattermost_token_under_the_default_key,
+                    mattermost_token_value_in_the_template, mattermost_token_readable_by_the_guard, mattermost_token_without_its_policy,
+                    mattermost_token_in_every_stack, mattermost_token_always_passed, issuer_cannot_read_the_mattermost_token,
+                    issuer_reads_every_secret, followup_posts_to_no_mattermost, issuer_keeps_reply_urls_only_for_mattermost,
+                    mattermost_command_url_without_its_path,
+                    bot_messages_by_default, bot_token_readable_by_the_issuer, bot_token_readable_by_anyone, bot_token_under_the_signing_key,
+                    bot_token_value_in_the_template, bot_key_lets_the_issuer_decrypt, bot_key_decrypts_outside_secrets_manager,
+                    bot_key_lets_the_account_decrypt, followup_reads_every_secret, followup_decrypts_the_bot_key_directly,
+                    issuer_reads_the_bot_token, bot_token_always_passed, bot_token_unnamed, bot_token_sent_elsewhere):
         broken = copy.deepcopy(template)
         breaker(broken)
         yield breaker.__name__, broken
@@ -3292,6 +4014,35 @@ def broken_policies():
         # DetachInstances carries no instance types: a Deny that needs them never matches.
         sid(p, "NoDetachingFromGroups")["Condition"]["StringLike"] = {"autoscaling:InstanceTypes": "*"}
 
+
+    # Issue 13, follow-ups: the follow-up role's carve-outs, the chat secrets.
+    def scp_followup_writes_the_whole_table(p):
+        sid(p, "KeepTheTable")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(FOLLOWUP_SCP)
+
+    def scp_followup_carve_out_covers_deletes(p):
+        sid(p, "OnlyTheRolesUpdateItems")["Action"].append("dynamodb:DeleteItem")
+
+    def scp_update_carve_out_for_every_role(p):
+        sid(p, "OnlyTheRolesUpdateItems")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append("arn:aws:iam::*:role/*")
+
+    def scp_denies_the_followup_its_updates(p):
+        sid(p, "OnlyTheRolesUpdateItems")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].remove(FOLLOWUP_SCP)
+
+    def scp_bot_token_readable_by_the_issuer(p):
+        sid(p, "OnlyTheFollowupAndTheAdminRead")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(ISSUER_SCP)
+
+    def scp_followup_reads_the_signing_secret(p):
+        sid(p, "OnlyTheIssuerAndTheAdminRead")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(FOLLOWUP_SCP)
+
+    def scp_issuer_statement_covers_the_bot_token(p):
+        sid(p, "OnlyTheIssuerAndTheAdminRead")["Resource"] = "arn:aws:secretsmanager:*:*:secret:ec2pass-*"
+
+    def scp_issuer_statement_misses_the_mattermost_token(p):
+        sid(p, "OnlyTheIssuerAndTheAdminRead")["Resource"] = ["arn:aws:secretsmanager:*:*:secret:ec2pass-*slack-signing-secret-*"]
+
+    def scp_bot_key_decryptable_by_the_issuer(p):
+        sid(p, "OnlyTheFollowupAndTheAdminDecrypt")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(ISSUER_SCP)
+
     breakers = [
         all_values_in_deny, forget_delete_all, scp_allows_concurrency_zero, scp_forgets_the_exempt_tag,
         # 1. the secret, and the functions' configuration
@@ -3344,6 +4095,12 @@ def broken_policies():
         spoke_stacks_scp_on_the_wrong_name, drop_statement("OnlyTheForwardRulesSendToTheHub"), auth_tag_policy_forgets_the_member_role,
         drop_action("KeepTheHubBus", "events:DeleteEventBus"), drop_action("KeepTheBusPolicies", "events:RemovePermission"),
         bus_policies_scp_on_the_bus,
+        # 15. the follow-ups and the chat options (issue 13)
+        scp_followup_writes_the_whole_table, scp_followup_carve_out_covers_deletes, scp_update_carve_out_for_every_role,
+        scp_denies_the_followup_its_updates, drop_statement("OnlyTheRolesUpdateItems"), scp_bot_token_readable_by_the_issuer,
+        scp_followup_reads_the_signing_secret, scp_issuer_statement_covers_the_bot_token, scp_issuer_statement_misses_the_mattermost_token,
+        scp_bot_key_decryptable_by_the_issuer, drop_statement("OnlyTheFollowupAndTheAdminRead"),
+        drop_statement("OnlyTheFollowupAndTheAdminDecrypt"), drop_action("KeepTheKeys", "kms:ScheduleKeyDeletion"),
         # shape
         scp_too_long, misspelled_action, condition_aws_never_sets,
     ]
@@ -3351,6 +4108,53 @@ def broken_policies():
         broken = copy.deepcopy(intact)
         breaker(broken)
         yield breaker.__name__, broken
+
+
+# ---------------------------------------------------------------------------------------------
+# The Slack app's manifest (infra/slack-app-manifest.yaml).
+# ---------------------------------------------------------------------------------------------
+
+MANIFEST = ROOT / "infra" / "slack-app-manifest.yaml"
+# The placeholder the operator replaces with the SlackRequestUrl output (which ends with /).
+MANIFEST_URL = "https://REPLACE-WITH-THE-SlackRequestUrl-OUTPUT.lambda-url.us-east-1.on.aws/"
+
+
+def manifest_invariants(text):
+    """The slash command at the function URL, interactivity (the Revoke buttons) at the same URL
+    followed by slack/actions, and no bot scope but `commands` unless the operator uncomments the
+    block with `chat:write` (SlackBotDirectMessages)."""
+    import yaml
+
+    where = "infra/slack-app-manifest.yaml"
+    try:
+        m = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        return [f"{where}: not YAML: {e}"]
+    problems = []
+    commands = (m.get("features") or {}).get("slash_commands") or []
+    if [c.get("url") for c in commands] != [MANIFEST_URL]:
+        problems.append(f"{where}: one slash command, with url {MANIFEST_URL} (the SlackRequestUrl output)")
+    inter = (m.get("settings") or {}).get("interactivity") or {}
+    if inter.get("is_enabled") is not True or inter.get("request_url") != MANIFEST_URL + "slack/actions":
+        problems.append(f"{where}: settings.interactivity needs is_enabled: true and request_url {MANIFEST_URL}slack/actions (the issuer's route for button presses), found {inter}")
+    scopes = ((m.get("oauth_config") or {}).get("scopes") or {}).get("bot")
+    if scopes != ["commands"]:
+        problems.append(f"{where}: the default bot scopes must be exactly [commands] (interactivity needs none; chat:write only for SlackBotDirectMessages, commented out), found {scopes}")
+    if not re.search(r"^\s*#\s*-\s*chat:write\s*$", text, re.M):
+        problems.append(f"{where}: keep the commented-out `# - chat:write` line to uncomment with SlackBotDirectMessages=Enabled")
+    return problems
+
+
+def broken_manifests(text):
+    """Deliberately broken manifests, each of which the checks must catch."""
+    uncommented = re.sub(r"^(\s*)#\s*(-\s*chat:write)\s*$", r"\1\2", text, flags=re.M)
+    for name, broken in (
+            ("manifest_without_interactivity", re.sub(r"(?ms)^  interactivity:\n(    .*\n)+", "", text)),
+            ("manifest_interactivity_disabled", text.replace("is_enabled: true", "is_enabled: false")),
+            ("manifest_buttons_to_the_command_url", text.replace(MANIFEST_URL + "slack/actions", MANIFEST_URL)),
+            ("manifest_asks_chat_write_by_default", uncommented),
+            ("manifest_asks_every_channel_history", text.replace("      - commands\n", "      - commands\n      - channels:history\n", 1))):
+        yield name, broken
 
 
 def quiet_translator_logs():
@@ -3372,10 +4176,10 @@ def main(argv):
         print(f"  {f}")
     if findings:
         failed += 1
-        print("FAIL infra/template.yaml, infra/member.yaml, infra/organization.yaml and infra/policies")
+        print("FAIL infra/template.yaml, infra/member.yaml, infra/organization.yaml, infra/policies and infra/slack-app-manifest.yaml")
     else:
         passed += 1
-        print("ok   infra/template.yaml, infra/member.yaml, infra/organization.yaml and infra/policies: cfn-lint, SAM transform + cfn-lint, invariants (hub, spoke, StackSet), local table, settings, parliament")
+        print("ok   infra/template.yaml, infra/member.yaml, infra/organization.yaml, infra/policies and infra/slack-app-manifest.yaml: cfn-lint, SAM transform + cfn-lint, invariants (hub, spoke, StackSet, chat options, manifest), local table, settings, parliament")
     for name, holds, message in evaluate_claims(template, policies, member, org):
         if holds:
             passed += 1
@@ -3385,17 +4189,19 @@ def main(argv):
             print(f"FAIL {message}")
     if "--self-test" in argv:
         baseline = set(findings)
-        cases = [(n, t, policies, member, org) for n, t in broken_copies(template)]
-        cases += [(n, template, policies, m, org) for n, m in broken_members(member)]
-        cases += [(n, template, policies, member, o) for n, o in broken_organizations(org)]
-        cases += [(n, template, p, member, org) for n, p in broken_policies()]
+        manifest = MANIFEST.read_text(encoding="utf-8")
+        cases = [(n, t, policies, member, org, manifest) for n, t in broken_copies(template)]
+        cases += [(n, template, policies, m, org, manifest) for n, m in broken_members(member)]
+        cases += [(n, template, policies, member, o, manifest) for n, o in broken_organizations(org)]
+        cases += [(n, template, p, member, org, manifest) for n, p in broken_policies()]
+        cases += [(n, template, policies, member, org, s) for n, s in broken_manifests(manifest)]
 
         def run(case):
-            name, broken, pols, m, o = case
+            name, broken, pols, m, o, s = case
             # Caught means a finding the intact files do not have. cfn-lint runs only for a copy
             # that nothing quicker catches.
-            caught = [f for f in check(broken, policies=pols, lint=False, member=m, org=o) if f not in baseline]
-            return name, caught or [f for f in check(broken, policies=pols, member=m, org=o) if f not in baseline]
+            caught = [f for f in check(broken, policies=pols, lint=False, member=m, org=o, manifest=s) if f not in baseline]
+            return name, caught or [f for f in check(broken, policies=pols, member=m, org=o, manifest=s) if f not in baseline]
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             for name, caught in pool.map(run, cases):
