@@ -234,10 +234,11 @@ mod tests {
                 "{needed} missing: {description}"
             );
         }
-        let keys: Vec<&String> = n
+        let mut keys: Vec<&String> = n
             .as_object()
             .map(|o| o.keys().collect())
             .unwrap_or_default();
+        keys.sort();
         assert_eq!(keys, ["content", "id", "metadata", "source", "version"]);
     }
 }

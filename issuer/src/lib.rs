@@ -1,4 +1,4 @@
-//! The ec2pass issuer: a Slack slash command in, a one-time password out.
+//! The ec2pass issuer: a slash command in (Slack or Mattermost), a one-time password out.
 //!
 //! A request flows through the modules in this order:
 //!
@@ -14,9 +14,14 @@
 //!    against the rate limit, stores the digest and adds it to the requester's ledger.
 //! 8. [`answer`]: the ephemeral Block Kit answer, the only place the plaintext ever goes.
 //!
+//! [`front`] says what differs between the two chats that post here (Slack and Mattermost): the
+//! path, how a request proves it is the chat's, and how an answer is written. A button pressed
+//! on a Slack answer comes back through the same function URL and the same signature check.
+//!
 //! [`followup`] is the other half of the loop: what became of each password, told to its
-//! requester through the command's reply URL, from the guard's alerts and the schedule (the
-//! `followup` binary).
+//! requester through the command's reply URL (or the Slack bot's direct message), from the
+//! guard's alerts and the schedule (the `followup` binary); [`channel`] forwards deny alerts to
+//! a chat channel through Amazon Q Developer. [`chat`] is the HTTP edge both post through.
 //!
 //! [`handler`] strings them together; [`cold_start`] builds the deployed issuer once, with the
 //! signing secret that [`secret`] reads from Secrets Manager. `main.rs` only adds the Lambda

@@ -380,10 +380,11 @@ mod tests {
         ] {
             assert!(email.contains(needed), "{needed} missing from {email}");
         }
-        let keys: Vec<&String> = published
+        let mut keys: Vec<&String> = published
             .as_object()
             .map(|o| o.keys().collect())
             .unwrap_or_default();
+        keys.sort();
         assert_eq!(keys, ["default", "email"]);
     }
 }
