@@ -45,7 +45,13 @@ pub struct ChatStandIn {
 impl ChatStandIn {
     /// Listens on a free loopback port, answering as `mode` says (changeable later).
     pub fn start(mode: Mode) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        Self::start_on(0, mode)
+    }
+
+    /// Listens on this loopback port (`make demo`'s is 4010, the origin `dev/local.env` lets
+    /// the issuer keep reply URLs on).
+    pub fn start_on(port: u16, mode: Mode) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("a loopback port");
         let origin = format!("http://{}", listener.local_addr().expect("its address"));
         let received = Arc::new(Mutex::new(Vec::new()));
         let mode = Arc::new(Mutex::new(mode));

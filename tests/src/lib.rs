@@ -259,6 +259,9 @@ pub struct SlashCommand {
     pub text: String,
     /// Slack's unique id of the invocation.
     pub trigger_id: String,
+    /// Where follow-ups may be posted (Slack-shaped, on Slack's host: never kept locally, where
+    /// only the chat stand-in's origin is allowed).
+    pub response_url: String,
 }
 
 impl SlashCommand {
@@ -270,7 +273,14 @@ impl SlashCommand {
             channel_id: "C0DEMO".to_owned(),
             text: text.to_owned(),
             trigger_id: unique("trigger."),
+            response_url: "https://hooks.slack.com/commands/T0/1/x".to_owned(),
         }
+    }
+
+    /// The same command, with its reply URL on `url` (a chat stand-in's).
+    pub fn replying_to(mut self, url: &str) -> Self {
+        url.clone_into(&mut self.response_url);
+        self
     }
 
     /// The form body, encoded as Slack encodes it (spaces as `+`).
@@ -286,7 +296,7 @@ impl SlashCommand {
             ("command", "/ec2pass"),
             ("text", &self.text),
             ("api_app_id", "A0DEMO"),
-            ("response_url", "https://hooks.slack.com/commands/T0/1/x"),
+            ("response_url", &self.response_url),
             ("trigger_id", &self.trigger_id),
         ])
         .unwrap_or_default()
@@ -388,6 +398,33 @@ impl Slack {
     /// Posts anything, with exactly these headers.
     pub async fn post(&self, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
         self.request(reqwest::Method::POST, headers, body).await
+    }
+
+    /// Posts a body signed now to `path` on the function URL (`slack/actions` for a button).
+    pub async fn send_to(&self, path: &str, body: &str) -> Answer {
+        let ts = now().to_string();
+        let sig = sign(&self.secret, &ts, body.as_bytes());
+        self.post_to(
+            path,
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-slack-request-timestamp", &ts),
+                ("x-slack-signature", &sig),
+            ],
+            body.as_bytes().to_vec(),
+        )
+        .await
+    }
+
+    /// Posts a body to `path` on the function URL with exactly these headers (Mattermost's
+    /// requests carry no signature).
+    pub async fn post_to(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+        let at = Self {
+            http: self.http.clone(),
+            url: format!("{}{path}", self.url),
+            secret: self.secret.clone(),
+        };
+        at.request(reqwest::Method::POST, headers, body).await
     }
 
     /// Any method, with exactly these headers.
@@ -530,6 +567,20 @@ impl AlertQueue {
         }
         subscribe.send().await.expect("Subscribe");
         Self { sqs, url }
+    }
+
+    /// Everything delivered so far (the queue is emptied), as the follow-up queue holds it:
+    /// `(message id, body)`, the body the SNS notification around the alert's JSON.
+    pub async fn drain_as_queued(&self) -> Vec<(String, String)> {
+        self.drain()
+            .await
+            .into_iter()
+            .map(|a| {
+                let body =
+                    serde_json::json!({"Type": "Notification", "Message": a.message.to_string()});
+                (unique("msg-"), body.to_string())
+            })
+            .collect()
     }
 
     /// Everything delivered so far (the queue is emptied).

@@ -77,20 +77,6 @@ fn followup(
     }
 }
 
-/// The alerts the queue received, as the follow-up queue holds them: `(message id, body)`.
-async fn as_queued(alerts: &AlertQueue) -> Vec<(String, String)> {
-    alerts
-        .drain()
-        .await
-        .into_iter()
-        .map(|a| {
-            let body =
-                serde_json::json!({"Type": "Notification", "Message": a.message.to_string()});
-            (unique("msg-"), body.to_string())
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_burned_password_is_told_once_the_chat_is_back_and_the_outage_changed_nothing_the_guard_does()
  {
@@ -124,7 +110,7 @@ async fn a_burned_password_is_told_once_the_chat_is_back_and_the_outage_changed_
     // Then the guard did all it does, chat or no chat: miner is stopped and its deny alert
     // (wrong-instance: the password is burned) is out
     assert_eq!(inspect(&ec2, &miner).await.0, "stopped");
-    let queued = as_queued(&alerts).await;
+    let queued = alerts.drain_as_queued().await;
     assert!(
         queued
             .iter()
@@ -151,7 +137,7 @@ async fn a_burned_password_is_told_once_the_chat_is_back_and_the_outage_changed_
         caught_up
             .iter()
             .any(|(s, t)| *s == id && *t == Told::NoPostLeft)
-            || chat.received().len() >= 1,
+            || !chat.received().is_empty(),
         "{caught_up:?}"
     );
     let received = chat.received();
@@ -264,7 +250,7 @@ async fn a_deny_reaches_the_channel_topic_once_as_a_custom_notification_and_a_sl
     // Then the guard stopped it, the chat being slow or not (it never calls the chat)
     assert_eq!(inspect(&ec2, &miner).await.0, "stopped");
     assert!(chat.received().is_empty());
-    let queued = as_queued(&alerts).await;
+    let queued = alerts.drain_as_queued().await;
     assert!(
         queued.iter().any(|(_, b)| b.contains("wrong-instance")),
         "{queued:?}"

@@ -1,6 +1,7 @@
 //! `make demo`: the product's main job, narrated, against the local emulator.
 //!
-//! Plays Slack (signed slash commands to the issuer under `cargo lambda watch`) and checks every
+//! Plays Slack and Mattermost (slash commands and a button press to the issuer under `cargo lambda
+//! watch`), stands in for their reply URLs, and checks every
 //! step; the first step that does not happen as it should ends the demo with exit code 1.
 
 use std::process::ExitCode;
@@ -9,10 +10,17 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::password::Password;
+use ec2pass_shared::reply::origins;
+use ec2pass_shared::store::dynamo::DynamoStore;
+use ec2pass_shared::time::{FixedClock, UnixTime};
+use ec2pass_tests::chat::{ChatStandIn, Mode};
 use ec2pass_tests::esm::{LocalMapping, put_state_change, recorded_verdict};
 use ec2pass_tests::{
-    AlertQueue, Local, Slack, SlashCommand, inspect, launch_instance, tag, unique,
+    AlertQueue, Local, Slack, SlashCommand, inspect, launch_instance, now, tag, unique,
 };
+use issuer::channel::NoChannel;
+use issuer::chat::HttpChat;
+use issuer::followup::Followup;
 
 /// A step that did not happen.
 struct Failed(String);
@@ -37,7 +45,7 @@ fn check(ok: bool, what: &str) -> Result<(), Failed> {
 #[tokio::main]
 async fn main() -> ExitCode {
     println!(
-        "ec2pass demo: the local AWS emulator (moto) and both Lambdas under cargo lambda watch"
+        "ec2pass demo: the local AWS emulator (moto), the issuer and the guard under cargo lambda watch, the follow-up in-process"
     );
     match story().await {
         Ok(()) => {
@@ -244,7 +252,308 @@ async fn story() -> Result<(), Failed> {
     let verdict = guard(build.clone(), "pending").await?;
     show(&verdict);
     expect_stopped(&ec2, &alerts, &build, &verdict, "reused").await?;
+    chat_loop(&local, &aws, &slack, &mapping).await?;
     organization(&local, &aws, &alerts).await
+}
+
+/// The loop in chat (docs/chat.md): what each requester hears back, the Revoke button, `status`,
+/// and the same command from Mattermost. A stand-in for Slack's and Mattermost's reply URLs
+/// listens on 127.0.0.1:4010 and records what it receives; the follow-up function runs
+/// in-process, fed from its own queue on the alert topic as the stack subscribes it.
+async fn chat_loop(
+    local: &Local,
+    aws: &SdkConfig,
+    slack: &Slack,
+    mapping: &LocalMapping,
+) -> Result<(), Failed> {
+    println!(
+        "\n— The loop in chat: a stand-in for the chat's reply URLs listens on 127.0.0.1:4010. —"
+    );
+    let ec2 = aws_sdk_ec2::Client::new(aws);
+    let chat = ChatStandIn::start_on(4010, Mode::Up);
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), local.table());
+    let followups = AlertQueue::subscribe(
+        aws,
+        local.get("EC2PASS_ALERT_TOPIC_ARN"),
+        Some(r#"{"verdict": ["allow", "deny"]}"#),
+    )
+    .await;
+    let follow = |clock: FixedClock| Followup {
+        store: store.clone(),
+        chat: HttpChat::new().unwrap_or_else(|e| panic!("an HTTP client: {e}")),
+        clock,
+        origins: origins(local.get("EC2PASS_REPLY_ORIGINS")).unwrap_or_default(),
+        channel: NoChannel,
+        bot: None,
+    };
+    let heard = |chat: &ChatStandIn, since: usize| -> Vec<String> {
+        chat.received()
+            .iter()
+            .skip(since)
+            .map(|r| r.body["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let carol = unique("U0CAROL");
+
+    step(
+        13,
+        "Carol asks for a password for demo-api; her answer has a Revoke button.",
+    );
+    let api = launch_instance(&ec2, "demo-api").await;
+    let answer = slack
+        .send(&SlashCommand::new("T0DEMO", &carol, api.as_str()).replying_to(&chat.reply_url()))
+        .await;
+    let button = answer.json.as_ref().and_then(|j| {
+        j["blocks"].as_array()?.iter().find_map(|b| {
+            let e = b["elements"]
+                .as_array()?
+                .iter()
+                .find(|e| e["action_id"] == "revoke")?;
+            e["value"].as_str().map(str::to_owned)
+        })
+    });
+    let short_id = button.ok_or_else(|| Failed("the answer has a Revoke button".into()))?;
+    show(&format!("button: Revoke (password {short_id})"));
+    let password = answer
+        .password()
+        .ok_or_else(|| Failed("Carol gets a password".into()))?;
+
+    step(
+        14,
+        "Carol presses Revoke; Slack posts the press to the interactivity URL.",
+    );
+    let before = chat.received().len();
+    let payload = serde_json::json!({
+        "type": "block_actions",
+        "user": {"id": carol, "username": "carol", "name": "carol", "team_id": "T0DEMO"},
+        "api_app_id": "A0DEMO",
+        "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0DEMO", "is_ephemeral": true},
+        "trigger_id": unique("trigger."),
+        "team": {"id": "T0DEMO", "domain": "demo"},
+        "channel": {"id": "C0DEMO", "name": "ops"},
+        "response_url": format!("{}/actions/T0DEMO/1/x", chat.origin),
+        "actions": [{"action_id": "revoke", "block_id": "b", "type": "button", "value": short_id,
+                     "text": {"type": "plain_text", "text": "Revoke"}, "action_ts": "1700000010.000200"}],
+    });
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default();
+    let pressed = slack.send_to("slack/actions", &body).await;
+    show(&format!("HTTP {}", pressed.status));
+    let replaced = chat
+        .received()
+        .into_iter()
+        .skip(before)
+        .find(|r| r.path.starts_with("/actions/"));
+    if let Some(r) = &replaced {
+        show(&format!(
+            "the message is replaced: {}",
+            r.body["text"].as_str().unwrap_or_default()
+        ));
+    }
+    check(
+        pressed.status == 200
+            && replaced.as_ref().is_some_and(|r| {
+                r.body["replace_original"] == true
+                    && r.body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("Revoked"))
+            }),
+        "the press revokes the password and the message is replaced in place",
+    )?;
+    tag(&ec2, &api, "Auth", &password).await;
+    let verdict = through_the_queue(local, aws, mapping, &api, "pending").await?;
+    expect_denied(&verdict, "the revoked password no longer starts demo-api")?;
+    let _ = followups.drain().await;
+
+    step(
+        15,
+        "Carol asks for demo-app and starts it; the schedule tells her it was used.",
+    );
+    let app = launch_instance(&ec2, "demo-app").await;
+    let answer = slack
+        .send(&SlashCommand::new("T0DEMO", &carol, app.as_str()).replying_to(&chat.reply_url()))
+        .await;
+    let password = answer
+        .password()
+        .ok_or_else(|| Failed("Carol gets a password".into()))?;
+    tag(&ec2, &app, "Auth", &password).await;
+    let verdict = through_the_queue(local, aws, mapping, &app, "pending").await?;
+    show(&verdict);
+    check(verdict.starts_with("allow"), "the guard allows the start")?;
+    let before = chat.received().len();
+    follow(FixedClock(UnixTime(now())))
+        .catch_up()
+        .await
+        .map_err(|e| Failed(format!("the schedule's run works: {e}")))?;
+    let told = heard(&chat, before);
+    for t in &told {
+        show(&format!("Carol hears: {t}"));
+    }
+    check(
+        told.iter()
+            .any(|t| t.contains("was used") && t.contains(app.as_str())),
+        "Carol hears that her password was used, on which instance and when",
+    )?;
+
+    step(
+        16,
+        "Dan's password leaks; Mallory sets it on her own instance first.",
+    );
+    let dan = unique("U0DAN");
+    let db = launch_instance(&ec2, "demo-db").await;
+    let answer = slack
+        .send(&SlashCommand::new("T0DEMO", &dan, db.as_str()).replying_to(&chat.reply_url()))
+        .await;
+    let leaked = answer
+        .password()
+        .ok_or_else(|| Failed("Dan gets a password".into()))?;
+    let box2 = launch_instance(&ec2, "mallory-box-2").await;
+    tag(&ec2, &box2, "Auth", &leaked).await;
+    let verdict = through_the_queue(local, aws, mapping, &box2, "pending").await?;
+    expect_denied(&verdict, "the guard stops Mallory's instance")?;
+    let before = chat.received().len();
+    let queued = followups.drain_as_queued().await;
+    let again = follow(FixedClock(UnixTime(now()))).on_batch(&queued).await;
+    let told = heard(&chat, before);
+    for t in &told {
+        show(&format!("Dan hears: {t}"));
+    }
+    check(
+        again.is_empty()
+            && told
+                .iter()
+                .any(|t| t.contains("presented on another instance") && t.contains("leaked")),
+        "Dan hears at once that his password leaked and is burned",
+    )?;
+    check(
+        chat.received().iter().all(|r| {
+            !r.body.to_string().contains(&leaked) && !r.body.to_string().contains(&password)
+        }),
+        "no follow-up ever holds a password",
+    )?;
+
+    step(
+        17,
+        "Erin's password is left unused until it expires (the schedule runs 6 minutes on).",
+    );
+    let erin = unique("U0ERIN");
+    let answer = slack
+        .send(
+            &SlashCommand::new("T0DEMO", &erin, &format!("{} 5m", api.as_str()))
+                .replying_to(&chat.reply_url()),
+        )
+        .await;
+    check(
+        answer.password().is_some(),
+        "Erin gets a password for 5 minutes",
+    )?;
+    let before = chat.received().len();
+    follow(FixedClock(UnixTime(now() + 6 * 60)))
+        .catch_up()
+        .await
+        .map_err(|e| Failed(format!("the schedule's run works: {e}")))?;
+    let told = heard(&chat, before);
+    for t in told.iter().filter(|t| t.contains("expired")) {
+        show(&format!("Erin hears: {t}"));
+    }
+    check(
+        told.iter().any(|t| t.contains("expired unused")),
+        "Erin hears that her password expired unused",
+    )?;
+
+    step(
+        18,
+        &format!("Carol types `/ec2pass status {api}`, then `status {app}`."),
+    );
+    for (id, what) in [(&api, "denied (unknown)"), (&app, "allowed")] {
+        let status = slack
+            .send(&SlashCommand::new(
+                "T0DEMO",
+                &carol,
+                &format!("status {id}"),
+            ))
+            .await;
+        show(&status.text().replace('\n', " "));
+        check(
+            status.text().contains(what),
+            &format!("she sees {id}'s latest verdict: {what}, and when"),
+        )?;
+    }
+
+    step(19, "Frank types `/ec2pass <demo-api's id>` in Mattermost.");
+    let mattermost = serde_urlencoded::to_string([
+        ("channel_id", "c0demochannel000000000000a"),
+        ("channel_name", "town-square"),
+        ("command", "/ec2pass"),
+        (
+            "response_url",
+            &format!("{}/hooks/commands/{}", chat.origin, unique("mm")),
+        ),
+        ("team_domain", "demo"),
+        ("team_id", "t0demoteam0000000000000000"),
+        ("text", api.as_str()),
+        ("token", local.mattermost_token()),
+        ("trigger_id", &unique("mmtrigger")),
+        ("user_id", "u0frank00000000000000000000"),
+        ("user_name", "frank"),
+    ])
+    .unwrap_or_default();
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let answer = slack
+        .post_to("mattermost", &form, mattermost.clone().into_bytes())
+        .await;
+    let text = answer
+        .json
+        .as_ref()
+        .and_then(|j| j["text"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    show(&text.replace('\n', " "));
+    check(
+        answer.status == 200
+            && text.contains("**Your one-time password**")
+            && answer.password().is_some(),
+        "Mattermost gets the same answer, in Markdown",
+    )?;
+    let forged = mattermost.replace(local.mattermost_token(), "mmtokenguessed000000000000");
+    let refused = slack
+        .post_to("mattermost", &form, forged.into_bytes())
+        .await;
+    check(
+        refused.status == 401,
+        "a request without the command's token gets 401",
+    )?;
+    let before = chat.received().len();
+    follow(FixedClock(UnixTime(now() + 16 * 60)))
+        .catch_up()
+        .await
+        .map_err(|e| Failed(format!("the schedule's run works: {e}")))?;
+    let to_mattermost: Vec<_> = chat
+        .received()
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.path.starts_with("/hooks/commands/"))
+        .collect();
+    for r in &to_mattermost {
+        show(&format!(
+            "Frank hears, in Mattermost: {}",
+            r.body["text"].as_str().unwrap_or_default()
+        ));
+    }
+    check(
+        to_mattermost.len() == 1
+            && to_mattermost[0].body.get("blocks").is_none()
+            && to_mattermost[0].body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("expired unused")),
+        "Frank's follow-up reaches Mattermost's own reply URL, as Markdown",
+    )?;
+    Ok(())
+}
+
+/// A verdict that is a deny (any reason).
+fn expect_denied(verdict: &str, what: &str) -> Result<(), Failed> {
+    show(verdict);
+    check(verdict.contains("deny ("), what)
 }
 
 /// The same product for an Organization: this account as the hub, three member accounts in two
@@ -264,7 +573,7 @@ async fn organization(local: &Local, aws: &SdkConfig, alerts: &AlertQueue) -> Re
         Place::new(MEMBERS[2].1, REGIONS[0]),
     );
     step(
-        13,
+        20,
         &format!(
             "ec2pass now serves an Organization: this account is the hub of {} member accounts in {}. Eve, with keys stolen in bravo, launches a miner in {}.",
             MEMBERS.len(),
@@ -310,7 +619,7 @@ async fn organization(local: &Local, aws: &SdkConfig, alerts: &AlertQueue) -> Re
     )?;
 
     step(
-        14,
+        21,
         "Alice's server runs in charlie, in us-east-1; she does not need to know where.",
     );
     let charlie_ec2 = member_ec2(aws, &charlie).await;
