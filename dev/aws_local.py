@@ -3,9 +3,13 @@
     python dev/aws_local.py wait            wait until moto answers
     python dev/aws_local.py create-table    create the table from infra/template.yaml
     python dev/aws_local.py create-topic    create the alert topic named by EC2PASS_ALERT_TOPIC_ARN
-    python dev/aws_local.py create-secret   create the Secrets Manager secret named by
-                                            EC2PASS_SLACK_SIGNING_SECRET_ARN, holding
-                                            EC2PASS_DEV_SIGNING_SECRET
+    python dev/aws_local.py create-secret   create the Secrets Manager secrets named by
+                                            EC2PASS_SLACK_SIGNING_SECRET_ARN,
+                                            EC2PASS_MATTERMOST_TOKEN_SECRET_ARN and
+                                            EC2PASS_REPLY_KEY_SECRET_ARN, holding
+                                            EC2PASS_DEV_SIGNING_SECRET,
+                                            EC2PASS_DEV_MATTERMOST_TOKEN and
+                                            EC2PASS_DEV_REPLY_KEY
     python dev/aws_local.py create-queues   create the state-change queue named by
                                             EC2PASS_STATE_CHANGE_QUEUE_URL, its dead-letter
                                             queue, and the EventBridge rule that feeds it
@@ -121,13 +125,16 @@ def create_topic():
 
 
 def create_secret():
-    """The issuer's signing secret and Mattermost token, in moto's Secrets Manager: the issuer
-    reads them there, as it reads the deployed ones, and never sees EC2PASS_DEV_SIGNING_SECRET or
-    EC2PASS_DEV_MATTERMOST_TOKEN itself."""
+    """The issuer's signing secret and Mattermost token, and the reply key the issuer seals reply
+    URLs with and the follow-up function opens them with, in moto's Secrets Manager: the functions
+    read them there, as they read the deployed ones, and never see EC2PASS_DEV_SIGNING_SECRET,
+    EC2PASS_DEV_MATTERMOST_TOKEN or EC2PASS_DEV_REPLY_KEY themselves. (Deployed, CloudFormation
+    generates the reply key: infra/template.yaml, ReplyKey.)"""
     sm = boto3.client("secretsmanager", endpoint_url=endpoint())
     for name_var, value_var in [
         ("EC2PASS_SLACK_SIGNING_SECRET_ARN", "EC2PASS_DEV_SIGNING_SECRET"),
         ("EC2PASS_MATTERMOST_TOKEN_SECRET_ARN", "EC2PASS_DEV_MATTERMOST_TOKEN"),
+        ("EC2PASS_REPLY_KEY_SECRET_ARN", "EC2PASS_DEV_REPLY_KEY"),
     ]:
         name, value = os.environ[name_var], os.environ[value_var]
         try:

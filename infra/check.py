@@ -39,11 +39,18 @@ Nothing here talks to AWS. Layers, because each one misses what the next one see
 
 The follow-ups (issue 13) are invariants of layer 3 and claims of layer 6: the follow-up function
 (binary followup of the issuer crate) has exactly GetItem of reply# and pw# items, UpdateItem of
-reply# items, Query of the replies-due index and the three SQS actions of its own queue, and no
-other service's action; the issuer puts reply# items and nothing more of them; the follow-up queue
+reply# items, Query of the replies-due index, the three SQS actions of its own queue, and
+GetSecretValue of the reply key with kms:Decrypt of its key through Secrets Manager, and no other
+service's action; the issuer puts reply# items and nothing more of them; the follow-up queue
 is subscribed to the alert topic with a verdict filter, admits only that topic, and has a
-dead-letter queue with an alarm. The SCPs except the follow-up role only from UpdateItem of the
-table and from reading the bot token. The issuer queries the by-instance index (`status`), and no
+dead-letter queue with an alarm. The reply URLs are stored sealed: the reply key (ReplyKey,
+<stack>-reply-key) exists in every stack, CloudFormation generates its value (64 letters and
+digits, no placeholder), it is never rotated, it is under a key of its own (alias
+<stack>-reply-key) that only the issuer's and the follow-up roles decrypt, through Secrets Manager;
+its resource policy lets exactly those two roles and the admin read it; both functions, and no
+other, get its ARN (EC2PASS_REPLY_KEY_SECRET_ARN); the issuer's role reads exactly its secrets. The
+SCPs except the follow-up role only from UpdateItem of the table and from reading the bot token
+and the reply key (and decrypting their keys). The issuer queries the by-instance index (`status`), and no
 other index. The chat options, all off by default and each creating exactly its resources:
 MattermostOrigin (a token kept as the signing secret is, and one more reply origin),
 SlackBotDirectMessages (a bot token under a key of its own that only the follow-up role reads),
@@ -502,11 +509,12 @@ def invariants(template):
                 if str(cond.get("Null", {}).get("dynamodb:LeadingKeys")).lower() != "false":
                     problems.append("IssuerFunction: its LeadingKeys condition needs Null dynamodb:LeadingKeys false (ForAllValues alone holds when the key is absent)")
             if "secretsmanager:GetSecretValue" in acts and (
-                    not branches(res_) or any(x not in ({"Ref": "SigningSecret"}, {"Ref": "MattermostToken"}) for x in branches(res_))):
-                problems.append("IssuerFunction: secretsmanager:GetSecretValue on anything but the SigningSecret (and the MattermostToken when Mattermost is a front)")
-            if "kms:Decrypt" in acts and (res_ != {"Fn::GetAtt": ["SigningSecretKey", "Arn"]}
+                    not branches(res_) or any(x not in ({"Ref": "SigningSecret"}, {"Ref": "MattermostToken"}, {"Ref": "ReplyKey"})
+                                              for x in branches(res_))):
+                problems.append("IssuerFunction: secretsmanager:GetSecretValue on anything but the SigningSecret, the ReplyKey (and the MattermostToken when Mattermost is a front)")
+            if "kms:Decrypt" in acts and (res_ not in ({"Fn::GetAtt": ["SigningSecretKey", "Arn"]}, {"Fn::GetAtt": ["ReplyKeyKey", "Arn"]})
                                           or "kms:ViaService" not in st.get("Condition", {}).get("StringEquals", {})):
-                problems.append("IssuerFunction: kms:Decrypt only on SigningSecretKey, through Secrets Manager (kms:ViaService)")
+                problems.append("IssuerFunction: kms:Decrypt only on SigningSecretKey and ReplyKeyKey, through Secrets Manager (kms:ViaService)")
         if "secretsmanager:GetSecretValue" not in granted:
             problems.append("IssuerFunction: cannot read its signing secret (secretsmanager:GetSecretValue)")
         if not any("dynamodb:PutItem" in actions(st) and st.get("Resource") == {"Fn::GetAtt": ["Table", "Arn"]}
@@ -537,7 +545,7 @@ def invariants(template):
         granted = {a for st in sts for a in actions(st)}
         if any(a.startswith("secretsmanager:") for a in granted) or any(
                 st.get("Resource") == {"Fn::GetAtt": ["SigningSecretKey", "Arn"]} for st in sts):
-            problems.append("GuardFunction: must not reach the signing secret or its key")
+            problems.append("GuardFunction: must not reach a secret (the signing secret, the reply key, ...) or the signing key")
         if not any("dynamodb:Query" in actions(st) and st.get("Resource") == {"Fn::Sub": "${Table.Arn}/index/alerts-due"} for st in sts):
             problems.append("GuardFunction: needs dynamodb:Query on the alerts-due index (alerts not yet sent)")
         if not any("dynamodb:DescribeTable" in actions(st) for st in sts):
@@ -564,6 +572,7 @@ def invariants(template):
     if params.get("SweepWindow", {}).get("AllowedPattern") != params.get("VerdictRetention", {}).get("AllowedPattern"):
         problems.append("parameter SweepWindow: must take durations like VerdictRetention")
     problems += secret_invariants(template)
+    problems += reply_key_invariants(template)
     table = table_resource(template)
     if table.get("BillingMode") != "PAY_PER_REQUEST":
         problems.append("Table: not on-demand")
@@ -620,7 +629,7 @@ def invariants(template):
     queue = res.get("GuardFailures", {}).get("Properties", {})
     if queue.get("QueueName") != {"Fn::Sub": "${AWS::StackName}-guard-failures"}:
         problems.append("GuardFailures: QueueName must be ${AWS::StackName}-guard-failures (the SCP protects ec2pass-* queues)")
-    for logical in ("AlertKeyAlias", "SigningSecretKeyAlias", "SlackBotTokenKeyAlias"):
+    for logical in ("AlertKeyAlias", "SigningSecretKeyAlias", "SlackBotTokenKeyAlias", "ReplyKeyKeyAlias"):
         alias = res.get(logical, {}).get("Properties", {}).get("AliasName", {})
         if not str(alias.get("Fn::Sub", "") if isinstance(alias, dict) else "").startswith("alias/${AWS::StackName}-"):
             problems.append(f"{logical}: the alias must start with alias/${{AWS::StackName}}- (the SCP finds the keys by kms:ResourceAliases)")
@@ -755,20 +764,34 @@ def guard_permissions_follow_settings(template):
     return problems
 
 
-# The stack's secrets: (logical id, its key, the one role besides the admin that reads it, its
-# placeholder (None: the issuer's PLACEHOLDER, read from issuer/src/secret.rs), its name after
-# <stack>-, the parameters with which it exists).
+# The stack's secrets: (logical id, its key, the roles besides the admin that read it, its
+# placeholder (None: the issuer's PLACEHOLDER, read from issuer/src/secret.rs; GENERATED: a value
+# CloudFormation generates), its name after <stack>-, the parameters with which it exists).
+GENERATED = "generated by CloudFormation"
 SECRETS = [
-    ("SigningSecret", "SigningSecretKey", "IssuerRole", None, "slack-signing-secret", {}),
+    ("SigningSecret", "SigningSecretKey", ("IssuerRole",), None, "slack-signing-secret", {}),
     # The Mattermost token: the signing secret's key, reader and protection.
-    ("MattermostToken", "SigningSecretKey", "IssuerRole", "REPLACE-WITH-THE-MATTERMOST-COMMAND-TOKEN", "mattermost-token",
+    ("MattermostToken", "SigningSecretKey", ("IssuerRole",), "REPLACE-WITH-THE-MATTERMOST-COMMAND-TOKEN", "mattermost-token",
      {"MattermostOrigin": "https://chat.example.com"}),
     # The Slack bot token: the follow-up role's alone, under a key of its own.
-    ("SlackBotToken", "SlackBotTokenKey", "FollowupRole", "REPLACE-WITH-THE-SLACK-BOT-TOKEN", "slack-bot-token",
+    ("SlackBotToken", "SlackBotTokenKey", ("FollowupRole",), "REPLACE-WITH-THE-SLACK-BOT-TOKEN", "slack-bot-token",
      {"SlackBotDirectMessages": "Enabled"}),
+    # The reply key (the reply URLs are stored sealed with it): the issuer seals, the follow-up role
+    # opens; generated, in every stack, under a key of its own, never rotated.
+    ("ReplyKey", "ReplyKeyKey", ("IssuerRole", "FollowupRole"), GENERATED, "reply-key", {}),
 ]
-# Each key of a secret, and the one role besides the admin that may decrypt with it.
-SECRET_KEYS = {"SigningSecretKey": "IssuerRole", "SlackBotTokenKey": "FollowupRole"}
+# Each key of a secret, the roles besides the admin that may decrypt with it, and its alias after
+# alias/<stack>- (the SCPs find each key by that alias: alias/ec2pass-*<suffix>).
+SECRET_KEYS = {"SigningSecretKey": (("IssuerRole",), "signing-secret"),
+               "SlackBotTokenKey": (("FollowupRole",), "slack-bot-token"),
+               "ReplyKeyKey": (("IssuerRole", "FollowupRole"), "reply-key")}
+# The reply key's value, as CloudFormation generates it: 64 letters and digits (about 380 bits,
+# hashed to the 256-bit AES key), nothing an environment file or a shell could mangle.
+REPLY_KEY_GENERATION = {"PasswordLength": 64, "ExcludePunctuation": True}
+
+
+def readers_named(readers):
+    return " and ".join(readers)
 
 
 def issuer_placeholder():
@@ -778,8 +801,8 @@ def issuer_placeholder():
     return (exact.group(1) if exact else None), (prefix.group(1) if prefix else None)
 
 
-def key_problems(r, res, key, reader):
-    """A secret's key: the admin keeps it, the reader's role may only kms:Decrypt through Secrets
+def key_problems(r, res, key, readers):
+    """A secret's key: the admin keeps it, each reader's role may only kms:Decrypt through Secrets
     Manager, nobody else (the account root included) may encrypt, decrypt or grant."""
     problems = []
     try:
@@ -787,11 +810,12 @@ def key_problems(r, res, key, reader):
         admin = next(s["Principal"]["AWS"] for s in kp["Statement"] if s.get("Sid") == "AdminManagesTheKey")
     except Exception:
         return [f"{key}: the key policy needs the statement AdminManagesTheKey naming the admin (or the key can be locked out)"]
-    reader_arn = r.getatt(reader, "Arn")
+    reader_arns = {r.getatt(reader, "Arn"): reader for reader in readers}
     root = f"arn:aws:iam::{ACCOUNT}:root"
     if admin != f"arn:aws:iam::{ACCOUNT}:role/ec2pass-admin":
         problems.append(f"{key}: with AdminRoleArn empty the admin must be role/ec2pass-admin, found {admin}")
-    admin_keeps = reader_decrypts = False
+    admin_keeps = False
+    decrypting = set()
     for st in kp["Statement"]:
         principal = st.get("Principal")
         who = listed(principal.get("AWS")) if isinstance(principal, dict) else ["*"]
@@ -804,27 +828,29 @@ def key_problems(r, res, key, reader):
         for w in who:
             if w == admin:
                 continue
-            if w == reader_arn:
+            if w in reader_arns:
                 via = st.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
                 if set(crypto) - {"kms:Decrypt"} or via != f"secretsmanager.{REGION}.amazonaws.com":
-                    problems.append(f"{key}: {reader} may only kms:Decrypt, and only through Secrets Manager (kms:ViaService secretsmanager.<region>.amazonaws.com)")
-                else:
-                    reader_decrypts = True
+                    problems.append(f"{key}: {reader_arns[w]} may only kms:Decrypt, and only through Secrets Manager (kms:ViaService secretsmanager.<region>.amazonaws.com)")
+                elif crypto:
+                    decrypting.add(reader_arns[w])
             elif crypto:
-                problems.append(f"{key}: {w} may {', '.join(crypto)} (only {reader} and the admin may decrypt{'; the account keeps administrative actions only' if w == root else ''})")
+                problems.append(f"{key}: {w} may {', '.join(crypto)} (only {readers_named(readers)} and the admin may decrypt{'; the account keeps administrative actions only' if w == root else ''})")
             if w == "*" or (isinstance(principal, str) and principal == "*"):
                 problems.append(f"{key}: a statement for every principal")
     if not admin_keeps:
         problems.append(f"{key}: the admin must keep kms:* (or at least kms:PutKeyPolicy) in the key policy, or the key is locked out")
-    if not reader_decrypts:
-        problems.append(f"{key}: the key policy must let {reader} kms:Decrypt through Secrets Manager, or its secret cannot be read")
+    for reader in readers:
+        if reader not in decrypting:
+            problems.append(f"{key}: the key policy must let {reader} kms:Decrypt through Secrets Manager, or its secret cannot be read")
     return problems
 
 
-def secret_problems(template, logical, key, reader, placeholder, suffix, parameters):
-    """One secret: under its own key (never aws/secretsmanager), a placeholder and never a value
-    in the template, named <stack>-<suffix>, its resource policy denying GetSecretValue to all but
-    its reader and the admin and every change to all but the admin."""
+def secret_problems(template, logical, key, readers, placeholder, suffix, parameters):
+    """One secret: under its own key (never aws/secretsmanager), a placeholder (or a value
+    CloudFormation generates) and never a value in the template, named <stack>-<suffix>, its
+    resource policy denying GetSecretValue to all but its readers and the admin and every change
+    to all but the admin."""
     problems = []
     res = template.get("Resources", {})
     secret = res.get(logical, {})
@@ -833,11 +859,29 @@ def secret_problems(template, logical, key, reader, placeholder, suffix, paramet
         return [f"{logical}: missing (an AWS::SecretsManager::Secret)"]
     if props.get("KmsKeyId") != {"Ref": key}:
         problems.append(f"{logical}: must be encrypted with the stack's {key} (aws/secretsmanager decrypts for anyone in the account)")
-    exact, prefix = issuer_placeholder()
-    wanted = placeholder or exact
-    if "GenerateSecretString" in props or not wanted or props.get("SecretString") != wanted \
-            or not prefix or not str(props.get("SecretString")).startswith(prefix):
-        problems.append(f"{logical}: SecretString must be the placeholder {wanted!r}, which starts with the prefix the code refuses (issuer/src/secret.rs PLACEHOLDER_PREFIX {prefix!r}), never a value")
+    if placeholder == GENERATED:
+        generation = props.get("GenerateSecretString")
+        ok = isinstance(generation, dict) and set(generation) == set(REPLY_KEY_GENERATION)
+        try:
+            ok = ok and int(generation["PasswordLength"]) >= REPLY_KEY_GENERATION["PasswordLength"] \
+                and str(generation["ExcludePunctuation"]).lower() == "true"
+        except (TypeError, ValueError):
+            ok = False
+        if "SecretString" in props or not ok:
+            problems.append(f"{logical}: CloudFormation generates its value: GenerateSecretString exactly {REPLY_KEY_GENERATION} "
+                            f"(at least 64 letters and digits), and no SecretString (no placeholder, nothing for the operator to put in, no value in the template), found {json.dumps(generation)}")
+        if "Condition" in secret:
+            problems.append(f"{logical}: must exist in every stack (no Condition): every reply item's URL is sealed with it")
+        rotations = [n for n, x in res.items() if x.get("Type") == "AWS::SecretsManager::RotationSchedule"
+                     and x.get("Properties", {}).get("SecretId") == {"Ref": logical}]
+        if rotations or "RotationRules" in props or "RotationLambdaARN" in props:
+            problems.append(f"{logical}: must not be rotated ({rotations or 'rotation rules'}): a new value makes the reply URLs in flight unreadable, which ends their follow-ups")
+    else:
+        exact, prefix = issuer_placeholder()
+        wanted = placeholder or exact
+        if "GenerateSecretString" in props or not wanted or props.get("SecretString") != wanted \
+                or not prefix or not str(props.get("SecretString")).startswith(prefix):
+            problems.append(f"{logical}: SecretString must be the placeholder {wanted!r}, which starts with the prefix the code refuses (issuer/src/secret.rs PLACEHOLDER_PREFIX {prefix!r}), never a value")
     if props.get("Name") != {"Fn::Sub": f"${{AWS::StackName}}-{suffix}"}:
         problems.append(f"{logical}: Name must be ${{AWS::StackName}}-{suffix} (the SCPs find the secrets by name)")
     if key not in res:
@@ -851,7 +895,7 @@ def secret_problems(template, logical, key, reader, placeholder, suffix, paramet
         admin = r.admin_arn()
     except Exception:
         return problems + ["SigningSecretKey: the key policy needs the statement AdminManagesTheKey naming the admin (or the key can be locked out)"]
-    reader_arn = r.getatt(reader, "Arn")
+    reader_arns = [r.getatt(reader, "Arn") for reader in readers]
     policies = [(n, x) for n, x in res.items() if x.get("Type") == "AWS::SecretsManager::ResourcePolicy"
                 and x.get("Properties", {}).get("SecretId") == {"Ref": logical}]
     if len(policies) != 1:
@@ -871,49 +915,134 @@ def secret_problems(template, logical, key, reader, placeholder, suffix, paramet
                 out.append(sorted(listed((cond.get("ArnNotEquals") or cond.get("ArnNotLike") or {}).get("aws:PrincipalArn"))))
         return out
 
-    if sorted([reader_arn, admin]) not in denied_but("secretsmanager:GetSecretValue"):
-        problems.append(f"{name}: must deny secretsmanager:GetSecretValue to every principal but {reader} and the admin")
+    if sorted(reader_arns + [admin]) not in denied_but("secretsmanager:GetSecretValue"):
+        problems.append(f"{name}: must deny secretsmanager:GetSecretValue to every principal but {readers_named(readers)} and the admin, exactly")
     for action in ("secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy", "secretsmanager:PutSecretValue",
-                   "secretsmanager:UpdateSecret", "secretsmanager:DeleteSecret"):
+                   "secretsmanager:UpdateSecret", "secretsmanager:DeleteSecret", "secretsmanager:RotateSecret"):
         if [admin] not in denied_but(action):
             problems.append(f"{name}: must deny {action} to every principal but the admin")
     return problems
 
 
 def secret_invariants(template):
-    """The secrets: each in Secrets Manager under its own key, which only its reader's role
+    """The secrets: each in Secrets Manager under its own key, which only its readers' roles
     (through Secrets Manager) and the admin may use to decrypt; the admin keeps the keys. The
     signing secret and the Mattermost token are the issuer's, the bot token the follow-up role's:
-    neither role reads the other's, and the guard none."""
+    neither role reads the other's, and the guard none. The reply key is the issuer's and the
+    follow-up role's, and the guard's not."""
     problems = []
     res = template.get("Resources", {})
-    for logical, key, reader, placeholder, suffix, parameters in SECRETS:
-        if logical == "SigningSecret" or logical in res:
-            problems += secret_problems(template, logical, key, reader, placeholder, suffix, parameters)
-    for key, reader in SECRET_KEYS.items():
+    for logical, key, readers, placeholder, suffix, parameters in SECRETS:
+        if logical in ("SigningSecret", "ReplyKey") or logical in res:
+            problems += secret_problems(template, logical, key, readers, placeholder, suffix, parameters)
+    for key, (readers, suffix) in SECRET_KEYS.items():
         if key not in res:
-            if key == "SigningSecretKey":
-                problems.append("SigningSecretKey: missing")
+            if key in ("SigningSecretKey", "ReplyKeyKey"):
+                problems.append(f"{key}: missing")
             continue
         r = Resolver(template, {"SlackBotDirectMessages": "Enabled"})
-        problems += key_problems(r, res, key, reader)
+        problems += key_problems(r, res, key, readers)
         alias = [x for x in res.values() if x.get("Type") == "AWS::KMS::Alias"
                  and x.get("Properties", {}).get("TargetKeyId") == {"Ref": key}]
         if len(alias) != 1 or alias[0].get("Condition") != res[key].get("Condition"):
             problems.append(f"{key}: needs one AWS::KMS::Alias, existing when the key does (the SCPs find keys by alias)")
+        elif alias[0].get("Properties", {}).get("AliasName") != {"Fn::Sub": f"alias/${{AWS::StackName}}-{suffix}"}:
+            problems.append(f"{key}: its alias must be alias/${{AWS::StackName}}-{suffix} (the SCPs find the key by kms:ResourceAliases alias/ec2pass-*{suffix}), found {json.dumps(alias[0].get('Properties', {}).get('AliasName'))}")
     # Each role reads its own secrets, and no other's.
-    for logical, key, reader, _, _, parameters in SECRETS:
+    for logical, key, readers, _, _, parameters in SECRETS:
         if logical not in res:
             continue
         for role in ("IssuerRole", "GuardRole", "FollowupRole"):
-            if role == reader or role not in res:
+            if role in readers or role not in res:
                 continue
             r = Resolver(template, {**CHAT_PARAMS})
             arns = {r.ref(logical), r.getatt(key, "Arn") if key in res else None}
             for st in ec2_or_all(resolved_policies(r, template, role)):
                 if set(listed(st.get("Resource"))) & arns or (
                         "*" in listed(st.get("Resource")) and any(a.startswith(("secretsmanager:", "kms:")) for a in actions(st))):
-                    problems.append(f"{role}: must not reach {logical} or its key {key} (only {reader} and the admin read it)")
+                    problems.append(f"{role}: must not reach {logical} or its key {key} (only {readers_named(readers)} and the admin read it)")
+    return problems
+
+
+# The reply key's variable, and the functions that read it with the role policy that lets each.
+REPLY_KEY_VARIABLE = "EC2PASS_REPLY_KEY_SECRET_ARN"
+REPLY_KEY_READERS = {"IssuerFunction": "IssuerReplyKeyAccess", "FollowupFunction": "FollowupReplyKeyAccess"}
+VIA_SECRETS_MANAGER = f"via secretsmanager.{REGION}.amazonaws.com"
+# The issuer's secrets and keys, exactly: (action, what, "via" its kms:ViaService or None), as
+# FOLLOWUP_GRANTS; and the Mattermost token's, with MattermostOrigin.
+ISSUER_SECRET_GRANTS = {
+    ("secretsmanager:GetSecretValue", "the signing secret", None),
+    ("kms:Decrypt", "the signing key", VIA_SECRETS_MANAGER),
+    ("secretsmanager:GetSecretValue", "the reply key", None),
+    ("kms:Decrypt", "the reply key's key", VIA_SECRETS_MANAGER),
+}
+MATTERMOST_GRANTS = {("secretsmanager:GetSecretValue", "the Mattermost token", None)}
+
+
+def secret_names(r):
+    """The stack's secrets and their keys, by their resolved ARNs."""
+    return {r.ref("SigningSecret"): "the signing secret", r.getatt("SigningSecretKey", "Arn"): "the signing key",
+            r.ref("MattermostToken"): "the Mattermost token", r.ref("SlackBotToken"): "the bot token",
+            r.getatt("SlackBotTokenKey", "Arn"): "the bot token key", r.ref("ReplyKey"): "the reply key",
+            r.getatt("ReplyKeyKey", "Arn"): "the reply key's key"}
+
+
+def secret_grants(r, template, role):
+    """A role's Secrets Manager and KMS grants (and any wildcard action), resolved, as (action,
+    what, "via" the kms:ViaService or None), and the problems of statements that cannot be read so."""
+    names = secret_names(r)
+    grants, problems = set(), []
+    for st in ec2_or_all(resolved_policies(r, template, role)):
+        if {"NotAction", "NotResource", "NotPrincipal"} & set(st):
+            problems.append(f"{role}: the statement {st.get('Sid')} must name its Action and Resource (no Not...)")
+        via = st.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+        for a in actions(st):
+            if not (a.startswith(("secretsmanager:", "kms:")) or "*" in a.split(":", 1)[0]):
+                continue
+            for x in listed(st.get("Resource")):
+                grants.add((a, names.get(x, x), f"via {via}" if via else None))
+    return grants, problems
+
+
+def reply_key_invariants(template):
+    """The reply key's readers: the issuer (it seals each reply URL before it stores it) and the
+    follow-up function (it opens it), each given the secret's ARN in every stack and a role policy
+    of its own that exists before the function; no other function is given it; and the issuer's
+    role reads exactly its secrets, in every setting (the follow-up role's: followup_invariants)."""
+    problems = []
+    res = template.get("Resources", {})
+    for fn, access in REPLY_KEY_READERS.items():
+        f = res.get(fn, {})
+        env = f.get("Properties", {}).get("Environment", {}).get("Variables", {})
+        if env.get(REPLY_KEY_VARIABLE) != {"Ref": "ReplyKey"}:
+            problems.append(f"{fn}: {REPLY_KEY_VARIABLE} must be !Ref ReplyKey in every stack (the "
+                            + ("issuer seals" if fn == "IssuerFunction" else "follow-up function opens")
+                            + f" every reply URL with it), found {json.dumps(env.get(REPLY_KEY_VARIABLE))}")
+        if access not in listed(f.get("DependsOn")):
+            problems.append(f"{fn}: DependsOn must include {access} (its role may read the reply key before the function's first cold start)")
+        policy = res.get(access, {})
+        role = FUNCTIONS[fn][0]
+        if policy.get("Type") != "AWS::IAM::RolePolicy" or policy.get("Properties", {}).get("RoleName") != {"Ref": role} or "Condition" in policy:
+            problems.append(f"{access}: must be an AWS::IAM::RolePolicy of {role} (RoleName !Ref {role}) in every stack, apart from the role: the reply key's key policy names the role")
+    for fn, f in res.items():
+        if f.get("Type") == "AWS::Serverless::Function" and fn not in REPLY_KEY_READERS \
+                and REPLY_KEY_VARIABLE in f.get("Properties", {}).get("Environment", {}).get("Variables", {}):
+            problems.append(f"{fn}: must not be given {REPLY_KEY_VARIABLE}: only the issuer and the follow-up function read the reply key")
+    mattermost = {"MattermostOrigin": "https://chat.example.com"}
+    for label, parameters, with_mattermost in (("a single account", {}, False), ("a hub", HUB_UNITS_PARAMS, False),
+                                               ("MattermostOrigin set", mattermost, True), ("every chat option", CHAT_PARAMS, True)):
+        try:
+            grants, unreadable = secret_grants(Resolver(template, parameters), template, "IssuerRole")
+        except Exception as e:  # a broken copy can break the checks' own assumptions
+            problems.append(f"IssuerRole: its policies do not resolve in {label}: {e!r}")
+            continue
+        problems += unreadable
+        wanted = ISSUER_SECRET_GRANTS | (MATTERMOST_GRANTS if with_mattermost else set())
+        extra, missing = sorted(grants - wanted, key=str), sorted(wanted - grants, key=str)
+        if extra or missing:
+            problems.append(f"IssuerRole: in {label} exactly GetSecretValue of the signing secret"
+                            + (", the Mattermost token" if with_mattermost else "")
+                            + f" and the reply key, and kms:Decrypt of their keys through Secrets Manager; not allowed: {extra}; missing: {missing}")
     return problems
 
 
@@ -965,6 +1094,9 @@ FOLLOWUP_GRANTS = {
     ("sqs:ReceiveMessage", "the follow-up queue", None),
     ("sqs:DeleteMessage", "the follow-up queue", None),
     ("sqs:GetQueueAttributes", "the follow-up queue", None),
+    # The reply key, which opens the sealed reply URLs, decrypting its key through Secrets Manager only.
+    ("secretsmanager:GetSecretValue", "the reply key", None),
+    ("kms:Decrypt", "the reply key's key", f"via secretsmanager.{REGION}.amazonaws.com"),
 }
 # With ChannelAlerts: publish to the channel topic, under the alert key, through SNS only.
 CHANNEL_GRANTS = {
@@ -1008,7 +1140,8 @@ def followup_grants(r, template):
     names = {table: "the table", f"{table}/index/replies-due": "the replies-due index",
              r.getatt("FollowupQueue", "Arn"): "the follow-up queue", r.ref("ChannelTopic"): "the channel topic",
              r.getatt("AlertKey", "Arn"): "the alert key", r.ref("SlackBotToken"): "the bot token",
-             r.getatt("SlackBotTokenKey", "Arn"): "the bot token key"}
+             r.getatt("SlackBotTokenKey", "Arn"): "the bot token key", r.ref("ReplyKey"): "the reply key",
+             r.getatt("ReplyKeyKey", "Arn"): "the reply key's key"}
     grants, problems = set(), []
     for st in ec2_or_all(resolved_policies(r, template, "FollowupRole")):
         if st.get("Effect") != "Allow" or {"NotAction", "NotResource", "NotPrincipal"} & set(st):
@@ -1092,15 +1225,15 @@ def followup_invariants(template):
             problems.append(f"FollowupRole: its policies do not resolve in {label}: {e!r}")
             continue
         problems += unreadable
-        services = {"dynamodb", "sqs"} | ({"sns", "kms"} if channel else set()) | ({"secretsmanager", "kms"} if bot else set())
+        services = {"dynamodb", "sqs", "secretsmanager", "kms"} | ({"sns"} if channel else set())
         others = sorted({a for a, _, _ in grants if a.split(":", 1)[0] not in services})
         if others:
-            problems.append(f"FollowupRole: in {label} it may only use {sorted(services)}: no EC2, and SNS, Secrets Manager or KMS only with ChannelAlerts or SlackBotDirectMessages, found {others}")
+            problems.append(f"FollowupRole: in {label} it may only use {sorted(services)}: no EC2, and SNS only with ChannelAlerts, found {others}")
         wanted = FOLLOWUP_GRANTS | (CHANNEL_GRANTS if channel else set()) | (BOT_GRANTS if bot else set())
         extra, missing = sorted(grants - wanted, key=str), sorted(wanted - grants, key=str)
         if extra or missing:
             problems.append(f"FollowupRole: in {label} exactly GetItem of reply# and pw# items, UpdateItem of reply# items, Query of the replies-due index, "
-                            f"ReceiveMessage, DeleteMessage and GetQueueAttributes of the follow-up queue"
+                            f"ReceiveMessage, DeleteMessage and GetQueueAttributes of the follow-up queue, GetSecretValue of the reply key with its key through Secrets Manager"
                             + (", sns:Publish on the channel topic with the alert key through SNS and UpdateItem of channel# items" if channel else "")
                             + (", GetSecretValue of the bot token with its key through Secrets Manager" if bot else "")
                             + f"; not allowed: {extra}; missing: {missing}")
@@ -1950,11 +2083,13 @@ FOLLOWUP_SCP = "arn:aws:iam::*:role/ec2pass-followup"
 CARVE_OUTS = {ADMIN_SCP, ISSUER_SCP, GUARD_SCP}
 # The follow-up role is excepted only here, each statement denying exactly these actions: it
 # updates the table's items (its own policy keeps it to reply# items: FOLLOWUP_GRANTS) and reads
-# the bot token, nothing else of the table and no other secret.
+# the bot token and the reply key, nothing else of the table and no other secret.
 FOLLOWUP_CARVE_OUTS = {
     "OnlyTheRolesUpdateItems": ["dynamodb:UpdateItem"],
     "OnlyTheFollowupAndTheAdminRead": ["secretsmanager:GetSecretValue"],
     "OnlyTheFollowupAndTheAdminDecrypt": ["kms:CreateGrant", "kms:Decrypt", "kms:ReEncryptFrom"],
+    "OnlyTheIssuerTheFollowupAndTheAdminRead": ["secretsmanager:GetSecretValue"],
+    "OnlyTheIssuerTheFollowupAndTheAdminDecrypt": ["kms:CreateGrant", "kms:Decrypt", "kms:ReEncryptFrom"],
 }
 # Statements whose carve-outs are exactly these (the table's and the secrets').
 EXACT_CARVE_OUTS = {
@@ -1964,6 +2099,9 @@ EXACT_CARVE_OUTS = {
     "OnlyTheIssuerAndTheAdminDecrypt": {ISSUER_SCP, ADMIN_SCP},
     "OnlyTheFollowupAndTheAdminRead": {FOLLOWUP_SCP, ADMIN_SCP},
     "OnlyTheFollowupAndTheAdminDecrypt": {FOLLOWUP_SCP, ADMIN_SCP},
+    # The reply key: both roles that need it, and the admin.
+    "OnlyTheIssuerTheFollowupAndTheAdminRead": {ISSUER_SCP, FOLLOWUP_SCP, ADMIN_SCP},
+    "OnlyTheIssuerTheFollowupAndTheAdminDecrypt": {ISSUER_SCP, FOLLOWUP_SCP, ADMIN_SCP},
 }
 MEMBER_SCP = "arn:aws:iam::*:role/ec2pass-member"
 # StackSets' execution role in each member account ("Configure a custom execution role template
@@ -1972,6 +2110,9 @@ MEMBER_SCP = "arn:aws:iam::*:role/ec2pass-member"
 # (claims "org: ... cannot create a role named like ...").
 STACKSETS_EXEC = "arn:aws:iam::*:role/stacksets-exec-*"
 FORWARD_ROLES = "arn:aws:iam::*:role/ec2pass-member-forward-*"
+# The four files a single account carries (docs/policies.md, "The policy files").
+SINGLE_ACCOUNT_POLICIES = ("protect-auth-tag.json", "protect-guard-scp.json", "protect-secret-and-exemptions-scp.json",
+                           "deny-unguarded-regions-scp.json")
 FILE_CARVE_OUTS = {"protect-auth-tag.json": {MEMBER_SCP}, "protect-spokes-scp.json": {STACKSETS_EXEC, FORWARD_ROLES}}
 PLACEHOLDERS = {  # placeholder in a policy file -> the example value the claims use
     "REPLACE-WITH-EACH-GUARDED-REGION": REGION,
@@ -2021,7 +2162,7 @@ def policy_invariants(template, policies):
             if sid in EXACT_CARVE_OUTS and set(exempt) != EXACT_CARVE_OUTS[sid]:
                 problems.append(f"{name} {sid}: must except exactly {sorted(EXACT_CARVE_OUTS[sid])}, found {sorted(exempt)}")
             if FOLLOWUP_SCP in exempt and (sorted(actions(st)) != FOLLOWUP_CARVE_OUTS.get(sid) or "NotAction" in st):
-                problems.append(f"{name} {sid}: the follow-up role's carve-out must deny exactly {FOLLOWUP_CARVE_OUTS.get(sid)} (it may update items and read the bot token, nothing more), found {actions(st)}")
+                problems.append(f"{name} {sid}: the follow-up role's carve-out must deny exactly {FOLLOWUP_CARVE_OUTS.get(sid)} (it may update items and read the bot token and the reply key, nothing more), found {actions(st)}")
             if ADMIN_SCP not in exempt:
                 problems.append(f"{name} {sid}: must except the admin {ADMIN_SCP}")
             if "lambda:InvokeFunctionUrl" in actions(st):
@@ -2029,6 +2170,11 @@ def policy_invariants(template, policies):
     present = {st.get("Sid") for doc in policies.values() for st in doc.get("Statement", [])}
     for sid in sorted(set(EXACT_CARVE_OUTS) - present):
         problems.append(f"infra/policies: the statement {sid} is missing (the table's and the secrets' carve-outs, docs/policies.md)")
+    # The table's and the secrets' statements protect a single account's stack too: in a file it carries.
+    for name, doc in policies.items():
+        for st in doc.get("Statement", []):
+            if st.get("Sid") in EXACT_CARVE_OUTS and name not in SINGLE_ACCOUNT_POLICIES:
+                problems.append(f"{name} {st.get('Sid')}: must be in one of {list(SINGLE_ACCOUNT_POLICIES)}, the files a single account carries")
     tag_policy = policies.get("protect-auth-tag.json", {})
     if not any(st.get("Action") == "ec2:DeleteTags" and st.get("Condition", {}).get("Null", {}).get("aws:TagKeys") == "true"
                for st in tag_policy.get("Statement", [])):
@@ -2138,6 +2284,8 @@ class World:
         self.followup_role = r.getatt("FollowupRole", "Arn")
         self.secret = r.ref("SigningSecret")
         self.signing_key = r.getatt("SigningSecretKey", "Arn")
+        self.reply_key = r.ref("ReplyKey")
+        self.reply_key_key = r.getatt("ReplyKeyKey", "Arn")
         self.alert_key = r.getatt("AlertKey", "Arn")
         self.topic = r.ref("AlertTopic")
         self.subscription = f"{self.topic}:5a1b2c3d-0000-4000-8000-0123456789ab"
@@ -2245,8 +2393,11 @@ def claims(w):
     """(name, who, actions, resources, context, layers, expected allowed?) for every claim."""
     A, ISS, GRD, FUP = "the admin", "the issuer's role", "the guard's role", "the follow-up role"
     ADM, RO, DEV, PATH = "an AdministratorAccess role", "a ReadOnlyAccess holder", "a developer", "a role under /ec2pass/"
-    FUPW = "the follow-up role, widened"
+    ISSW, FUPW = "the issuer's role, widened", "the follow-up role, widened"
     exempt = {"aws:TagKeys": ["Name", "ec2pass:exempt"]}
+    via_sm = {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
+    changes = ["secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy", "secretsmanager:PutSecretValue",
+               "secretsmanager:UpdateSecret", "secretsmanager:DeleteSecret", "secretsmanager:RotateSecret"]
     c = [
         # 1. The signing secret.
         ("secret: a ReadOnlyAccess holder cannot read it", RO, ["secretsmanager:GetSecretValue"], [w.secret], {}, "all", False),
@@ -2270,6 +2421,36 @@ def claims(w):
         ("secret key: the admin manages it", A, ["kms:PutKeyPolicy", "kms:Decrypt"], [w.signing_key], {}, "all", True),
         ("secret key: only the admin rewrites its policy", ADM, ["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey"], [w.signing_key], {}, "all", False),
         ("secret key (residual): without the SCP an AdministratorAccess role may rewrite its policy", ADM, ["kms:PutKeyPolicy"], [w.signing_key], {}, "resource", True),
+        # 1b. The reply key (the reply URLs are stored sealed with it): the issuer's and the
+        # follow-up role's, in every stack.
+        ("reply key: a ReadOnlyAccess holder, a developer, an AdministratorAccess role, the guard's role and a role under /ec2pass/ cannot read it",
+         [RO, DEV, ADM, GRD, PATH], ["secretsmanager:GetSecretValue"], [w.reply_key], {}, "all", False),
+        ("reply key: its resource policy alone keeps an AdministratorAccess role and a ReadOnlyAccess holder out", [ADM, RO],
+         ["secretsmanager:GetSecretValue"], [w.reply_key], {}, "resource", False),
+        ("reply key: the SCP alone keeps an AdministratorAccess role, a developer and a ReadOnlyAccess holder out", [ADM, DEV, RO],
+         ["secretsmanager:GetSecretValue"], [w.reply_key], {}, "scp", False),
+        ("reply key: the issuer's role and the follow-up role read it", [ISS, FUP], ["secretsmanager:GetSecretValue"], [w.reply_key], {}, "all", True),
+        ("reply key: the admin reads it, and could replace it", A, ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"], [w.reply_key], {}, "all", True),
+        ("reply key: nobody else changes, rotates or deletes it or its policy, even without the SCP", ADM, changes, [w.reply_key], {}, "resource", False),
+        ("reply key: not even its readers, widened, change, rotate or delete it", [ISSW, FUPW], changes, [w.reply_key], {}, "all", False),
+        ("reply key: the SCP alone keeps a developer from changing, rotating or deleting it", DEV, changes, [w.reply_key], {}, "scp", False),
+        ("reply key's key: the issuer's role and the follow-up role decrypt through Secrets Manager", [ISS, FUP], ["kms:Decrypt"],
+         [w.reply_key_key], via_sm, "all", True),
+        ("reply key's key: neither decrypts directly", [ISS, FUP], ["kms:Decrypt"], [w.reply_key_key], {}, "all", False),
+        ("reply key's key: the guard's role cannot decrypt with it, through Secrets Manager or not", GRD, ["kms:Decrypt", "kms:CreateGrant"],
+         [w.reply_key_key], via_sm, "all", False),
+        ("reply key's key: its key policy lets no AdministratorAccess role decrypt", ADM, ["kms:Decrypt", "kms:CreateGrant", "kms:ReEncryptFrom"],
+         [w.reply_key_key], via_sm, "resource", False),
+        ("reply key's key: the SCP alone keeps an AdministratorAccess role from decrypting", ADM, ["kms:Decrypt", "kms:CreateGrant"],
+         [w.reply_key_key], {}, "scp", False),
+        ("reply key's key: only the admin rewrites, disables or deletes it", ADM, ["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey"],
+         [w.reply_key_key], {}, "all", False),
+        ("reply key's key: the admin manages it", A, ["kms:PutKeyPolicy", "kms:Decrypt"], [w.reply_key_key], {}, "all", True),
+        ("reply key: sharing it gives the follow-up role nothing of the signing secret or its key", FUP,
+         ["secretsmanager:GetSecretValue", "kms:Decrypt"], [w.secret, w.signing_key], via_sm, "all", False),
+        # Why the URLs are sealed: the table's reply items stay readable to ReadOnlyAccess.
+        ("reply key (residual, why reply URLs are sealed): a ReadOnlyAccess holder still reads and scans reply items", RO,
+         ["dynamodb:GetItem", "dynamodb:Scan"], [w.table], {"dynamodb:LeadingKeys": ["reply#0123"]}, "all", True),
         ("functions: nobody but the admin reads their configuration", DEV, ["lambda:GetFunctionConfiguration", "lambda:GetFunction"], [w.guard_fn, w.issuer_fn], {}, "all", False),
         # 4. Forged events.
         ("invoke: a developer cannot invoke the guard", DEV, ["lambda:InvokeFunction", "lambda:InvokeAsync"], [w.guard_fn], {}, "all", False),
@@ -2391,7 +2572,7 @@ def claims(w):
          [w.table, f"{w.table}/index/alerts-due", f"{w.table}/index/by-owner", f"{w.table}/index/by-instance"], {}, "all", False),
         ("roles: a developer cannot pass, re-trust or widen the follow-up role", DEV,
          ["iam:PassRole", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:AttachRolePolicy"], [w.followup_role], {}, "all", False),
-        ("followup: the follow-up role cannot touch instances, publish alerts, or read the secret or a key", FUP,
+        ("followup: the follow-up role cannot touch instances, publish alerts, read the signing secret or use the signing or the alert key", FUP,
          ["ec2:DescribeInstances", "ec2:StopInstances", "ec2:DeleteTags", "sns:Publish", "secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey"],
          [w.instance, w.topic, w.secret, w.signing_key, w.alert_key, "*"], {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}, "all", False),
         ("followup: the follow-up role takes the alerts of its queue", FUP, ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
@@ -2478,6 +2659,13 @@ def chat_claims(w):
          ["secretsmanager:GetSecretValue"], [w.secret, w.mattermost_token], {}, "all", False),
         ("bot token: the follow-up role, even widened, cannot decrypt with the signing key", FUPW,
          ["kms:Decrypt", "kms:CreateGrant"], [w.signing_key], via_sm, "all", False),
+        # The reply key, with every option on: still its two readers and the admin, nobody else.
+        ("reply key: with every chat option on, the issuer's role and the follow-up role still read it", [ISS, FUP],
+         ["secretsmanager:GetSecretValue"], [w.reply_key], {}, "all", True),
+        ("reply key's key: with every chat option on, the issuer's role and the follow-up role still decrypt it through Secrets Manager", [ISS, FUP], ["kms:Decrypt"], [w.reply_key_key], via_sm, "all", True),
+        ("reply key: with every chat option on, the guard's role, a ReadOnlyAccess holder, an AdministratorAccess role and the chat channel's role cannot read it",
+         [GRD, RO, ADM, CHAN], ["secretsmanager:GetSecretValue"], [w.reply_key], {}, "all", False),
+        ("reply key's key: with every chat option on, the guard's role, a ReadOnlyAccess holder, an AdministratorAccess role and the chat channel's role cannot decrypt with it", [GRD, RO, ADM, CHAN], ["kms:Decrypt"], [w.reply_key_key], via_sm, "all", False),
         # The channel topic.
         ("channel: the follow-up role publishes to the channel topic", FUP, ["sns:Publish"], [w.channel_topic], {}, "all", True),
         ("channel: the follow-up role encrypts with the alert key through SNS (the topic's key)", FUP,
@@ -2805,6 +2993,7 @@ NOT_PARAMETERS = {
     "EC2PASS_ALERT_TOPIC_ARN": "the stack's own topic",
     "EC2PASS_AUTH_TAG": "fixed: the guard's DeleteTags condition and protect-auth-tag.json name this key",
     "EC2PASS_SLACK_SIGNING_SECRET_ARN": "the stack's own secret",
+    "EC2PASS_REPLY_KEY_SECRET_ARN": "the stack's own secret, whose value CloudFormation generates",
     "EC2PASS_STATE_CHANGE_QUEUE_URL": "the stack's own state-change queue",
     # Empty without their option (chat_invariants checks both values).
     "EC2PASS_MATTERMOST_TOKEN_SECRET_ARN": "the stack's own secret, when MattermostOrigin is set",
@@ -3620,6 +3809,152 @@ def broken_copies(template):
     def bot_token_sent_elsewhere(t):
         t["Resources"]["FollowupFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_SLACK_API"] = {"Ref": "ReplyOrigins"}
 
+    # The reply key: the reply URLs are stored sealed with it.
+    def reply_key(t):
+        return t["Resources"]["ReplyKey"]["Properties"]
+
+    def reply_key_policy(t):
+        return t["Resources"]["ReplyKeyPolicy"]["Properties"]["ResourcePolicy"]["Statement"]
+
+    def reply_key_key_statement(t, sid):
+        return next(s for s in t["Resources"]["ReplyKeyKey"]["Properties"]["KeyPolicy"]["Statement"] if s["Sid"] == sid)
+
+    def reply_key_access(t, logical, sid):
+        return next(s for s in t["Resources"][logical]["Properties"]["PolicyDocument"]["Statement"] if s["Sid"] == sid)
+
+    def reply_key_with_a_placeholder(t):
+        reply_key(t).pop("GenerateSecretString")
+        reply_key(t)["SecretString"] = "REPLACE-WITH-A-REPLY-KEY"
+
+    def reply_key_in_the_template(t):
+        reply_key(t).pop("GenerateSecretString")
+        reply_key(t)["SecretString"] = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+    def reply_key_too_short(t):
+        reply_key(t)["GenerateSecretString"]["PasswordLength"] = 16
+
+    def reply_key_with_punctuation(t):
+        reply_key(t)["GenerateSecretString"]["ExcludePunctuation"] = False
+
+    def reply_key_in_a_json_template(t):
+        reply_key(t)["GenerateSecretString"].update({"SecretStringTemplate": '{"v": 1}', "GenerateStringKey": "key"})
+
+    def reply_key_under_the_default_key(t):
+        reply_key(t).pop("KmsKeyId")
+
+    def reply_key_under_the_signing_key(t):
+        reply_key(t)["KmsKeyId"] = {"Ref": "SigningSecretKey"}
+
+    def reply_key_unnamed(t):
+        reply_key(t).pop("Name")
+
+    def reply_key_only_with_bot_messages(t):
+        for logical in ("ReplyKey", "ReplyKeyPolicy"):
+            t["Resources"][logical]["Condition"] = "SendsSlackDirectMessages"
+
+    def reply_key_rotated(t):
+        t["Resources"]["ReplyKeyRotation"] = {"Type": "AWS::SecretsManager::RotationSchedule", "Properties": {
+            "SecretId": {"Ref": "ReplyKey"}, "RotateImmediatelyOnUpdate": False,
+            "HostedRotationLambda": {"RotationType": "PostgreSQLSingleUser"}, "RotationRules": {"ScheduleExpression": "rate(30 days)"}}}
+
+    def reply_key_readable_by_the_guard(t):
+        reply_key_policy(t)[0]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"].append({"Fn::GetAtt": ["GuardRole", "Arn"]})
+
+    def reply_key_not_readable_by_the_followup(t):
+        reply_key_policy(t)[0]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"].pop(1)
+
+    def reply_key_readable_by_anyone(t):
+        rp = reply_key_policy(t)
+        rp[:] = [s for s in rp if s["Sid"] != "OnlyTheIssuerTheFollowupAndTheAdminRead"]
+
+    def reply_key_replaceable_by_anyone(t):
+        next(s for s in reply_key_policy(t) if s["Sid"] == "OnlyTheAdminChangesIt")["Action"].remove("secretsmanager:PutSecretValue")
+
+    def reply_key_rotatable_by_anyone(t):
+        next(s for s in reply_key_policy(t) if s["Sid"] == "OnlyTheAdminChangesIt")["Action"].remove("secretsmanager:RotateSecret")
+
+    def reply_key_without_its_policy(t):
+        t["Resources"].pop("ReplyKeyPolicy")
+
+    def reply_key_key_lets_the_guard_decrypt(t):
+        st = reply_key_key_statement(t, "FollowupDecryptsThroughSecretsManager")
+        st["Principal"]["AWS"] = [st["Principal"]["AWS"], {"Fn::GetAtt": ["GuardRole", "Arn"]}]
+
+    def reply_key_key_decrypts_outside_secrets_manager(t):
+        reply_key_key_statement(t, "IssuerDecryptsThroughSecretsManager").pop("Condition")
+
+    def reply_key_key_lets_the_account_decrypt(t):
+        reply_key_key_statement(t, "AccountAdministersButCannotDecrypt")["Action"] = "kms:*"
+
+    def reply_key_key_forgets_the_followup(t):
+        sts = t["Resources"]["ReplyKeyKey"]["Properties"]["KeyPolicy"]["Statement"]
+        sts[:] = [s for s in sts if s["Sid"] != "FollowupDecryptsThroughSecretsManager"]
+
+    def reply_key_key_locks_out_the_admin(t):
+        sts = t["Resources"]["ReplyKeyKey"]["Properties"]["KeyPolicy"]["Statement"]
+        sts[:] = [s for s in sts if s["Sid"] != "AdminManagesTheKey"]
+
+    def reply_key_key_alias_renamed(t):
+        # The SCP's OnlyTheIssuerTheFollowupAndTheAdminDecrypt finds the key by alias/ec2pass-*reply-key.
+        t["Resources"]["ReplyKeyKeyAlias"]["Properties"]["AliasName"] = {"Fn::Sub": "alias/${AWS::StackName}-replies"}
+
+    def reply_key_key_without_an_alias(t):
+        t["Resources"].pop("ReplyKeyKeyAlias")
+
+    def issuer_cannot_read_the_reply_key(t):
+        t["Resources"].pop("IssuerReplyKeyAccess")
+        t["Resources"]["IssuerFunction"]["DependsOn"] = ["IssuerSecretAccess"]
+
+    def followup_cannot_read_the_reply_key(t):
+        t["Resources"].pop("FollowupReplyKeyAccess")
+        t["Resources"]["FollowupFunction"].pop("DependsOn")
+
+    def followup_cannot_decrypt_the_reply_key(t):
+        sts = t["Resources"]["FollowupReplyKeyAccess"]["Properties"]["PolicyDocument"]["Statement"]
+        sts[:] = [s for s in sts if s["Sid"] != "DecryptItThroughSecretsManager"]
+
+    def followup_decrypts_the_reply_key_directly(t):
+        reply_key_access(t, "FollowupReplyKeyAccess", "DecryptItThroughSecretsManager").pop("Condition")
+
+    def issuer_decrypts_the_reply_key_directly(t):
+        reply_key_access(t, "IssuerReplyKeyAccess", "DecryptItThroughSecretsManager").pop("Condition")
+
+    def followup_reads_every_secret_for_the_reply_key(t):
+        reply_key_access(t, "FollowupReplyKeyAccess", "ReadTheReplyKey")["Resource"] = {
+            "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${AWS::StackName}-*"}
+
+    def followup_decrypts_with_the_signing_key(t):
+        reply_key_access(t, "FollowupReplyKeyAccess", "DecryptItThroughSecretsManager")["Resource"] = {"Fn::GetAtt": ["SigningSecretKey", "Arn"]}
+
+    def issuer_reads_the_reply_key_only_with_mattermost(t):
+        t["Resources"]["IssuerReplyKeyAccess"]["Condition"] = "HasMattermost"
+
+    def guard_reads_the_reply_key(t):
+        t["Resources"]["GuardRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append({"Sid": "Peek", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": {"Ref": "ReplyKey"}})
+
+    def guard_decrypts_with_the_reply_key_key(t):
+        t["Resources"]["GuardRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append({"Sid": "Peek", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": {"Fn::GetAtt": ["ReplyKeyKey", "Arn"]},
+                                    "Condition": {"StringEquals": {"kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}}})
+
+    def reply_key_not_passed_to_the_issuer(t):
+        t["Resources"]["IssuerFunction"]["Properties"]["Environment"]["Variables"].pop("EC2PASS_REPLY_KEY_SECRET_ARN")
+
+    def reply_key_not_passed_to_the_followup(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Environment"]["Variables"].pop("EC2PASS_REPLY_KEY_SECRET_ARN")
+
+    def reply_key_passed_as_the_signing_secret(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_REPLY_KEY_SECRET_ARN"] = {"Ref": "SigningSecret"}
+
+    def reply_key_passed_only_with_bot_messages(t):
+        t["Resources"]["FollowupFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_REPLY_KEY_SECRET_ARN"] = {
+            "Fn::If": ["SendsSlackDirectMessages", {"Ref": "ReplyKey"}, ""]}
+
+    def reply_key_passed_to_the_guard(t):
+        t["Resources"]["GuardFunction"]["Properties"]["Environment"]["Variables"]["EC2PASS_REPLY_KEY_SECRET_ARN"] = {"Ref": "ReplyKey"}
+
+    def followup_starts_before_it_may_read_the_reply_key(t):
+        t["Resources"]["FollowupFunction"].pop("DependsOn")
+
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
                     managed_topic_key, forget_a_setting, bad_alarm_operator, dangling_output_getatt,
                     secret_in_environment, secret_value_in_the_template, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
@@ -3677,7 +4012,22 @@ def broken_copies(template):
                     bot_messages_by_default, bot_token_readable_by_the_issuer, bot_token_readable_by_anyone, bot_token_under_the_signing_key,
                     bot_token_value_in_the_template, bot_key_lets_the_issuer_decrypt, bot_key_decrypts_outside_secrets_manager,
                     bot_key_lets_the_account_decrypt, followup_reads_every_secret, followup_decrypts_the_bot_key_directly,
-                    issuer_reads_the_bot_token, bot_token_always_passed, bot_token_unnamed, bot_token_sent_elsewhere):
+                    issuer_reads_the_bot_token, bot_token_always_passed, bot_token_unnamed, bot_token_sent_elsewhere,
+                    reply_key_with_a_placeholder, reply_key_in_the_template, reply_key_too_short, reply_key_with_punctuation,
+                    reply_key_in_a_json_template, reply_key_under_the_default_key, reply_key_under_the_signing_key, reply_key_unnamed,
+                    reply_key_only_with_bot_messages, reply_key_rotated, reply_key_readable_by_the_guard,
+                    reply_key_not_readable_by_the_followup, reply_key_readable_by_anyone, reply_key_replaceable_by_anyone,
+                    reply_key_rotatable_by_anyone, reply_key_without_its_policy, reply_key_key_lets_the_guard_decrypt,
+                    reply_key_key_decrypts_outside_secrets_manager, reply_key_key_lets_the_account_decrypt,
+                    reply_key_key_forgets_the_followup, reply_key_key_locks_out_the_admin, reply_key_key_alias_renamed,
+                    reply_key_key_without_an_alias, issuer_cannot_read_the_reply_key, followup_cannot_read_the_reply_key,
+                    followup_cannot_decrypt_the_reply_key, followup_decrypts_the_reply_key_directly,
+                    issuer_decrypts_the_reply_key_directly, followup_reads_every_secret_for_the_reply_key,
+                    followup_decrypts_with_the_signing_key, issuer_reads_the_reply_key_only_with_mattermost,
+                    guard_reads_the_reply_key, guard_decrypts_with_the_reply_key_key, reply_key_not_passed_to_the_issuer,
+                    reply_key_not_passed_to_the_followup, reply_key_passed_as_the_signing_secret,
+                    reply_key_passed_only_with_bot_messages, reply_key_passed_to_the_guard,
+                    followup_starts_before_it_may_read_the_reply_key):
         broken = copy.deepcopy(template)
         breaker(broken)
         yield breaker.__name__, broken
@@ -4043,6 +4393,31 @@ def broken_policies():
     def scp_bot_key_decryptable_by_the_issuer(p):
         sid(p, "OnlyTheFollowupAndTheAdminDecrypt")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(ISSUER_SCP)
 
+    # The reply key.
+    def scp_reply_key_readable_by_the_guard(p):
+        sid(p, "OnlyTheIssuerTheFollowupAndTheAdminRead")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(GUARD_SCP)
+
+    def scp_reply_key_denied_to_the_followup(p):
+        sid(p, "OnlyTheIssuerTheFollowupAndTheAdminRead")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].remove(FOLLOWUP_SCP)
+
+    def scp_reply_key_statement_on_another_name(p):
+        sid(p, "OnlyTheIssuerTheFollowupAndTheAdminRead")["Resource"] = "arn:aws:secretsmanager:*:*:secret:ec2pass-*reply-url-*"
+
+    def scp_reply_key_decrypt_on_another_alias(p):
+        sid(p, "OnlyTheIssuerTheFollowupAndTheAdminDecrypt")["Condition"]["ForAnyValue:StringLike"]["kms:ResourceAliases"] = ["alias/ec2pass-*reply-keys"]
+
+    def scp_reply_key_key_decryptable_by_the_guard(p):
+        sid(p, "OnlyTheIssuerTheFollowupAndTheAdminDecrypt")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(GUARD_SCP)
+
+    def scp_reply_key_carve_out_by_path(p):
+        sid(p, "OnlyTheIssuerTheFollowupAndTheAdminRead")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append("arn:aws:iam::*:role/ec2pass/*")
+
+    def scp_reply_key_only_in_the_hub_file(p):
+        # A statement in protect-hub-scp.json, which a single account does not carry.
+        st = sid(p, "OnlyTheIssuerTheFollowupAndTheAdminRead")
+        p["protect-secret-and-exemptions-scp.json"]["Statement"].remove(st)
+        p["protect-hub-scp.json"]["Statement"].append(st)
+
     breakers = [
         all_values_in_deny, forget_delete_all, scp_allows_concurrency_zero, scp_forgets_the_exempt_tag,
         # 1. the secret, and the functions' configuration
@@ -4101,6 +4476,12 @@ def broken_policies():
         scp_followup_reads_the_signing_secret, scp_issuer_statement_covers_the_bot_token, scp_issuer_statement_misses_the_mattermost_token,
         scp_bot_key_decryptable_by_the_issuer, drop_statement("OnlyTheFollowupAndTheAdminRead"),
         drop_statement("OnlyTheFollowupAndTheAdminDecrypt"), drop_action("KeepTheKeys", "kms:ScheduleKeyDeletion"),
+        # the reply key
+        drop_statement("OnlyTheIssuerTheFollowupAndTheAdminRead"), drop_statement("OnlyTheIssuerTheFollowupAndTheAdminDecrypt"),
+        drop_action("OnlyTheIssuerTheFollowupAndTheAdminDecrypt", "kms:CreateGrant"), scp_reply_key_readable_by_the_guard,
+        scp_reply_key_denied_to_the_followup, scp_reply_key_statement_on_another_name, scp_reply_key_decrypt_on_another_alias,
+        scp_reply_key_key_decryptable_by_the_guard, scp_reply_key_carve_out_by_path, scp_reply_key_only_in_the_hub_file,
+        drop_action("OnlyTheAdminChangesIt", "secretsmanager:PutSecretValue"),
         # shape
         scp_too_long, misspelled_action, condition_aws_never_sets,
     ]

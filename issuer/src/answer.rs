@@ -94,10 +94,13 @@ fn describe_scope(scope: Option<(&InstanceId, &InstanceInfo)>) -> String {
     match scope {
         None => "*any* instance (unscoped)".to_owned(),
         Some((id, info)) => {
+            // A `Name` tag is anyone's text: shown in a code span (`escape` drops backticks, so
+            // it cannot close it), where neither Slack nor Mattermost makes a link, an image, a
+            // mention or emphasis of it.
             let name = info
                 .name
                 .as_deref()
-                .map(|n| format!(" ({})", escape(n)))
+                .map(|n| format!(" (`{}`)", escape(n)))
                 .unwrap_or_default();
             let place = info
                 .place
@@ -481,5 +484,40 @@ mod tests {
             (&json!("revoke"), &json!(short.as_str()))
         );
         assert!(!button.to_string().contains(&p.display()));
+    }
+
+    #[test]
+    fn a_name_tag_is_shown_in_code_in_both_chats_never_as_markup() {
+        let p = Password::generate();
+        let id = InstanceId::parse("i-0123abcd").unwrap_or_else(|| unreachable!());
+        let info = InstanceInfo {
+            name: Some(
+                "[Re-verify](https://evil.example) ![](https://evil.example/p.png) *b* _i_ @all"
+                    .into(),
+            ),
+            state: "stopped".into(),
+            place: None,
+        };
+        let slack = minted(
+            &p,
+            &ec2pass_shared::password::new_short_id(),
+            Some((&id, &info)),
+            UnixTime(1_795_255_200),
+        );
+        let mattermost =
+            crate::front::render(ec2pass_shared::reply::Front::Mattermost, slack.clone());
+        for text in [
+            slack["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap_or_default(),
+            mattermost["text"].as_str().unwrap_or_default(),
+        ] {
+            // Outside every code span, nothing of the tag is left to render
+            let outside: String = text.split('`').step_by(2).collect();
+            for markup in ["](", "![", "evil.example", "@all", "_i_"] {
+                assert!(!outside.contains(markup), "{markup} outside code in {text}");
+            }
+            assert!(text.contains("Re-verify"), "{text}");
+        }
     }
 }

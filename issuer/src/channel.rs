@@ -45,7 +45,7 @@ pub fn notification(alert: &Alert) -> Value {
         let whose = alert
             .issuer_user_id
             .as_deref()
-            .map(|u| format!(", issued to {u}"))
+            .map(|u| format!(", issued to {}", plain(u)))
             .unwrap_or_default();
         lines.push(format!("*Password:* `{id}`{whose}"));
     }

@@ -82,14 +82,22 @@ pub async fn issuer(env: &Env<'_>, aws: &SdkConfig) -> Result<LambdaIssuer, Cold
             None => Ok(None),
         }
     };
-    let (secret, mattermost, ()) = tokio::join!(
+    let replies = async {
+        match &config.reply_key {
+            Some(source) => secret::resolve_reply_key(source, &secrets).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (secret, mattermost, replies, ()) = tokio::join!(
         secret::resolve(&config.signing_secret, &secrets),
         mattermost,
+        replies,
         directory.warm()
     );
-    let (secret, mattermost) = (secret?, mattermost?);
+    let (secret, mattermost, replies) = (secret?, mattermost?, replies?);
     Ok(Issuer {
         mattermost,
+        replies,
         chat: HttpChat::new()?,
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), config.table.clone()),
         directory,

@@ -24,7 +24,7 @@
 use ec2pass_shared::alert::Alert;
 use ec2pass_shared::ids::ShortId;
 use ec2pass_shared::reply::Front;
-use ec2pass_shared::reply::{Origin, allowed};
+use ec2pass_shared::reply::{Origin, ReplyKey, allowed, open};
 use ec2pass_shared::store::{PasswordLookup, PasswordRecord, Reply, ReplyStore, StoreError};
 use ec2pass_shared::time::{Clock, UnixTime};
 use serde::Deserialize;
@@ -289,6 +289,8 @@ pub struct Followup<S, C, K, N = NoChannel> {
     pub clock: K,
     /// Where reply URLs may point (`EC2PASS_REPLY_ORIGINS`).
     pub origins: Vec<Origin>,
+    /// The key that opens the stored reply URLs.
+    pub key: ReplyKey,
     /// Where deny alerts are forwarded (`EC2PASS_CHAT_TOPIC_ARN`), or [`NoChannel`].
     pub channel: N,
     /// Direct messages, when a bot token is configured.
@@ -407,8 +409,9 @@ where
     async fn tell(&self, reply: &Reply, outcome: &Outcome) -> Result<Told, FollowupError> {
         let id = &reply.short_id;
         let settles = outcome.settles();
-        let Some(url) = allowed(&reply.url, &self.origins) else {
-            warn!(short_id = %id, "a reply URL outside the chat's origins: never posted to");
+        let opened = open(&self.key, &reply.url, id.as_str());
+        let Some(url) = opened.as_deref().and_then(|u| allowed(u, &self.origins)) else {
+            warn!(short_id = %id, "a reply URL that does not open, or points outside the chat's origins: never posted to");
             self.store.settle(id).await?;
             return Ok(Told::Refused);
         };
@@ -473,6 +476,10 @@ mod tests {
     use ec2pass_shared::time::FixedClock;
 
     const NOW: UnixTime = UnixTime(1_800_000_000);
+
+    fn test_key() -> ReplyKey {
+        ReplyKey::from_secret("unit-test-reply-key").unwrap_or_else(|| unreachable!())
+    }
     const URL: &str = "https://hooks.slack.com/commands/T1/123/secret-part";
 
     /// Records each post; fails while `down`.
@@ -536,7 +543,8 @@ mod tests {
             owner: record.owner.clone(),
             scope: record.scope.clone(),
             expires_at: record.expires_at,
-            url: url.into(),
+            url: ec2pass_shared::reply::seal(&test_key(), url, record.short_id.as_str())
+                .unwrap_or_default(),
             until: NOW.plus(REPLY_FOR),
             posts: 0,
             due: true,
@@ -564,6 +572,7 @@ mod tests {
             chat: FakeChat::default(),
             clock: FixedClock(now),
             origins: origins("https://hooks.slack.com").unwrap_or_default(),
+            key: test_key(),
             channel: NoChannel,
             bot: None,
         };
@@ -869,6 +878,7 @@ mod tests {
             chat: f.chat,
             clock: f.clock,
             origins: f.origins,
+            key: f.key,
             channel: channel.clone(),
             bot: None,
         };

@@ -12,7 +12,7 @@ use ec2pass_shared::config::{IssuerConfig, SigningSecret};
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::ids::Owner;
 use ec2pass_shared::org::{Member, Place, is_account_id};
-use ec2pass_shared::reply::{Front, allowed};
+use ec2pass_shared::reply::{Front, ReplyKey, allowed};
 use ec2pass_shared::store::{
     MintOutcome, MintStore, OutstandingStore, STATUS_VERDICTS, TriggerStore, VerdictHistory,
 };
@@ -79,6 +79,9 @@ pub struct Issuer<S, D, C, H> {
     pub mattermost: Option<MattermostToken>,
     /// The chat, for the message a button press replaces.
     pub chat: H,
+    /// The key that seals the reply URLs kept with passwords (resolved at cold start); `None`:
+    /// no reply URL is kept, so no follow-ups.
+    pub replies: Option<ReplyKey>,
     /// The password table.
     pub store: S,
     /// EC2, for scoped mints.
@@ -402,7 +405,12 @@ where
         let (password, mut plan) =
             mint::plan(cmd, scope, lifetime, now, self.config.rate_limit_per_hour);
         plan.trigger_claimed = claimed;
-        plan.reply = mint::reply(cmd, &plan.record, &self.config.reply_origins);
+        plan.reply = mint::reply(
+            cmd,
+            &plan.record,
+            &self.config.reply_origins,
+            self.replies.as_ref(),
+        );
         let record = &plan.record;
         match self.store.mint(&plan).await {
             Ok(MintOutcome::Minted) => {

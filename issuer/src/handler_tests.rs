@@ -19,6 +19,7 @@ use crate::verify::sign;
 
 const SECRET: &str = "unit-test-secret";
 const MM_TOKEN: &str = "mmtoken0000000000000000000";
+const REPLY_KEY: &str = "unit-test-reply-key";
 
 /// The chat, recording each post: the URL and the message.
 #[derive(Clone, Default)]
@@ -93,6 +94,7 @@ fn config() -> IssuerConfig {
             secret_id: "ec2pass-slack-signing-secret".into(),
         },
         mattermost_token: None,
+        reply_key: None,
         lifetimes: Lifetimes {
             default: std::time::Duration::from_secs(900),
             min: std::time::Duration::from_secs(300),
@@ -113,6 +115,7 @@ fn issuer_with<S>(store: S, config: IssuerConfig) -> Issuer<S, FakeEc2, FixedClo
         config,
         secret: SigningSecret::new(SECRET),
         mattermost: MattermostToken::new(MM_TOKEN),
+        replies: ReplyKey::from_secret(REPLY_KEY),
         chat: Posts::default(),
         store,
         directory: ec2(),
@@ -762,6 +765,7 @@ fn issuer_on<S, D>(store: S, directory: D) -> Issuer<S, D, FixedClock, Posts> {
         config: config(),
         secret: SigningSecret::new(SECRET),
         mattermost: MattermostToken::new(MM_TOKEN),
+        replies: ReplyKey::from_secret(REPLY_KEY),
         chat: Posts::default(),
         store,
         directory,
@@ -1075,7 +1079,13 @@ async fn a_mint_keeps_the_reply_url_only_when_it_points_at_the_chat() {
     let record = issuer.store.records()[0].clone();
     let kept = issuer.store.reply(&record.short_id).await.ok().flatten();
     let kept = kept.unwrap_or_else(|| panic!("a reply for {}", record.short_id));
-    assert_eq!(kept.url, "https://hooks.slack.com/commands/x");
+    // sealed: the table never holds the URL itself, only what the reply key opens
+    assert!(!kept.url.contains("hooks.slack.com"), "{}", kept.url);
+    let key = ReplyKey::from_secret(REPLY_KEY).unwrap_or_else(|| unreachable!());
+    assert_eq!(
+        ec2pass_shared::reply::open(&key, &kept.url, record.short_id.as_str()).as_deref(),
+        Some("https://hooks.slack.com/commands/x")
+    );
     assert_eq!(
         kept.until,
         record.issued_at.plus(ec2pass_shared::store::REPLY_FOR)
@@ -1091,6 +1101,22 @@ async fn a_mint_keeps_the_reply_url_only_when_it_points_at_the_chat() {
     let record = elsewhere.store.records()[0].clone();
     assert!(
         elsewhere
+            .store
+            .reply(&record.short_id)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    );
+    // And without a reply key, no reply URL is kept at all
+    let keyless = Issuer {
+        replies: None,
+        ..issuer_with(MemoryStore::new(), config())
+    };
+    assert!(password_in(&send(&keyless, &form("U1", INSTANCE)).await).is_some());
+    let record = keyless.store.records()[0].clone();
+    assert!(
+        keyless
             .store
             .reply(&record.short_id)
             .await
@@ -1539,5 +1565,64 @@ async fn status_is_only_for_those_who_may_mint_for_the_instance() {
     assert!(
         !theirs.contains("ab12cd34") && theirs.contains("not enabled for you"),
         "{theirs}"
+    );
+}
+
+#[tokio::test]
+async fn the_mattermost_token_cannot_borrow_a_slack_identity() {
+    // Given allow-lists that name a Slack workspace and user, and an account that only that
+    // Slack user may mint for
+    let allow = AllowLists {
+        teams: vec!["T1".into(), "t0001team00000000000000000".into()],
+        users: vec!["U1".into(), "u0001user00000000000000000".into()],
+        ..Default::default()
+    };
+    let issuer = issuer_with(MemoryStore::new(), IssuerConfig { allow, ..config() });
+    // When the Mattermost path is sent Slack's ids, with the right token
+    let borrowed = mattermost_form(INSTANCE)
+        .replace("team_id=t0001team00000000000000000", "team_id=T1")
+        .replace("user_id=u0001user00000000000000000", "user_id=U1");
+    let answer = from_mattermost(&issuer, &borrowed).await;
+    // Then nothing is minted for anyone: the ids are not Mattermost's
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer
+            .body
+            .as_ref()
+            .is_some_and(|b| b.get("blocks").is_none())
+    );
+    let text = text_of(&answer);
+    assert!(!text.contains("one-time password"), "{text}");
+    assert!(
+        issuer.store.records().is_empty(),
+        "{:?}",
+        issuer.store.records()
+    );
+    for bad in [
+        "user_id=u0001USER00000000000000000",
+        "channel_id=C1",
+        "team_id=t0001",
+    ] {
+        let field = bad.split('=').next().unwrap_or_default();
+        let body = mattermost_form(INSTANCE)
+            .split('&')
+            .map(|kv| {
+                if kv.starts_with(&format!("{field}=")) {
+                    bad.to_owned()
+                } else {
+                    kv.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        from_mattermost(&issuer, &body).await;
+    }
+    assert!(issuer.store.records().is_empty());
+    // While Mattermost's own ids, on the lists, mint
+    let own = from_mattermost(&issuer, &mattermost_form(INSTANCE)).await;
+    assert!(
+        text_of(&own).contains("one-time password"),
+        "{}",
+        text_of(&own)
     );
 }

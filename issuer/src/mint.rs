@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ec2pass_shared::ids::{InstanceId, Owner};
 use ec2pass_shared::password::{Password, new_short_id};
-use ec2pass_shared::reply::{Front, Origin, allowed};
+use ec2pass_shared::reply::{Front, Origin, ReplyKey, allowed, seal};
 use ec2pass_shared::store::{Mint, PasswordRecord, REPLY_FOR, RateWindow, Reply, TriggerClaim};
 use ec2pass_shared::time::UnixTime;
 
@@ -86,15 +86,22 @@ pub fn plan(
 /// Where the requester hears what became of the password (SPEC §10): the command's reply URL,
 /// when it points at one of `origins`, for [`REPLY_FOR`] after the command. `None`: no
 /// follow-ups (no URL, or one that points elsewhere, which is never kept).
-pub fn reply(cmd: &SlashCommand, record: &PasswordRecord, origins: &[Origin]) -> Option<Reply> {
+pub fn reply(
+    cmd: &SlashCommand,
+    record: &PasswordRecord,
+    origins: &[Origin],
+    key: Option<&ReplyKey>,
+) -> Option<Reply> {
     let url = allowed(cmd.response_url.as_ref()?.expose(), origins)?;
+    // Stored sealed: the table is readable by more principals than the two roles that need it.
+    let url = seal(key?, url.as_str(), record.short_id.as_str())?;
     Some(Reply {
         short_id: record.short_id.clone(),
         digest: record.digest,
         owner: record.owner.clone(),
         scope: record.scope.clone(),
         expires_at: record.expires_at,
-        url: url.into(),
+        url,
         until: record.issued_at.plus(REPLY_FOR),
         posts: 0,
         due: true,

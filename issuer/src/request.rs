@@ -172,6 +172,19 @@ pub enum FormError {
     /// A field appears more than once.
     #[error("field {0} appears more than once")]
     Duplicated(&'static str),
+    /// An id field that is not an id of the chat the request came from.
+    #[error("field {0} is not a Mattermost id")]
+    NotAnId(&'static str),
+}
+
+/// Whether `id` is a Mattermost id: 26 lower-case letters and digits. A Slack id (`U0123ABC`) is
+/// never one, so a request on the Mattermost path cannot borrow a Slack identity (nor match the
+/// allow-lists' Slack entries).
+pub fn is_mattermost_id(id: &str) -> bool {
+    id.len() == 26
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// A form body's fields, each read at most once.
@@ -247,13 +260,21 @@ impl std::fmt::Debug for Token {
 pub fn parse_mattermost(body: &[u8]) -> Result<MattermostCommand, FormError> {
     let fields = Fields::of(body);
     let token = Token(fields.required("token")?);
+    let id = |name: &'static str| -> Result<String, FormError> {
+        let value = fields.required(name)?;
+        if is_mattermost_id(&value) {
+            Ok(value)
+        } else {
+            Err(FormError::NotAnId(name))
+        }
+    };
     Ok(MattermostCommand {
         command: SlashCommand {
-            team_id: fields.required("team_id")?,
+            team_id: id("team_id")?,
             enterprise_id: None,
             api_app_id: None,
-            user_id: fields.required("user_id")?,
-            channel_id: fields.required("channel_id")?,
+            user_id: id("user_id")?,
+            channel_id: id("channel_id")?,
             command: fields.required("command")?,
             text: fields.field("text")?.unwrap_or_default(),
             trigger_id: fields.required("trigger_id")?,

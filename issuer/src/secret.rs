@@ -9,6 +9,9 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use ec2pass_shared::config::{SecretSource, SigningSecret};
 
+use ec2pass_shared::reply::ReplyKey;
+
+use crate::chat::BotToken;
 use crate::front::MattermostToken;
 
 /// What the stack puts in the secret before the operator sets the Slack app's signing secret.
@@ -91,40 +94,84 @@ pub fn check(secret_id: &str, value: Option<&str>) -> Result<SigningSecret, Secr
     }
 }
 
-/// The Mattermost slash command's token could not be obtained; names the secret, never its
-/// value.
+/// Another secret of the stack could not be obtained (the Mattermost token, the reply key, the
+/// Slack bot token); names the secret, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "cannot use the Mattermost slash command token in Secrets Manager secret {secret_id}: {problem}"
-)]
+#[error("cannot use the {what} in Secrets Manager secret {secret_id}: {problem}")]
 pub struct TokenError {
+    /// Which secret it is, in words.
+    pub what: &'static str,
     /// The secret's ARN or name, as configured.
     pub secret_id: String,
-    /// What is wrong, in the token's words.
+    /// What is wrong, in that secret's words.
     pub problem: String,
 }
 
-/// Reads the Mattermost slash command's token under the signing secret's rules (a text value,
-/// not empty, not the stack's placeholder, not JSON).
-pub async fn resolve_mattermost(
+/// Reads another secret's text under the signing secret's rules (a text value, not empty, not
+/// the stack's placeholder, not JSON); `put` says what belongs in it.
+async fn resolve_text(
     source: &SecretSource,
     client: &Client,
-) -> Result<MattermostToken, TokenError> {
+    what: &'static str,
+    put: &str,
+) -> Result<String, TokenError> {
     let refuse = |problem: String| TokenError {
+        what,
         secret_id: source.secret_id.clone(),
         problem,
     };
     let secret = resolve(source, client)
         .await
-        .map_err(|e| refuse(token_problem(&e.problem)))?;
-    let text = std::str::from_utf8(secret.expose()).unwrap_or_default();
-    MattermostToken::new(text).ok_or_else(|| refuse(token_problem(&Problem::Empty)))
+        .map_err(|e| refuse(problem_in_words(&e.problem, put)))?;
+    Ok(std::str::from_utf8(secret.expose())
+        .unwrap_or_default()
+        .to_owned())
 }
 
-/// A [`Problem`] told of the Mattermost token rather than of Slack's signing secret.
-fn token_problem(problem: &Problem) -> String {
-    let put = "put the token Mattermost shows for the slash command (Integrations → Slash \
-               Commands) in it";
+/// Reads the Mattermost slash command's token.
+pub async fn resolve_mattermost(
+    source: &SecretSource,
+    client: &Client,
+) -> Result<MattermostToken, TokenError> {
+    const PUT: &str = "put the token Mattermost shows for the slash command (Integrations → Slash Commands) in it";
+    let text = resolve_text(source, client, "Mattermost slash command token", PUT).await?;
+    MattermostToken::new(&text).ok_or_else(|| TokenError {
+        what: "Mattermost slash command token",
+        secret_id: source.secret_id.clone(),
+        problem: problem_in_words(&Problem::Empty, PUT),
+    })
+}
+
+/// Reads the key that seals reply URLs (the stack generates its value).
+pub async fn resolve_reply_key(
+    source: &SecretSource,
+    client: &Client,
+) -> Result<ReplyKey, TokenError> {
+    const PUT: &str = "the stack generates it: deploy again, or put 64 random characters in it";
+    let text = resolve_text(source, client, "reply URL key", PUT).await?;
+    ReplyKey::from_secret(&text).ok_or_else(|| TokenError {
+        what: "reply URL key",
+        secret_id: source.secret_id.clone(),
+        problem: problem_in_words(&Problem::Empty, PUT),
+    })
+}
+
+/// Reads the Slack app's bot token.
+pub async fn resolve_bot_token(
+    source: &SecretSource,
+    client: &Client,
+) -> Result<BotToken, TokenError> {
+    const PUT: &str = "put the Slack app's Bot User OAuth Token (xoxb-…) in it";
+    let text = resolve_text(source, client, "Slack bot token", PUT).await?;
+    BotToken::new(&text).ok_or_else(|| TokenError {
+        what: "Slack bot token",
+        secret_id: source.secret_id.clone(),
+        problem: problem_in_words(&Problem::Empty, PUT),
+    })
+}
+
+/// A [`Problem`] told of another secret than Slack's signing secret.
+fn problem_in_words(problem: &Problem, put: &str) -> String {
     match problem {
         Problem::Unreadable(e) => format!("GetSecretValue failed: {e}"),
         Problem::NoText => format!("the secret has no text value: {put}, as text"),

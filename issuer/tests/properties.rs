@@ -861,6 +861,8 @@ fn any_bytes_give_a_form_or_a_named_field_error() {
                 Err(FormError::Duplicated(name)) => {
                     prop_assert!(FORM_FIELDS.contains(&name), "{}", name);
                 }
+                // Only the Mattermost form checks id shapes.
+                Err(FormError::NotAnId(name)) => prop_assert!(false, "a Slack form said {}", name),
             }
             Ok(())
         },
@@ -1363,6 +1365,7 @@ fn issuer(
                 secret_id: "ec2pass-slack-signing-secret".into(),
             },
             mattermost_token: None,
+            reply_key: None,
             lifetimes: Lifetimes {
                 default: Duration::from_secs(900),
                 min: Duration::from_secs(300),
@@ -1377,6 +1380,7 @@ fn issuer(
         },
         secret: SigningSecret::new(SECRET),
         mattermost: None,
+        replies: None,
         chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         store: MemoryStore::new(),
         directory: AnyInstance(name),

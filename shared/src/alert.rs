@@ -156,7 +156,7 @@ impl Alert {
             let whose = self
                 .issuer_user_id
                 .as_deref()
-                .map(|u| format!(", issued to chat user {u}"))
+                .map(|u| format!(", issued to chat user {}", one_line(u)))
                 .unwrap_or_default();
             lines.push(format!("Password:  short id {id}{whose}"));
         }

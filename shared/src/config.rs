@@ -215,6 +215,9 @@ pub struct IssuerConfig {
     /// Where the Mattermost slash command's token is kept, when Mattermost is a front
     /// (`EC2PASS_MATTERMOST_TOKEN_SECRET_ARN`; unset or empty: Slack only).
     pub mattermost_token: Option<SecretSource>,
+    /// Where the key that seals reply URLs is kept (`EC2PASS_REPLY_KEY_SECRET_ARN`; unset or
+    /// empty: no reply URL is kept, so no follow-ups).
+    pub reply_key: Option<SecretSource>,
     /// Password lifetimes (`EC2PASS_LIFETIME_DEFAULT`, `_MIN`, `_MAX`).
     pub lifetimes: Lifetimes,
     /// Allow-lists (`EC2PASS_ALLOWED_TEAMS`, `_ENTERPRISES`, `_APPS`, `_USERS`, `_CHANNELS`).
@@ -247,6 +250,11 @@ impl IssuerConfig {
         Ok(Self {
             table: table_name(env)?,
             signing_secret,
+            reply_key: env
+                .get("EC2PASS_REPLY_KEY_SECRET_ARN")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .map(|secret_id| SecretSource { secret_id }),
             mattermost_token: env
                 .get("EC2PASS_MATTERMOST_TOKEN_SECRET_ARN")
                 .map(|v| v.trim().to_owned())
@@ -285,6 +293,9 @@ pub struct FollowupConfig {
     pub table: String,
     /// The origins it posts to (`EC2PASS_REPLY_ORIGINS`, as the issuer's).
     pub reply_origins: Vec<Origin>,
+    /// Where the key that opens the stored reply URLs is kept (`EC2PASS_REPLY_KEY_SECRET_ARN`,
+    /// the issuer's).
+    pub reply_key: SecretSource,
     /// The topic deny alerts are forwarded to as Amazon Q Developer custom notifications
     /// (`EC2PASS_CHAT_TOPIC_ARN`; unset or empty: none).
     pub chat_topic_arn: Option<String>,
@@ -325,6 +336,9 @@ impl FollowupConfig {
         Ok(Self {
             table: table_name(env)?,
             reply_origins: reply_origins(env)?,
+            reply_key: SecretSource {
+                secret_id: env.required("EC2PASS_REPLY_KEY_SECRET_ARN")?,
+            },
             chat_topic_arn: set("EC2PASS_CHAT_TOPIC_ARN"),
             bot_token: set("EC2PASS_SLACK_BOT_TOKEN_SECRET_ARN")
                 .map(|secret_id| SecretSource { secret_id }),

@@ -8,6 +8,9 @@
 //! parsed scheme, host and port exactly: no prefix match (`hooks.slack.com.example.net`), no
 //! user info (`https://hooks.slack.com@example.net/`), no other port.
 
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use crate::config::ConfigError;
@@ -115,6 +118,78 @@ pub fn origins(value: &str) -> Result<Vec<Origin>, ConfigError> {
     Ok(out)
 }
 
+/// The key reply URLs are sealed with before they are stored: a reply URL is a capability, and
+/// the table is readable by more principals than the two roles that need the URL (AWS's
+/// `ReadOnlyAccess` reads DynamoDB items). Derived (SHA-256) from the text of the stack's reply
+/// key secret, which only the issuer's and the follow-up's roles may read; read once at cold
+/// start. Redacted in `Debug`.
+#[derive(Clone)]
+pub struct ReplyKey([u8; 32]);
+
+impl ReplyKey {
+    /// The key for a secret's text (surrounding whitespace ignored); `None` when it is empty.
+    pub fn from_secret(text: &str) -> Option<Self> {
+        let text = text.trim();
+        (!text.is_empty()).then(|| Self(Sha256::digest(text.as_bytes()).into()))
+    }
+
+    fn aead(&self) -> Option<LessSafeKey> {
+        UnboundKey::new(&AES_256_GCM, &self.0)
+            .ok()
+            .map(LessSafeKey::new)
+    }
+}
+
+impl std::fmt::Debug for ReplyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyKey(<redacted>)")
+    }
+}
+
+/// How a sealed reply URL starts (the version of the sealing).
+pub const SEALED_PREFIX: &str = "v1:";
+
+/// Seals a reply URL for storing with the password `bound_to` (its short id, authenticated with
+/// it: a sealed URL moved to another password's item does not open). `v1:` and the hex of a
+/// random 96-bit nonce, the ciphertext and the tag.
+pub fn seal(key: &ReplyKey, url: &str, bound_to: &str) -> Option<String> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).ok()?;
+    let mut sealed = url.as_bytes().to_vec();
+    key.aead()?
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(bound_to.as_bytes()),
+            &mut sealed,
+        )
+        .ok()?;
+    Some(format!(
+        "{SEALED_PREFIX}{}{}",
+        hex::encode(nonce),
+        hex::encode(sealed)
+    ))
+}
+
+/// Opens what [`seal`] made for the same password; `None` for anything else (another key,
+/// another password, a change of any byte, a URL stored in the clear).
+pub fn open(key: &ReplyKey, sealed: &str, bound_to: &str) -> Option<String> {
+    let raw = hex::decode(sealed.strip_prefix(SEALED_PREFIX)?).ok()?;
+    if raw.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, body) = raw.split_at(NONCE_LEN);
+    let mut body = body.to_vec();
+    let opened = key
+        .aead()?
+        .open_in_place(
+            Nonce::try_assume_unique_for_key(nonce).ok()?,
+            Aad::from(bound_to.as_bytes()),
+            &mut body,
+        )
+        .ok()?;
+    String::from_utf8(opened.to_vec()).ok()
+}
+
 /// The reply URL itself when it points at one of `origins` (see the module's doc), else
 /// `None`.
 pub fn allowed(raw: &str, origins: &[Origin]) -> Option<Url> {
@@ -165,6 +240,42 @@ mod tests {
         }
         let long = format!("https://hooks.slack.com/{}", "a".repeat(MOST_URL_BYTES));
         assert!(allowed(&long, &slack()).is_none());
+    }
+
+    #[test]
+    fn a_sealed_reply_url_opens_only_with_its_key_for_its_password() {
+        let (Some(key), Some(other)) = (
+            ReplyKey::from_secret("the stack's generated reply key"),
+            ReplyKey::from_secret("another key"),
+        ) else {
+            panic!("keys");
+        };
+        let url = "https://hooks.slack.com/commands/T1/1/secret-part";
+        let sealed = seal(&key, url, "ab12cd34").unwrap_or_default();
+        assert!(sealed.starts_with(SEALED_PREFIX), "{sealed}");
+        assert!(!sealed.contains("hooks") && !sealed.contains("secret-part"));
+        assert_eq!(open(&key, &sealed, "ab12cd34").as_deref(), Some(url));
+        assert_ne!(
+            seal(&key, url, "ab12cd34"),
+            Some(sealed.clone()),
+            "a fresh nonce each time"
+        );
+        assert_eq!(open(&other, &sealed, "ab12cd34"), None, "another key");
+        assert_eq!(
+            open(&key, &sealed, "zz99yy88"),
+            None,
+            "moved to another password"
+        );
+        let mut flipped = sealed.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap_or_default();
+        assert_eq!(open(&key, &flipped, "ab12cd34"), None, "one byte changed");
+        for junk in [url, "", "v1:", "v1:zz", "v1:00", "v2:00"] {
+            assert_eq!(open(&key, junk, "ab12cd34"), None, "{junk:?}");
+        }
+        assert!(ReplyKey::from_secret(" \n").is_none());
+        assert_eq!(format!("{key:?}"), "ReplyKey(<redacted>)");
     }
 
     #[test]

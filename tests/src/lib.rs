@@ -86,6 +86,12 @@ impl Local {
         SigningSecret::new(self.get("EC2PASS_DEV_SIGNING_SECRET"))
     }
 
+    /// The development key that seals reply URLs (`EC2PASS_DEV_REPLY_KEY`), which the local
+    /// set-up puts in moto's Secrets Manager for the issuer and the follow-up function.
+    pub fn reply_key(&self) -> Option<ec2pass_shared::reply::ReplyKey> {
+        ec2pass_shared::reply::ReplyKey::from_secret(self.get("EC2PASS_DEV_REPLY_KEY"))
+    }
+
     /// The development Mattermost token (`EC2PASS_DEV_MATTERMOST_TOKEN`), which the tests present
     /// as Mattermost does.
     pub fn mattermost_token(&self) -> &str {
@@ -725,6 +731,7 @@ pub fn local_issuer<C: ec2pass_shared::time::Clock>(
         directory: issuer::instances::Ec2Directory::new(aws_sdk_ec2::Client::new(aws)),
         secret: local.signing_secret(),
         mattermost: issuer::front::MattermostToken::new(local.mattermost_token()),
+        replies: local.reply_key(),
         chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         clock,
         config,

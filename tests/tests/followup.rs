@@ -55,7 +55,8 @@ async fn mint(
         1000,
     );
     let allowed = origins(&chat.origin).expect("the stand-in's origin");
-    plan.reply = issuer::mint::reply(&cmd, &plan.record, &allowed);
+    let key = Local::load().reply_key();
+    plan.reply = issuer::mint::reply(&cmd, &plan.record, &allowed, key.as_ref());
     let kept = plan.reply.is_some();
     assert_eq!(store.mint(&plan).await.ok(), Some(MintOutcome::Minted));
     ec2pass_tests::secrets::remember(&password.display());
@@ -72,6 +73,9 @@ fn followup(
         chat: HttpChat::new().expect("an HTTP client"),
         clock: SystemClock,
         origins: origins(&chat.origin).expect("the stand-in's origin"),
+        key: Local::load()
+            .reply_key()
+            .expect("the development reply key"),
         channel: MaybeChannel(None),
         bot: None,
     }
@@ -95,6 +99,25 @@ async fn a_burned_password_is_told_once_the_chat_is_back_and_the_outage_changed_
     let web = launch_instance(&ec2, "loop-web").await;
     let (password, id, kept) = mint(&store, &web, &chat.reply_url(), &chat).await;
     assert!(kept);
+    // The table holds the reply URL sealed: whoever may read the table (ReadOnlyAccess) cannot
+    // post with it
+    let item = aws_sdk_dynamodb::Client::new(&aws)
+        .get_item()
+        .table_name(local.table())
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("reply#{id}")),
+        )
+        .send()
+        .await
+        .expect("GetItem")
+        .item
+        .expect("the reply item");
+    let stored = format!("{item:?}");
+    assert!(
+        stored.contains("v1:") && !stored.contains(&chat.origin) && !stored.contains("/commands/"),
+        "{stored}"
+    );
     let elsewhere = mint(&store, &web, "https://example.net/commands/T0/1/x", &chat).await;
     assert!(!elsewhere.2, "a reply URL elsewhere is not kept");
     assert!(store.reply(&elsewhere.1).await.ok().flatten().is_none());

@@ -513,6 +513,7 @@ async fn issuer_under_load_answers_right_rate_limits_exactly_and_stores_distinct
         clock: base.clock,
         secret: base.secret,
         mattermost: None,
+        replies: None,
         chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         config: base.config,
     });

@@ -417,7 +417,10 @@ async fn an_account_that_joins_an_organization_unit_is_swept_and_searched_withou
     );
 
     // And the hub's issuer finds the instance there, named by that alias
+    // (warmed first, as the issuer's cold start warms it: a first request otherwise waits at most
+    // 500 ms for the Organization, and a loaded emulator can take longer)
     let directory = Ec2Directory::hub(aws_sdk_ec2::Client::new(&aws), hub.clone(), aws.clone());
+    directory.warm().await;
     let found = directory.describe(&lost).await.expect("looked up");
     assert_eq!(found.and_then(|i| i.place), Some((alias, place.clone())));
     // And a hub that cannot read its Organization (an OU that does not exist) answers "try

@@ -9,8 +9,9 @@ use ec2pass_shared::store::dynamo::DynamoStore;
 use ec2pass_shared::time::SystemClock;
 use issuer::channel::MaybeChannel;
 use issuer::channel::SnsChannel;
-use issuer::chat::{BotToken, HttpChat};
+use issuer::chat::HttpChat;
 use issuer::followup::{Bot, Followup};
+use issuer::secret::{resolve_bot_token, resolve_reply_key};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::{Value, json};
 
@@ -24,18 +25,20 @@ async fn main() -> Result<(), Error> {
         .await;
     // The bot token, like the issuer's signing secret, is read once, here; only this
     // function's role may read it.
-    let bot = match &config.bot_token {
-        None => None,
-        Some(source) => {
-            let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-            let secret = issuer::secret::resolve(source, &secrets).await?;
-            let token = std::str::from_utf8(secret.expose()).unwrap_or_default();
-            Some(Bot {
-                token: BotToken::new(token).ok_or("the Slack bot token is empty")?,
-                api: config.post_message.clone(),
-            })
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let bot = async {
+        match &config.bot_token {
+            None => Ok(None),
+            Some(source) => resolve_bot_token(source, &secrets).await.map(|token| {
+                Some(Bot {
+                    token,
+                    api: config.post_message.clone(),
+                })
+            }),
         }
     };
+    let (key, bot) = tokio::join!(resolve_reply_key(&config.reply_key, &secrets), bot);
+    let (key, bot) = (key?, bot?);
     let channel = config
         .chat_topic_arn
         .as_ref()
@@ -45,6 +48,7 @@ async fn main() -> Result<(), Error> {
         chat: HttpChat::new()?,
         clock: SystemClock,
         origins: config.reply_origins,
+        key,
         channel: MaybeChannel(channel),
         bot,
     };

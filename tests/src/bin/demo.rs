@@ -283,6 +283,9 @@ async fn chat_loop(
         chat: HttpChat::new().unwrap_or_else(|e| panic!("an HTTP client: {e}")),
         clock,
         origins: origins(local.get("EC2PASS_REPLY_ORIGINS")).unwrap_or_default(),
+        key: local
+            .reply_key()
+            .unwrap_or_else(|| panic!("EC2PASS_DEV_REPLY_KEY in dev/local.env")),
         channel: NoChannel,
         bot: None,
     };
@@ -493,7 +496,7 @@ async fn chat_loop(
         ("text", api.as_str()),
         ("token", local.mattermost_token()),
         ("trigger_id", &unique("mmtrigger")),
-        ("user_id", "u0frank00000000000000000000"),
+        ("user_id", "u0frank0000000000000000000"),
         ("user_name", "frank"),
     ])
     .unwrap_or_default();

@@ -587,6 +587,7 @@ async fn issuer_path(
         clock: SystemClock,
         secret: world.signing_secret(),
         mattermost: None,
+        replies: None,
         chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         config,
     };

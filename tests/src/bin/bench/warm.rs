@@ -136,6 +136,7 @@ pub async fn issuer_mint(iterations: usize, warmup: usize) -> Fallible<WarmResul
         clock: SystemClock,
         secret: secret.clone(),
         mattermost: None,
+        replies: None,
         chat: issuer::chat::HttpChat::new().expect("an HTTP client"),
         config,
     };
