@@ -1086,53 +1086,16 @@ pub fn reply_item(r: &Reply) -> Item {
 
 /// Reads a reply back from its item, refusing anything malformed.
 pub fn reply_from_item(item: &Item) -> Result<Reply, StoreError> {
-    let key = item
-        .get(t::PK)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .unwrap_or_default();
-    let bad = |problem: &str| StoreError::Malformed {
-        key: key.clone(),
-        problem: problem.to_owned(),
-    };
-    let text = |name: &str| -> Result<String, StoreError> {
-        item.get(name)
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .ok_or_else(|| bad(&format!("{name} missing or not a string")))
-    };
-    let number = |name: &str| -> Result<i64, StoreError> {
-        item.get(name)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad(&format!("{name} missing or not an integer")))
-    };
-    let digest = item
-        .get(t::DIGEST)
-        .and_then(|v| v.as_b().ok())
-        .and_then(|b| Digest::from_slice(b.as_ref()))
-        .ok_or_else(|| bad("digest missing or not 32 bytes"))?;
-    let scope = match item.get(t::SCOPE) {
-        None => None,
-        Some(v) => Some(
-            v.as_s()
-                .ok()
-                .and_then(|s| InstanceId::parse(s))
-                .ok_or_else(|| bad("bad scope"))?,
-        ),
-    };
+    let r = ItemReader::of(item);
     Ok(Reply {
-        short_id: ShortId::parse(&text(t::SHORT_ID)?).ok_or_else(|| bad("bad short_id"))?,
-        digest,
-        owner: Owner {
-            team_id: text(t::TEAM_ID)?,
-            user_id: text(t::USER_ID)?,
-        },
-        scope,
-        expires_at: UnixTime(number(t::EXPIRES_AT)?),
-        url: text(t::REPLY_URL)?,
-        until: UnixTime(number(t::REPLY_UNTIL)?),
-        posts: u32::try_from(number(t::REPLY_POSTS)?).map_err(|_| bad("bad posts"))?,
+        short_id: r.short_id()?,
+        digest: r.digest()?,
+        owner: r.owner()?,
+        scope: r.scope()?,
+        expires_at: r.time(t::EXPIRES_AT)?,
+        url: r.text(t::REPLY_URL)?,
+        until: r.time(t::REPLY_UNTIL)?,
+        posts: u32::try_from(r.number(t::REPLY_POSTS)?).map_err(|_| r.bad("bad posts"))?,
         due: item.contains_key(t::REPLY_DUE),
         front: match item.get(t::REPLY_FRONT) {
             None => Front::Slack,
@@ -1140,9 +1103,86 @@ pub fn reply_from_item(item: &Item) -> Result<Reply, StoreError> {
                 .as_s()
                 .ok()
                 .and_then(|s| Front::parse(s))
-                .ok_or_else(|| bad("bad chat"))?,
+                .ok_or_else(|| r.bad("bad chat"))?,
         },
     })
+}
+
+/// Reads the attributes a password and its reply share, refusing anything malformed: each error
+/// names the item's key and what is wrong.
+struct ItemReader<'a> {
+    item: &'a Item,
+    key: String,
+}
+
+impl<'a> ItemReader<'a> {
+    fn of(item: &'a Item) -> Self {
+        let key = item
+            .get(t::PK)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        Self { item, key }
+    }
+
+    fn bad(&self, problem: &str) -> StoreError {
+        StoreError::Malformed {
+            key: self.key.clone(),
+            problem: problem.to_owned(),
+        }
+    }
+
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        self.item
+            .get(name)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| self.bad(&format!("{name} missing or not a string")))
+    }
+
+    fn number(&self, name: &str) -> Result<i64, StoreError> {
+        self.item
+            .get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| self.bad(&format!("{name} missing or not an integer")))
+    }
+
+    fn time(&self, name: &str) -> Result<UnixTime, StoreError> {
+        self.number(name).map(UnixTime)
+    }
+
+    fn digest(&self) -> Result<Digest, StoreError> {
+        self.item
+            .get(t::DIGEST)
+            .and_then(|v| v.as_b().ok())
+            .and_then(|b| Digest::from_slice(b.as_ref()))
+            .ok_or_else(|| self.bad("digest missing or not 32 bytes"))
+    }
+
+    fn short_id(&self) -> Result<ShortId, StoreError> {
+        ShortId::parse(&self.text(t::SHORT_ID)?).ok_or_else(|| self.bad("bad short_id"))
+    }
+
+    fn owner(&self) -> Result<Owner, StoreError> {
+        Ok(Owner {
+            team_id: self.text(t::TEAM_ID)?,
+            user_id: self.text(t::USER_ID)?,
+        })
+    }
+
+    /// The instance it is for; `None` when the attribute is absent (unscoped).
+    fn scope(&self) -> Result<Option<InstanceId>, StoreError> {
+        match self.item.get(t::SCOPE) {
+            None => Ok(None),
+            Some(v) => v
+                .as_s()
+                .ok()
+                .and_then(|s| InstanceId::parse(s))
+                .map(Some)
+                .ok_or_else(|| self.bad("bad scope")),
+        }
+    }
 }
 
 /// The item for a verdict record.
@@ -1295,54 +1335,15 @@ pub fn password_item(r: &PasswordRecord) -> Item {
 
 /// Reads a password record back from its item, refusing anything malformed.
 pub fn record_from_item(item: &Item) -> Result<PasswordRecord, StoreError> {
-    let key = item
-        .get(t::PK)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .unwrap_or_default();
-    let bad = |problem: &str| StoreError::Malformed {
-        key: key.clone(),
-        problem: problem.to_owned(),
-    };
-    let text = |name: &str| -> Result<String, StoreError> {
-        item.get(name)
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .ok_or_else(|| bad(&format!("{name} missing or not a string")))
-    };
-    let number = |name: &str| -> Result<UnixTime, StoreError> {
-        item.get(name)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .map(UnixTime)
-            .ok_or_else(|| bad(&format!("{name} missing or not an integer")))
-    };
-    let digest = item
-        .get(t::DIGEST)
-        .and_then(|v| v.as_b().ok())
-        .and_then(|b| Digest::from_slice(b.as_ref()))
-        .ok_or_else(|| bad("digest missing or not 32 bytes"))?;
-    let short_id = ShortId::parse(&text(t::SHORT_ID)?).ok_or_else(|| bad("bad short_id"))?;
-    let scope = match item.get(t::SCOPE) {
-        None => None,
-        Some(v) => Some(
-            v.as_s()
-                .ok()
-                .and_then(|s| InstanceId::parse(s))
-                .ok_or_else(|| bad("bad scope"))?,
-        ),
-    };
+    let r = ItemReader::of(item);
     Ok(PasswordRecord {
-        short_id,
-        digest,
-        owner: Owner {
-            team_id: text(t::TEAM_ID)?,
-            user_id: text(t::USER_ID)?,
-        },
-        channel_id: text(t::CHANNEL_ID)?,
-        scope,
-        issued_at: number(t::ISSUED_AT)?,
-        expires_at: number(t::EXPIRES_AT)?,
+        short_id: r.short_id()?,
+        digest: r.digest()?,
+        owner: r.owner()?,
+        channel_id: r.text(t::CHANNEL_ID)?,
+        scope: r.scope()?,
+        issued_at: r.time(t::ISSUED_AT)?,
+        expires_at: r.time(t::EXPIRES_AT)?,
         consumed_by: item
             .get(t::CONSUMED_BY)
             .and_then(|v| v.as_s().ok())
