@@ -477,6 +477,50 @@ async fn a_trigger_the_issuer_claimed_already_is_not_a_replay_of_its_own_mint() 
     assert_eq!(f.store.mint(&again).await.ok(), Some(MintOutcome::Replayed));
 }
 
+#[tokio::test]
+async fn a_malformed_reply_item_is_passed_over_not_keeping_every_other_outcome_untold() {
+    use ec2pass_shared::store::{REPLY_FOR, Reply, ReplyStore};
+    let f = fixture().await;
+    // Given a reply item without its URL, due in the index (written by anyone, or by an older
+    // version), and a well-formed reply
+    let bad_key = unique("reply#bad");
+    f.ddb
+        .put_item()
+        .table_name(Local::load().table())
+        .item("pk", AttributeValue::S(bad_key.clone()))
+        .item("reply_due", AttributeValue::S("due".into()))
+        .item("reply_due_at", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("PutItem");
+    let (_, mut mint) = f.mint_for(&f.owner, Some("i-0123456789abcdef0"), f.now, 600);
+    let r = mint.record.clone();
+    mint.reply = Some(Reply {
+        short_id: r.short_id.clone(),
+        digest: r.digest,
+        owner: r.owner.clone(),
+        scope: r.scope.clone(),
+        expires_at: r.expires_at,
+        url: "v1:00".into(),
+        until: r.issued_at.plus(REPLY_FOR),
+        posts: 0,
+        due: true,
+        front: Default::default(),
+    });
+    assert_eq!(f.store.mint(&mint).await.ok(), Some(MintOutcome::Minted));
+    // Then the schedule's read still finds the good one
+    let due = f.store.due_replies(f.now, 100_000).await;
+    f.ddb
+        .delete_item()
+        .table_name(Local::load().table())
+        .key("pk", AttributeValue::S(bad_key))
+        .send()
+        .await
+        .expect("DeleteItem");
+    let due = due.expect("due replies, the malformed one passed over");
+    assert!(due.iter().any(|d| d.short_id == r.short_id), "{due:?}");
+}
+
 /// The guard's side of the table: verdicts, owed alerts and the activation time.
 mod guard_side {
     use std::collections::HashSet;

@@ -834,6 +834,35 @@ impl AlertStore for DynamoStore {
     ) -> Result<Vec<VerdictRecord>, StoreError> {
         // The index is sparse (only owed alerts carry `alert_due`) and ordered by lease: the
         // lapsed ones come first. A given-back alert keeps its lease but has no owner.
+        self.walk_due(
+            t::ALERTS_DUE_INDEX,
+            t::ALERT_DUE,
+            t::ALERT_DUE_VALUE,
+            limit,
+            |item| {
+                let v = verdict_from_item(item)?;
+                let free = v
+                    .alert
+                    .as_ref()
+                    .is_some_and(|c| c.owner.is_none() || c.lease_until <= now);
+                Ok(free.then_some(v))
+            },
+        )
+        .await
+    }
+}
+
+impl DynamoStore {
+    /// Walks a sparse "due" index (`hash` = `value` on every item in it), page by page, keeping
+    /// what `keep` returns until `limit` are kept. An error from `keep` ends the walk.
+    async fn walk_due<T>(
+        &self,
+        index: &str,
+        hash: &str,
+        value: &str,
+        limit: usize,
+        mut keep: impl FnMut(&Item) -> Result<Option<T>, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let mut due = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -841,21 +870,17 @@ impl AlertStore for DynamoStore {
                 .client
                 .query()
                 .table_name(&self.table)
-                .index_name(t::ALERTS_DUE_INDEX)
+                .index_name(index)
                 .key_condition_expression("#due = :due")
-                .expression_attribute_names("#due", t::ALERT_DUE)
-                .expression_attribute_values(":due", s(t::ALERT_DUE_VALUE))
+                .expression_attribute_names("#due", hash)
+                .expression_attribute_values(":due", s(value))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| unavailable("Query", e))?;
             for item in out.items() {
-                let v = verdict_from_item(item)?;
-                if v.alert
-                    .as_ref()
-                    .is_some_and(|c| c.owner.is_none() || c.lease_until <= now)
-                {
-                    due.push(v);
+                if let Some(kept) = keep(item)? {
+                    due.push(kept);
                     if due.len() >= limit {
                         return Ok(due);
                     }
@@ -1018,32 +1043,22 @@ impl ReplyStore for DynamoStore {
     }
 
     async fn due_replies(&self, _now: UnixTime, limit: usize) -> Result<Vec<Reply>, StoreError> {
-        let mut due = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(t::REPLIES_DUE_INDEX)
-                .key_condition_expression("#due = :due")
-                .expression_attribute_names("#due", t::REPLY_DUE)
-                .expression_attribute_values(":due", s(t::REPLY_DUE_VALUE))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
-            for item in out.items() {
-                due.push(reply_from_item(item)?);
-                if due.len() >= limit {
-                    return Ok(due);
+        // One malformed reply is logged and passed over: it must not keep every other
+        // requester's outcome untold.
+        self.walk_due(
+            t::REPLIES_DUE_INDEX,
+            t::REPLY_DUE,
+            t::REPLY_DUE_VALUE,
+            limit,
+            |item| match reply_from_item(item) {
+                Ok(reply) => Ok(Some(reply)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a malformed reply item, passed over");
+                    Ok(None)
                 }
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(due),
-            }
-        }
+            },
+        )
+        .await
     }
 }
 
