@@ -175,6 +175,44 @@ def create_queues():
     events.put_rule(Name=name, EventPattern=json.dumps(rule["EventPattern"]), State="ENABLED")
     events.put_targets(Rule=name, Targets=[{"Id": "state-changes", "Arn": arn}])
     print(f"created queue {name} (dead letters to {failures}) and rule {name}")
+    create_call_queue(template, sqs, events)
+
+
+def _call_rule(node):
+    """The EventBridge pattern in the template that routes CloudTrail's calls."""
+    if isinstance(node, dict):
+        for key in ("EventPattern", "Pattern"):
+            pattern = node.get(key)
+            if isinstance(pattern, dict) and "AWS API Call via CloudTrail" in pattern.get("detail-type", []):
+                return pattern
+        for value in node.values():
+            found = _call_rule(value)
+            if found:
+                return found
+    elif isinstance(node, list):
+        for value in node:
+            found = _call_rule(value)
+            if found:
+                return found
+    return None
+
+
+def create_call_queue(template, sqs, events):
+    """The attribution path's queue (CloudTrail's RunInstances/StartInstances calls) and the rule
+    that feeds it, with the template's pattern. Locally nothing polls it: the tests and the demo
+    hand its messages to the attribution path in-process."""
+    url = os.environ["EC2PASS_CALL_QUEUE_URL"]
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    pattern = _call_rule(template)
+    if pattern is None:
+        sys.exit("infra/template.yaml has no rule for 'AWS API Call via CloudTrail'")
+    made = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "20"})["QueueUrl"]
+    if made.rstrip("/").rsplit("/", 1)[-1] != name:
+        sys.exit(f"moto created {made}, but dev/local.env says {url}")
+    arn = sqs.get_queue_attributes(QueueUrl=made, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
+    events.put_targets(Rule=name, Targets=[{"Id": "calls", "Arn": arn}])
+    print(f"created queue {name} and rule {name}")
 
 
 def main(argv):

@@ -198,6 +198,7 @@ pub fn for_verdict(
         password_short_id: v.short_id.as_ref().map(|id| id.to_string()),
         issuer_user_id: v.issuer.as_ref().map(|o| o.user_id.clone()),
         detail: None,
+        caller: None,
     }
 }
 
@@ -219,6 +220,7 @@ pub fn for_sweep_error(origin: &Origin, failed: &str, detail: String) -> Alert {
         password_short_id: None,
         issuer_user_id: None,
         detail: Some(detail),
+        caller: None,
     }
 }
 
@@ -273,6 +275,7 @@ pub fn for_error(
         password_short_id: None,
         issuer_user_id: None,
         detail: Some(detail),
+        caller: None,
     }
 }
 
@@ -298,6 +301,7 @@ mod tests {
             password_short_id: None,
             issuer_user_id: None,
             detail: None,
+            caller: None,
         };
         let attributes = attributes_of(&alert).unwrap_or_default();
         assert_eq!(attributes.len(), 5);

@@ -20,7 +20,7 @@ use std::time::Duration;
 use ec2pass_shared::alert::{Action, Alert, SCHEMA_VERSION};
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::org::Place;
-use ec2pass_shared::store::{AlertStore, ConsumeStore, PasswordLookup, VerdictStore};
+use ec2pass_shared::store::{AlertStore, CallerLookup, ConsumeStore, PasswordLookup, VerdictStore};
 use ec2pass_shared::time::{Clock, UnixTime};
 use ec2pass_shared::verdict::VerdictRecord;
 use serde::Serialize;
@@ -131,7 +131,7 @@ fn starts(messages: &[Message]) -> (BTreeMap<Place, Starts>, Vec<usize>) {
 
 impl<S, E, A, C> Guard<S, E, A, C>
 where
-    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup + CallerLookup,
     E: Fleet,
     A: Alerts,
     C: Clock,
@@ -399,6 +399,7 @@ fn about_the_batch(
         password_short_id: None,
         issuer_user_id: None,
         detail: Some(detail),
+        caller: None,
     }
 }
 

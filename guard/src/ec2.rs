@@ -377,6 +377,46 @@ pub fn facts_of(i: &Instance) -> Option<InstanceFacts> {
     })
 }
 
+impl Ec2Client {
+    /// The instances launched with `client_token` (EC2 keeps a `RunInstances` call's token on
+    /// each instance it launched: the `client-token` filter of DescribeInstances), with their
+    /// launch times.
+    pub async fn launched_with(
+        &self,
+        client_token: &str,
+    ) -> Result<Vec<(InstanceId, UnixTime)>, AwsError> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_instances()
+                .filters(
+                    Filter::builder()
+                        .name("client-token")
+                        .values(client_token)
+                        .build(),
+                )
+                .set_next_token(token.take())
+                .max_results(1000)
+                .send()
+                .await
+                .map_err(|e| failed("DescribeInstances", &e))?;
+            all.extend(
+                out.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(facts_of)
+                    .filter_map(|f| Some((f.id, f.launch_time?))),
+            );
+            match out.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(all),
+            }
+        }
+    }
+}
+
 impl Ec2 for Ec2Client {
     async fn describe(&self, id: &InstanceId) -> Result<Option<InstanceFacts>, AwsError> {
         let result = self
@@ -715,6 +755,54 @@ mod tests {
         ));
         assert_eq!(ec2.describe(&id()).await, Ok(None));
         assert_eq!(ec2.delete_tag(&id(), "Auth", "x").await, Ok(()));
+    }
+
+    /// A launch of a thousand is found by its client token (the DescribeInstances filter
+    /// `client-token`, EC2 API Reference), over as many pages as EC2 answers.
+    #[tokio::test]
+    async fn the_instances_of_a_client_token_are_read_over_every_page() {
+        let page = |ids: std::ops::Range<u32>, next: Option<&'static str>| {
+            let instances: Vec<_> = ids
+                .map(|n| {
+                    aws_sdk_ec2::types::Instance::builder()
+                        .instance_id(format!("i-{n:017x}"))
+                        .state(
+                            InstanceState::builder()
+                                .name(InstanceStateName::Pending)
+                                .build(),
+                        )
+                        .launch_time(aws_smithy_types::DateTime::from_secs(1_795_255_200))
+                        .build()
+                })
+                .collect();
+            DescribeInstancesOutput::builder()
+                .reservations(
+                    Reservation::builder()
+                        .set_instances(Some(instances))
+                        .build(),
+                )
+                .set_next_token(next.map(str::to_owned))
+                .build()
+        };
+        let first = mock!(Client::describe_instances)
+            .match_requests(|r| {
+                r.next_token().is_none()
+                    && r.filters()
+                        .iter()
+                        .any(|f| f.name() == Some("client-token") && f.values() == ["burst-1000"])
+            })
+            .then_output(move || page(0..1000, Some("more")));
+        let second = mock!(Client::describe_instances)
+            .match_requests(|r| r.next_token() == Some("more"))
+            .then_output(move || page(1000..1200, None));
+        let ec2 = Ec2Client::new(mock_client!(
+            aws_sdk_ec2,
+            RuleMode::MatchAny,
+            [&first, &second]
+        ));
+        let found = ec2.launched_with("burst-1000").await.expect("found");
+        assert_eq!(found.len(), 1200);
+        assert!(found.iter().all(|(_, t)| *t == UnixTime(1_795_255_200)));
     }
 
     #[tokio::test]

@@ -55,8 +55,8 @@ use ec2pass_shared::ids::{InstanceId, Owner, ShortId};
 use ec2pass_shared::password::{Password, new_short_id};
 use ec2pass_shared::store::memory::MemoryStore;
 use ec2pass_shared::store::{
-    AlertStore, Consume, ConsumeOutcome, ConsumeStore, PasswordLookup, PasswordRecord, Recorded,
-    StoreError, VerdictStore,
+    AlertStore, CallerLookup, Consume, ConsumeOutcome, ConsumeStore, PasswordLookup,
+    PasswordRecord, Recorded, StoreError, VerdictStore,
 };
 use ec2pass_shared::time::{FixedClock, UnixTime};
 use ec2pass_shared::verdict::{Cycle, VerdictRecord};
@@ -741,6 +741,23 @@ impl AlertStore for FaultyStore {
     }
 }
 
+impl CallerLookup for FaultyStore {
+    async fn call_for(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<(ec2pass_shared::caller::Caller, UnixTime)>, StoreError> {
+        self.inner.call_for(id).await
+    }
+    async fn claim_tell(
+        &self,
+        cycle: &Cycle,
+        caller: &ec2pass_shared::caller::Caller,
+        after_alert: bool,
+    ) -> Result<bool, StoreError> {
+        self.inner.claim_tell(cycle, caller, after_alert).await
+    }
+}
+
 impl PasswordLookup for FaultyStore {
     async fn find(&self, digest: &Digest) -> Result<Option<PasswordRecord>, StoreError> {
         self.inner.find(digest).await
@@ -944,7 +961,7 @@ async fn invoke<S, E>(
     request_id: &str,
 ) -> Step
 where
-    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup + CallerLookup,
     E: Ec2,
 {
     let published = guard.alerts.alerts().len();

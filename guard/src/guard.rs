@@ -38,8 +38,8 @@ use ec2pass_shared::digest::Digest;
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::password::Password;
 use ec2pass_shared::store::{
-    AlertStore, Consume, ConsumeOutcome, ConsumeStore, PasswordLookup, PasswordRecord, Recorded,
-    VerdictStore,
+    AlertStore, CallerLookup, Consume, ConsumeOutcome, ConsumeStore, PasswordLookup,
+    PasswordRecord, Recorded, VerdictStore,
 };
 use ec2pass_shared::time::{Clock, UnixTime};
 use ec2pass_shared::verdict::{AlertClaim, Cycle, DenyReason, Verdict, VerdictRecord};
@@ -176,7 +176,7 @@ pub struct Guard<S, E, A, C> {
 
 impl<S, E, A, C> Guard<S, E, A, C>
 where
-    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup + CallerLookup,
     E: Fleet,
     A: Alerts,
     C: Clock,
@@ -338,7 +338,7 @@ pub(crate) struct Flow<'a, S, E, A, C> {
 
 impl<S, E, A, C> Flow<'_, S, E, A, C>
 where
-    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup + CallerLookup,
     E: Ec2,
     A: Alerts,
     C: Clock,
@@ -952,7 +952,8 @@ where
         action: Action,
         inv: &Invocation,
     ) -> Result<(), GuardError> {
-        let alert = alerts::for_verdict(v, facts, origin, action);
+        let mut alert = alerts::for_verdict(v, facts, origin, action);
+        alert.caller = self.caller_to_tell(v).await;
         match self.alerts.publish(&alert).await {
             Ok(()) => {
                 // If this mark is lost, the alert is announced once more after the lease:
@@ -972,6 +973,30 @@ where
                 })
             }
         }
+    }
+
+    /// Who started a denied start, when CloudTrail's call arrived before its alert is
+    /// published (SPEC §11; [`crate::attribute`] tells it otherwise): read after the verdict was
+    /// recorded and the stop issued, so it adds nothing to the path to a stop, and claimed on
+    /// the verdict so no attribution alert repeats it. Best effort: the alert goes out without
+    /// the caller rather than not at all.
+    async fn caller_to_tell(&self, v: &VerdictRecord) -> Option<ec2pass_shared::caller::Caller> {
+        if !matches!(v.verdict, Verdict::Deny(_)) {
+            return None;
+        }
+        let call = match self.store.call_for(&v.cycle.instance).await {
+            Ok(call) => call,
+            Err(e) => {
+                warn!(instance_id = %v.cycle.instance, error = %e, "could not read who started it");
+                return None;
+            }
+        };
+        let caller = crate::attribute::caller_of(call, &v.cycle)?;
+        if let Err(e) = self.store.claim_tell(&v.cycle, &caller, false).await {
+            // The attribution path may tell it once more: twice, never never.
+            warn!(instance_id = %v.cycle.instance, error = %e, "could not record who started it");
+        }
+        Some(caller)
     }
 
     /// Gives a verdict's alert back, so the retry that finds the verdict publishes it. If this

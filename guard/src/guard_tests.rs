@@ -9,8 +9,8 @@ use ec2pass_shared::alert::Alert;
 use ec2pass_shared::config::{Env, GuardConfig};
 use ec2pass_shared::ids::{Owner, ShortId};
 use ec2pass_shared::password::{Password, new_short_id};
-use ec2pass_shared::store::StoreError;
 use ec2pass_shared::store::memory::MemoryStore;
+use ec2pass_shared::store::{CallerLookup, StoreError};
 use ec2pass_shared::time::FixedClock;
 use ec2pass_shared::verdict::ALERT_LEASE;
 use serde_json::json;
@@ -224,7 +224,7 @@ type TestGuard<S = MemoryStore> = Guard<S, FakeEc2, FakeSns, FixedClock>;
 
 fn guard_with<S>(store: S, ec2: FakeEc2, config: GuardConfig) -> TestGuard<S>
 where
-    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup + CallerLookup,
 {
     Guard::new(config, store, ec2, FakeSns::default(), FixedClock(NOW))
 }
@@ -287,7 +287,7 @@ fn inv(name: &str) -> Invocation {
 
 async fn run<S>(g: &TestGuard<S>, iid: &str, state: &str) -> Result<Report, GuardError>
 where
-    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup + CallerLookup,
 {
     g.handle(&event(iid, state), &inv(&format!("req-{state}")))
         .await
@@ -344,6 +344,90 @@ async fn no_tag_is_denied_missing_stopped_and_alerted() {
         alerts[0].launch_time.as_deref(),
         Some("2026-11-21T09:59:50Z")
     );
+}
+
+fn caller(event_id: &str) -> ec2pass_shared::caller::Caller {
+    ec2pass_shared::caller::Caller {
+        principal_type: "IAMUser".into(),
+        principal_arn: Some("arn:aws:iam::123456789012:user/Mateo".into()),
+        account: Some("123456789012".into()),
+        user_name: Some("Mateo".into()),
+        access_key_id: Some("AKIAIOSFODNN7EXAMPLE".into()),
+        session_issuer: None,
+        session_created: None,
+        mfa: Some(false),
+        invoked_by: None,
+        source_ip: Some("192.0.2.10".into()),
+        user_agent: Some("aws-cli/2.15.0".into()),
+        event_name: "StartInstances".into(),
+        event_id: event_id.into(),
+        event_time: LAUNCH.rfc3339(),
+    }
+}
+
+/// SPEC §11: CloudTrail's call can arrive before the deny alert goes out. Then the alert says
+/// who made the start, and the caller is marked told, so no attribution alert repeats it.
+#[tokio::test]
+async fn a_deny_alert_carries_the_caller_when_the_call_came_first() {
+    use ec2pass_shared::store::CallerStore;
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    let retain = NOW.plus(Duration::from_secs(3600));
+    g.store
+        .put_call(
+            &id(A),
+            &caller("ct-1"),
+            LAUNCH.minus(Duration::from_secs(1)),
+            retain,
+        )
+        .await
+        .unwrap();
+    let report = run(&g, A, "running").await;
+    assert_eq!(
+        verdict_of(&report),
+        Some(("deny", Some("missing"), Action::Stopped))
+    );
+    let alerts = g.alerts.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].caller, Some(caller("ct-1")));
+    assert!(
+        alerts[0]
+            .readable()
+            .contains("Started by: arn:aws:iam::123456789012:user/Mateo")
+    );
+    let cycle = Cycle {
+        instance: id(A),
+        launch_time: LAUNCH,
+    };
+    assert_eq!(g.store.caller_of(&cycle), Some((caller("ct-1"), true)));
+    // No deny path call was added before the stop: describe, then the stop.
+    assert_eq!(g.ec2.calls("describe"), 1);
+}
+
+/// The call kept for an instance may be an earlier start's (the instance was started, stopped
+/// and started again): a deny alert names a caller only when the call made this start.
+#[tokio::test]
+async fn a_deny_alert_names_no_caller_of_another_start() {
+    use ec2pass_shared::store::CallerStore;
+    let g = guard(FakeEc2::with(vec![instance(A, "running", &[])]));
+    let earlier = LAUNCH.minus(Duration::from_secs(3600));
+    g.store
+        .put_call(
+            &id(A),
+            &caller("ct-old"),
+            earlier,
+            NOW.plus(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    run(&g, A, "running").await.unwrap();
+    let alerts = g.alerts.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].caller, None);
+    let cycle = Cycle {
+        instance: id(A),
+        launch_time: LAUNCH,
+    };
+    assert_eq!(g.store.caller_of(&cycle), None);
 }
 
 #[tokio::test]
@@ -823,6 +907,22 @@ impl AlertStore for DownStore {
         Err(down("Query"))
     }
 }
+impl CallerLookup for DownStore {
+    async fn call_for(
+        &self,
+        _: &InstanceId,
+    ) -> Result<Option<(ec2pass_shared::caller::Caller, UnixTime)>, StoreError> {
+        Err(down("GetItem"))
+    }
+    async fn claim_tell(
+        &self,
+        _: &Cycle,
+        _: &ec2pass_shared::caller::Caller,
+        _: bool,
+    ) -> Result<bool, StoreError> {
+        Err(down("UpdateItem"))
+    }
+}
 impl PasswordLookup for DownStore {
     async fn find(&self, _: &Digest) -> Result<Option<PasswordRecord>, StoreError> {
         Err(down("GetItem"))
@@ -984,6 +1084,22 @@ impl AlertStore for FlakyRecord {
         limit: usize,
     ) -> Result<Vec<VerdictRecord>, StoreError> {
         self.inner.due_alerts(now, limit).await
+    }
+}
+impl CallerLookup for FlakyRecord {
+    async fn call_for(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<(ec2pass_shared::caller::Caller, UnixTime)>, StoreError> {
+        self.inner.call_for(id).await
+    }
+    async fn claim_tell(
+        &self,
+        cycle: &Cycle,
+        caller: &ec2pass_shared::caller::Caller,
+        after_alert: bool,
+    ) -> Result<bool, StoreError> {
+        self.inner.claim_tell(cycle, caller, after_alert).await
     }
 }
 impl PasswordLookup for FlakyRecord {

@@ -21,9 +21,17 @@
 //! each start is acted on: this account, or (a hub's guard) the member account and region it
 //! happened in, through that account's member role. `main.rs` only wires real AWS clients into
 //! [`guard::Guard`].
+//!
+//! Who started it (SPEC §11) has a path of its own, fed by CloudTrail's calls on their own queue
+//! (`bin/attribution.rs`): [`calls`] reads a `RunInstances`/`StartInstances` record,
+//! [`attribute`] ties it to its starts' verdicts, tells the caller once per deny and, opt-in,
+//! has [`respond`] cut the caller off. The deny path only reads the call, when it came first, to
+//! put the caller in its alert.
 
 pub mod alerts;
+pub mod attribute;
 pub mod batch;
+pub mod calls;
 pub mod decide;
 pub mod ec2;
 pub mod enforce;
@@ -32,6 +40,7 @@ pub mod fleet;
 pub mod guard;
 pub mod pace;
 pub mod queue;
+pub mod respond;
 pub mod sweep;
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use ec2pass_shared::store::{AlertStore, ConsumeStore, PasswordLookup, VerdictStore};
+use ec2pass_shared::store::{AlertStore, CallerLookup, ConsumeStore, PasswordLookup, VerdictStore};
 use ec2pass_shared::time::{Clock, UnixTime};
 use ec2pass_shared::verdict::{Cycle, VerdictRecord};
 use tokio::time::Instant;
@@ -48,7 +48,7 @@ pub const SWEEP_ALERTS: usize = 100;
 
 impl<S, E, A, C> Guard<S, E, A, C>
 where
-    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+    S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup + CallerLookup,
     E: Fleet,
     A: Alerts,
     C: Clock,

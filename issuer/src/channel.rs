@@ -205,6 +205,7 @@ mod tests {
             password_short_id: Some("ab12cd34".into()),
             issuer_user_id: Some("U1".into()),
             detail: None,
+            caller: None,
         }
     }
 

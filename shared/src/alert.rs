@@ -8,10 +8,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::caller::Caller;
 use crate::verdict::Verdict;
 
-/// Version of the `Message` schema. Bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the `Message` schema. Bumped when fields change: 2 added `caller`, and the
+/// `attribution` and `response` alerts (docs/alerts.md).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What the guard did about the instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +36,10 @@ pub enum Action {
 pub struct Alert {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
-    /// `allow`, `deny`, `exempt`, `guard-error`, or `summary` (one per batch that decided more
-    /// than one start: counts and instances in `detail`, `instance_id` is `batch`).
+    /// `allow`, `deny`, `exempt`, `guard-error`, `summary` (one per batch that decided more
+    /// than one start: counts and instances in `detail`, `instance_id` is `batch`),
+    /// `attribution` (who started a denied start, once the deny alert went out without it) or
+    /// `response` (what was done about the caller behind a deny).
     pub verdict: String,
     /// For denials the reason (`missing`, `unknown`, `expired`, `reused`, `wrong-instance`); for
     /// guard errors what failed; otherwise `none`.
@@ -62,6 +66,9 @@ pub struct Alert {
     pub issuer_user_id: Option<String>,
     /// Free text for people, e.g. what failed.
     pub detail: Option<String>,
+    /// Who made the call that started the instance (CloudTrail), when known.
+    #[serde(default)]
+    pub caller: Option<Caller>,
 }
 
 impl Alert {
@@ -80,6 +87,8 @@ impl Alert {
             "allow" => "allowed start of",
             "exempt" => "exempt start of",
             "summary" => "SUMMARY of a",
+            "attribution" => "WHO STARTED denied",
+            "response" => "RESPONSE to the start of",
             _ => "GUARD ERROR on",
         };
         let head = format!("[ec2pass] {what} {}", self.instance_id);
@@ -135,6 +144,8 @@ impl Alert {
             "allow" => "ec2pass allowed a start",
             "exempt" => "ec2pass let an exempt start stand",
             "summary" => "ec2pass decided several starts at once",
+            "attribution" => "ec2pass found who made a denied start",
+            "response" => "ec2pass acted on the caller behind a denied start",
             _ => "ec2pass could not decide a start",
         };
         let mut lines = vec![
@@ -163,6 +174,9 @@ impl Alert {
         if let Some(detail) = &self.detail {
             lines.push(format!("Detail:    {}", one_line(detail)));
         }
+        if let Some(caller) = &self.caller {
+            lines.extend(caller.lines().iter().map(|l| one_line(l)));
+        }
         lines.push(format!("Event:     {}", self.event_id));
         lines.push(String::new());
         lines.push(format!(
@@ -185,6 +199,11 @@ fn why(verdict: &str, reason: &str) -> String {
         }
         ("allow", _) => "a valid one-time password, now used up",
         ("exempt", _) => "the instance is exempt",
+        ("attribution", _) => "the CloudTrail call that started it arrived after the deny alert",
+        ("response", "deactivated-key") => "the caller's access key was deactivated",
+        ("response", "revoked-sessions") => "the caller's role sessions were revoked",
+        ("response", "refused") => "the caller was not cut off (see the detail)",
+        ("response", "failed") => "cutting the caller off failed (see the detail)",
         _ => return one_line(reason),
     };
     format!("{words} ({})", one_line(reason))
@@ -244,6 +263,7 @@ mod tests {
             password_short_id: Some("ab12cd34".into()),
             issuer_user_id: Some("U1".into()),
             detail: None,
+            caller: None,
         }
     }
 
@@ -333,12 +353,52 @@ mod tests {
     #[test]
     fn the_message_is_versioned_json_with_kebab_case_actions() {
         let v: serde_json::Value = serde_json::from_str(&alert().message()).unwrap_or_default();
-        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["schema_version"], 2);
+        assert_eq!(v["caller"], serde_json::Value::Null);
         assert_eq!(v["action"], "stopped");
         assert_eq!(v["password_short_id"], "ab12cd34");
         let mut a = alert();
         a.action = Action::StopPending;
         assert!(a.message().contains("\"stop-pending\""));
+    }
+
+    /// Schema 2 (SPEC §11): who made the call, in the JSON and in the e-mail, every part of it
+    /// from the CloudTrail record cleaned to one line; a version-1 message still reads.
+    #[test]
+    fn the_caller_is_in_the_json_and_on_one_line_each_in_the_mail() {
+        let mut a = alert();
+        a.caller = Some(Caller {
+            principal_type: "AssumedRole".into(),
+            principal_arn: Some("arn:aws:sts::123456789012:assumed-role/dev/s".into()),
+            account: Some("123456789012".into()),
+            user_name: None,
+            access_key_id: Some("ASIAIOSFODNN7EXAMPLE".into()),
+            session_issuer: Some("arn:aws:iam::123456789012:role/dev".into()),
+            session_created: Some("2026-12-02T09:30:00Z".into()),
+            mfa: Some(true),
+            invoked_by: None,
+            source_ip: Some("198.51.100.7".into()),
+            user_agent: Some("evil\nDone:      nothing".into()),
+            event_name: "StartInstances".into(),
+            event_id: "ct-1".into(),
+            event_time: "2026-12-02T10:00:00Z".into(),
+        });
+        let v: serde_json::Value = serde_json::from_str(&a.message()).unwrap_or_default();
+        assert_eq!(v["caller"]["access_key_id"], "ASIAIOSFODNN7EXAMPLE");
+        assert_eq!(v["caller"]["mfa"], true);
+        let mail = a.readable();
+        assert!(mail.contains("Session of: arn:aws:iam::123456789012:role/dev"));
+        assert!(mail.contains("From: 198.51.100.7, evil Done:      nothing"));
+        assert_eq!(
+            mail.matches("Done:").count(),
+            2,
+            "one real Done: line, one inside From:"
+        );
+        let mut old = v.clone();
+        old.as_object_mut().map(|o| o.remove("caller"));
+        old["schema_version"] = 1.into();
+        let read: Alert = serde_json::from_value(old).expect("a version-1 message still reads");
+        assert_eq!(read.caller, None);
     }
 
     #[test]

@@ -13,10 +13,12 @@
 //! - [`table`]: the attribute names and key layout of the table, in one place.
 //! - [`verdict`]: start cycles and the verdict the guard records for each.
 //! - [`alert`]: the alert model published on SNS.
+//! - [`caller`]: who started an instance, as CloudTrail recorded the call.
 //! - [`org`]: the Organization a hub serves: member accounts, their aliases, guarded regions.
 //! - [`reply`]: which chat reply URLs ec2pass may store and post to.
 
 pub mod alert;
+pub mod caller;
 pub mod config;
 pub mod digest;
 pub mod ids;

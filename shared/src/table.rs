@@ -12,7 +12,9 @@
 //! | requester's ledger | `owner#<team>#<user>` | `passwords` (string set of password keys), `ttl` |
 //! | reply | `reply#<short id>` | `url` (the chat's reply URL: a capability), `chat` (absent for Slack), `reply_until`, `posts`, `digest`, `owner`, `team_id`, `user_id`, `scope`, `expires_at`, `ttl`; while the password's outcome is untold `reply_due`, `reply_due_at` |
 //! | channel forward | `channel#<event id>#<instance>` | `forwarded`, `ttl` |
-//! | verdict | `verdict#<instance>@<launch time>` | `verdict`, `reason`, `instance_id`, `launch_time`, `short_id`, `team_id`, `user_id`, `password_key`, `decided_at`, `event_id`, `ttl`; while its alert is owed `alert_due`, `alert_owner`, `alert_lease_until`; once published `alert_sent_at` |
+//! | verdict | `verdict#<instance>@<launch time>` | `verdict`, `reason`, `instance_id`, `launch_time`, `short_id`, `team_id`, `user_id`, `password_key`, `decided_at`, `event_id`, `ttl`; while its alert is owed `alert_due`, `alert_owner`, `alert_lease_until`; once published `alert_sent_at`; once attributed `caller` (JSON), once the caller is told `caller_told` |
+//! | call | `call#<instance>` | the latest CloudTrail call that started it: `caller` (JSON), `call_time`, `ttl` |
+//! | response | `response#<principal>` | `acted_at` (the last action on the principal), `ttl` |
 //!
 //! `list` and `revoke` find a requester's passwords through the requester's ledger, read with
 //! strong consistency (the global secondary index [`OWNER_INDEX`] by `owner`/`expires_at` is no
@@ -58,6 +60,18 @@ pub const REPLY_DUE_AT: &str = "reply_due_at";
 pub const FORWARD_PREFIX: &str = "channel#";
 /// Whether a forward record's alert is forwarded (false once given back).
 pub const FORWARDED: &str = "forwarded";
+/// Key prefix of call items: the latest CloudTrail call that started an instance.
+pub const CALL_PREFIX: &str = "call#";
+/// The caller of a call (JSON of [`crate::caller::Caller`]), on call and verdict items.
+pub const CALLER: &str = "caller";
+/// When a call item's call was made (epoch seconds).
+pub const CALL_TIME: &str = "call_time";
+/// Present (`true`) once a verdict's caller is told: in its alert, or an attribution alert.
+pub const CALLER_TOLD: &str = "caller_told";
+/// Key prefix of response claims: one action per principal per burst.
+pub const RESPONSE_PREFIX: &str = "response#";
+/// When the principal of a response claim was last acted on (epoch seconds).
+pub const ACTED_AT: &str = "acted_at";
 /// Key prefix of verdicts (one per start cycle).
 pub const VERDICT_PREFIX: &str = "verdict#";
 /// Key prefix of per-requester ledgers: the keys of the requester's passwords, read with strong

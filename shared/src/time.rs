@@ -48,6 +48,46 @@ impl UnixTime {
         (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
     }
 
+    /// Reads `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the UTC form CloudTrail and EventBridge write;
+    /// the fraction is dropped. `None` for anything else.
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        let s = s.strip_suffix('Z')?;
+        let (date, time) = s.split_once('T')?;
+        let time = time.split_once('.').map_or(time, |(whole, frac)| {
+            if !frac.is_empty() && frac.bytes().all(|b| b.is_ascii_digit()) {
+                whole
+            } else {
+                "invalid"
+            }
+        });
+        let num = |part: &str, len: usize| -> Option<i64> {
+            (part.len() == len && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse().ok())
+                .flatten()
+        };
+        let mut d = date.split('-');
+        let (y, m, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+        let mut t = time.split(':');
+        let (hh, mm, ss) = (num(t.next()?, 2)?, num(t.next()?, 2)?, num(t.next()?, 2)?);
+        if d.next().is_some() || t.next().is_some() {
+            return None;
+        }
+        if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+            return None;
+        }
+        // Howard Hinnant's days-from-civil, the inverse of `civil`.
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let mp = if m > 2 { m - 3 } else { m + 9 };
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let parsed = Self(days * 86_400 + hh * 3600 + mm * 60 + ss);
+        // A day the month does not have (February 30th) does not come back as itself.
+        (parsed.civil().2 == day || ss == 60).then_some(parsed)
+    }
+
     /// Whole seconds between two instants, ignoring order.
     pub fn abs_diff(self, other: Self) -> u64 {
         self.0.abs_diff(other.0)
@@ -113,6 +153,34 @@ mod tests {
         assert_eq!(UnixTime(1_795_255_201).rfc3339(), "2026-11-21T10:00:01Z");
         assert_eq!(UnixTime(951_782_400).utc_minutes(), "2000-02-29 00:00 UTC");
         assert_eq!(UnixTime(-1).rfc3339(), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn rfc3339_reads_back_what_it_writes_and_nothing_else() {
+        for t in [0, 1_795_255_201, 951_782_400, -1, 4_102_444_799] {
+            assert_eq!(
+                UnixTime::parse_rfc3339(&UnixTime(t).rfc3339()),
+                Some(UnixTime(t))
+            );
+        }
+        assert_eq!(
+            UnixTime::parse_rfc3339("2026-11-21T10:00:01.123Z"),
+            Some(UnixTime(1_795_255_201))
+        );
+        for bad in [
+            "",
+            "2026-11-21T10:00:01",
+            "2026-11-21 10:00:01Z",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-21T24:00:00Z",
+            "2026-11-21T10:00:01.Z",
+            "2026-11-21T10:00:01+01:00",
+            "26-11-21T10:00:01Z",
+            "2026-11-21T10:00Z",
+        ] {
+            assert_eq!(UnixTime::parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -471,6 +471,7 @@ fn alert() -> impl Strategy<Value = Alert> {
                 password_short_id: short_id,
                 issuer_user_id: issuer,
                 detail,
+                caller: None,
             },
         )
 }

@@ -19,6 +19,7 @@ use ec2pass_shared::ids::InstanceId;
 use issuer::verify::sign;
 
 /// A chat stand-in on loopback that records what ec2pass posts to it.
+pub mod calls;
 pub mod chat;
 /// EventBridge → SQS → the guard, locally: the event source mapping played against moto.
 pub mod esm;

@@ -251,7 +251,7 @@ async fn alerts_arrive_through_sns_in_the_documented_schema_and_filter_policies_
     assert_eq!(all.len(), 2, "{all:?}");
     for alert in &all {
         let m = &alert.message;
-        assert_eq!(m["schema_version"], 1);
+        assert_eq!(m["schema_version"], 2);
         assert_eq!(m["verdict"], "deny");
         assert_eq!(m["account"], "123456789012");
         assert_eq!(m["region"], "us-east-1");

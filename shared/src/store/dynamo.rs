@@ -22,10 +22,12 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    AlertStore, Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
-    OutstandingStore, PasswordLookup, PasswordRecord, REPLY_POSTS, Recorded, Reply, ReplyStore,
-    StoreError, TriggerClaim, TriggerStore, VerdictHistory, VerdictStore,
+    AlertStore, Attributed, CallerLookup, CallerStore, Consume, ConsumeOutcome, ConsumeStore, Mint,
+    MintOutcome, MintStore, Outstanding, OutstandingStore, PasswordLookup, PasswordRecord,
+    REPLY_POSTS, Recorded, Reply, ReplyStore, ResponseStore, StoreError, TriggerClaim,
+    TriggerStore, VerdictHistory, VerdictStore,
 };
+use crate::caller::Caller;
 use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
 use crate::org::Place;
@@ -1364,6 +1366,189 @@ pub fn record_from_item(item: &Item) -> Result<PasswordRecord, StoreError> {
             .and_then(|v| v.as_s().ok())
             .cloned(),
     })
+}
+
+/// The key of an instance's call item.
+pub fn call_key(instance: &InstanceId) -> String {
+    format!("{}{instance}", t::CALL_PREFIX)
+}
+
+fn caller_json(caller: &Caller) -> AttributeValue {
+    s(serde_json::to_string(caller).unwrap_or_else(|_| "{}".into()))
+}
+
+fn caller_from(item: &Item) -> Option<Caller> {
+    item.get(t::CALLER)
+        .and_then(|v| v.as_s().ok())
+        .and_then(|json| serde_json::from_str(json).ok())
+}
+
+impl CallerLookup for DynamoStore {
+    async fn call_for(
+        &self,
+        instance: &InstanceId,
+    ) -> Result<Option<(Caller, UnixTime)>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(t::PK, s(call_key(instance)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", e))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let reader = ItemReader::of(item);
+        let caller = caller_from(item).ok_or_else(|| reader.bad("caller missing or not JSON"))?;
+        Ok(Some((caller, reader.time(t::CALL_TIME)?)))
+    }
+
+    async fn claim_tell(
+        &self,
+        cycle: &Cycle,
+        caller: &Caller,
+        after_alert: bool,
+    ) -> Result<bool, StoreError> {
+        let condition = if after_alert {
+            "attribute_exists(#pk) AND attribute_not_exists(#told) AND attribute_not_exists(#due)"
+        } else {
+            "attribute_exists(#pk) AND attribute_not_exists(#told)"
+        };
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(cycle.verdict_key()))
+            .update_expression("SET #told = :told, #caller = if_not_exists(#caller, :caller)")
+            .condition_expression(condition)
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#told", t::CALLER_TOLD)
+            .expression_attribute_names("#caller", t::CALLER)
+            .expression_attribute_values(":told", AttributeValue::Bool(true))
+            .expression_attribute_values(":caller", caller_json(caller));
+        if after_alert {
+            update = update.expression_attribute_names("#due", t::ALERT_DUE);
+        }
+        applied(update.send().await, "UpdateItem")
+    }
+}
+
+impl CallerStore for DynamoStore {
+    async fn put_call(
+        &self,
+        instance: &InstanceId,
+        caller: &Caller,
+        at: UnixTime,
+        retain_until: UnixTime,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(t::PK, s(call_key(instance)))
+            .item(t::KIND, s("call"))
+            .item(t::CALLER, caller_json(caller))
+            .item(t::CALL_TIME, n(at.0))
+            .item(t::TTL, n(retain_until.0))
+            .condition_expression("attribute_not_exists(#pk) OR #at <= :at")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#at", t::CALL_TIME)
+            .expression_attribute_values(":at", n(at.0))
+            .send()
+            .await;
+        // A newer call is kept already: nothing to do.
+        applied(result, "PutItem").map(|_| ())
+    }
+
+    async fn attribute(
+        &self,
+        cycle: &Cycle,
+        caller: &Caller,
+    ) -> Result<Option<Attributed>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(cycle.verdict_key()))
+            .update_expression("SET #caller = if_not_exists(#caller, :caller)")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#caller", t::CALLER)
+            .expression_attribute_values(":caller", caller_json(caller))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes().cloned().unwrap_or_default();
+                Ok(Some(Attributed {
+                    verdict: verdict_from_item(&item)?,
+                    told: item.contains_key(t::CALLER_TOLD),
+                }))
+            }
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(unavailable("UpdateItem", e)),
+        }
+    }
+
+    async fn release_tell(&self, cycle: &Cycle) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(cycle.verdict_key()))
+            .update_expression("REMOVE #told")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#told", t::CALLER_TOLD)
+            .send()
+            .await;
+        applied(result, "UpdateItem").map(|_| ())
+    }
+}
+
+impl ResponseStore for DynamoStore {
+    async fn claim_response(
+        &self,
+        principal: &str,
+        issued: Option<UnixTime>,
+        now: UnixTime,
+        retain_until: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(t::PK, s(format!("{}{principal}", t::RESPONSE_PREFIX)))
+            .item(t::KIND, s("response"))
+            .item(t::ACTED_AT, n(now.0))
+            .item(t::TTL, n(retain_until.0))
+            .expression_attribute_names("#pk", t::PK);
+        put = match issued {
+            Some(issued) => put
+                .condition_expression("attribute_not_exists(#pk) OR #acted <= :issued")
+                .expression_attribute_names("#acted", t::ACTED_AT)
+                .expression_attribute_values(":issued", n(issued.0)),
+            None => put.condition_expression("attribute_not_exists(#pk)"),
+        };
+        applied(put.send().await, "PutItem")
+    }
+
+    async fn release_response(&self, principal: &str, at: UnixTime) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(t::PK, s(format!("{}{principal}", t::RESPONSE_PREFIX)))
+            .condition_expression("#acted = :at")
+            .expression_attribute_names("#acted", t::ACTED_AT)
+            .expression_attribute_values(":at", n(at.0))
+            .send()
+            .await;
+        applied(result, "DeleteItem").map(|_| ())
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {

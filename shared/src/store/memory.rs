@@ -4,10 +4,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    AlertStore, Consume, ConsumeOutcome, ConsumeStore, Mint, MintOutcome, MintStore, Outstanding,
-    OutstandingStore, PasswordLookup, PasswordRecord, REPLY_POSTS, Recorded, Reply, ReplyStore,
-    StoreError, TriggerClaim, TriggerStore, VerdictHistory, VerdictStore,
+    AlertStore, Attributed, CallerLookup, CallerStore, Consume, ConsumeOutcome, ConsumeStore, Mint,
+    MintOutcome, MintStore, Outstanding, OutstandingStore, PasswordLookup, PasswordRecord,
+    REPLY_POSTS, Recorded, Reply, ReplyStore, ResponseStore, StoreError, TriggerClaim,
+    TriggerStore, VerdictHistory, VerdictStore,
 };
+use crate::caller::Caller;
 use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
 use crate::time::UnixTime;
@@ -27,6 +29,12 @@ struct State {
     verdicts: HashMap<String, VerdictRecord>,
     replies: HashMap<String, Reply>,
     forwards: HashMap<String, bool>,
+    /// The latest call by instance, and when it was made.
+    calls: HashMap<InstanceId, (Caller, UnixTime)>,
+    /// The caller recorded with a verdict (by verdict key), and whether it was told.
+    callers: HashMap<String, (Caller, bool)>,
+    /// When each principal was last acted on.
+    responses: HashMap<String, UnixTime>,
     activation: UnixTime,
 }
 
@@ -65,6 +73,16 @@ impl MemoryStore {
     /// time after `retain_until`; never before).
     pub fn expire_verdicts(&self, now: UnixTime) {
         self.lock().verdicts.retain(|_, v| v.retain_until > now);
+    }
+
+    /// The caller recorded with a cycle's verdict, and whether it was told (for assertions).
+    pub fn caller_of(&self, cycle: &Cycle) -> Option<(Caller, bool)> {
+        self.lock().callers.get(&cycle.verdict_key()).cloned()
+    }
+
+    /// When each principal was last acted on (for assertions).
+    pub fn responses(&self) -> HashMap<String, UnixTime> {
+        self.lock().responses.clone()
     }
 
     /// Stores a record directly, as if minted earlier (for arranging tests).
@@ -390,5 +408,110 @@ impl AlertStore for MemoryStore {
         due.sort_by_key(|v| v.alert.as_ref().map(|c| c.lease_until));
         due.truncate(limit);
         Ok(due)
+    }
+}
+
+impl CallerLookup for MemoryStore {
+    async fn call_for(
+        &self,
+        instance: &InstanceId,
+    ) -> Result<Option<(Caller, UnixTime)>, StoreError> {
+        Ok(self.lock().calls.get(instance).cloned())
+    }
+
+    async fn claim_tell(
+        &self,
+        cycle: &Cycle,
+        caller: &Caller,
+        after_alert: bool,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let key = cycle.verdict_key();
+        let Some(verdict) = state.verdicts.get(&key) else {
+            return Ok(false);
+        };
+        if after_alert && verdict.alert.is_some() {
+            return Ok(false);
+        }
+        let entry = state
+            .callers
+            .entry(key)
+            .or_insert_with(|| (caller.clone(), false));
+        if entry.1 {
+            return Ok(false);
+        }
+        entry.1 = true;
+        Ok(true)
+    }
+}
+
+impl CallerStore for MemoryStore {
+    async fn put_call(
+        &self,
+        instance: &InstanceId,
+        caller: &Caller,
+        at: UnixTime,
+        _retain_until: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let newer = state.calls.get(instance).is_none_or(|(_, t)| *t <= at);
+        if newer {
+            state.calls.insert(instance.clone(), (caller.clone(), at));
+        }
+        Ok(())
+    }
+
+    async fn attribute(
+        &self,
+        cycle: &Cycle,
+        caller: &Caller,
+    ) -> Result<Option<Attributed>, StoreError> {
+        let mut state = self.lock();
+        let key = cycle.verdict_key();
+        let Some(verdict) = state.verdicts.get(&key).cloned() else {
+            return Ok(None);
+        };
+        let (_, told) = state
+            .callers
+            .entry(key)
+            .or_insert_with(|| (caller.clone(), false))
+            .clone();
+        Ok(Some(Attributed { verdict, told }))
+    }
+
+    async fn release_tell(&self, cycle: &Cycle) -> Result<(), StoreError> {
+        if let Some(entry) = self.lock().callers.get_mut(&cycle.verdict_key()) {
+            entry.1 = false;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseStore for MemoryStore {
+    async fn claim_response(
+        &self,
+        principal: &str,
+        issued: Option<UnixTime>,
+        now: UnixTime,
+        _retain_until: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let free = match (state.responses.get(principal), issued) {
+            (None, _) => true,
+            (Some(acted), Some(issued)) => *acted <= issued,
+            (Some(_), None) => false,
+        };
+        if free {
+            state.responses.insert(principal.to_owned(), now);
+        }
+        Ok(free)
+    }
+
+    async fn release_response(&self, principal: &str, at: UnixTime) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.responses.get(principal) == Some(&at) {
+            state.responses.remove(principal);
+        }
+        Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod memory;
 use std::collections::HashMap;
 use std::future::Future;
 
+use crate::caller::Caller;
 use crate::digest::Digest;
 use crate::ids::{InstanceId, Owner, ShortId};
 use crate::time::UnixTime;
@@ -388,6 +389,83 @@ pub trait VerdictStore: Send + Sync {
     /// The guard's activation time: starts at or before it are never touched. In DynamoDB, the
     /// table's creation time: the stack creates the table when it deploys the guard.
     fn activation(&self) -> impl Future<Output = Result<UnixTime, StoreError>> + Send;
+}
+
+/// A cycle's verdict as the attribution path found it, with the caller recorded on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attributed {
+    /// The verdict (its `alert` says whether its alert is still owed).
+    pub verdict: VerdictRecord,
+    /// Whether the caller has been told: in the deny alert, or in an attribution alert.
+    pub told: bool,
+}
+
+/// What the guard's deny path reads of who started an instance (SPEC §11): the latest
+/// CloudTrail call that started it, and telling its caller at most once per deny.
+pub trait CallerLookup: Send + Sync {
+    /// The latest call that started `instance`, and when it was made (strongly consistent).
+    fn call_for(
+        &self,
+        instance: &InstanceId,
+    ) -> impl Future<Output = Result<Option<(Caller, UnixTime)>, StoreError>> + Send;
+
+    /// Takes telling the cycle's caller, recording it with the verdict; with `after_alert`
+    /// (the attribution alert) only once the verdict's alert is published. `Ok(false)`: it has
+    /// been told, or (with `after_alert`) the alert is still owed.
+    fn claim_tell(
+        &self,
+        cycle: &Cycle,
+        caller: &Caller,
+        after_alert: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Who started each instance, as the attribution path keeps it: the latest call by instance,
+/// for a verdict not decided yet, and the caller recorded with each cycle's verdict.
+pub trait CallerStore: CallerLookup {
+    /// Keeps `caller` (its call made `at`) as the latest call that started `instance`; an older
+    /// call never replaces a newer one.
+    fn put_call(
+        &self,
+        instance: &InstanceId,
+        caller: &Caller,
+        at: UnixTime,
+        retain_until: UnixTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records `caller` with the cycle's verdict (a caller recorded first stays), and returns the
+    /// verdict and whether its caller was told; `None` when the cycle has no verdict yet.
+    fn attribute(
+        &self,
+        cycle: &Cycle,
+        caller: &Caller,
+    ) -> impl Future<Output = Result<Option<Attributed>, StoreError>> + Send;
+
+    /// Gives telling back after an attribution alert that could not be published.
+    fn release_tell(&self, cycle: &Cycle) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// At most one response per principal and burst (SPEC §11): a claim per principal, recording
+/// when it was last acted on.
+pub trait ResponseStore: Send + Sync {
+    /// Takes acting on `principal` at `now`, unless an earlier action covers this call: with
+    /// `issued` (a role session's issue time) an action taken after the session was issued
+    /// covers it (the revocation ended that session); without, any earlier action does (a key
+    /// is deactivated once).
+    fn claim_response(
+        &self,
+        principal: &str,
+        issued: Option<UnixTime>,
+        now: UnixTime,
+        retain_until: UnixTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives the claim taken at `at` back, after an action that failed, so a retry acts.
+    fn release_response(
+        &self,
+        principal: &str,
+        at: UnixTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// How many of an instance's verdicts `status` shows, latest first.

@@ -253,7 +253,8 @@ async fn story() -> Result<(), Failed> {
     show(&verdict);
     expect_stopped(&ec2, &alerts, &build, &verdict, "reused").await?;
     chat_loop(&local, &aws, &slack, &mapping).await?;
-    organization(&local, &aws, &alerts).await
+    organization(&local, &aws, &alerts).await?;
+    attribution(&local, &aws, &mapping, &alerts).await
 }
 
 /// The loop in chat (docs/chat.md): what each requester hears back, the Revoke button, `status`,
@@ -655,6 +656,167 @@ async fn organization(local: &Local, aws: &SdkConfig, alerts: &AlertQueue) -> Re
     check(
         found == Some(("charlie".to_owned(), charlie.clone())),
         "the hub's issuer finds it in charlie/us-east-1, through the read-only lookup role",
+    )?;
+    Ok(())
+}
+
+/// Who started it, and cutting them off (docs/operations.md, "After an attributed deny"):
+/// CloudTrail's record of the call, put on EventBridge as CloudTrail does and routed by the
+/// template's rule to the call queue; the attribution path in-process with the response on; IAM
+/// in the emulator.
+async fn attribution(
+    local: &Local,
+    aws: &SdkConfig,
+    mapping: &LocalMapping,
+    alerts: &AlertQueue,
+) -> Result<(), Failed> {
+    use ec2pass_tests::calls::{launch_time, local_attributor, roles_start, route, users_run};
+    println!(
+        "\n— Who started it: CloudTrail's calls reach the attribution path; the response is on. —"
+    );
+    let ec2 = aws_sdk_ec2::Client::new(aws);
+    let iam = aws_sdk_iam::Client::new(aws);
+    let attributor = local_attributor(local, aws, true);
+    let about =
+        |all: Vec<ec2pass_tests::Received>, id: &InstanceId| -> Vec<ec2pass_tests::Received> {
+            all.into_iter()
+                .filter(|a| a.message["instance_id"] == id.as_str())
+                .collect()
+        };
+
+    let user = unique("ci-bot-");
+    step(
+        22,
+        &format!(
+            "Mallory has the stolen access key of IAM user {user}; she starts crypto-miner-3 with it."
+        ),
+    );
+    iam.create_user()
+        .user_name(&user)
+        .send()
+        .await
+        .map_err(|e| Failed(format!("IAM creates the user: {e}")))?;
+    let key = iam
+        .create_access_key()
+        .user_name(&user)
+        .send()
+        .await
+        .ok()
+        .and_then(|k| k.access_key)
+        .map(|k| k.access_key_id)
+        .ok_or_else(|| Failed("IAM gives the user an access key".into()))?;
+    let miner = launch_instance(&ec2, "crypto-miner-3").await;
+    let launched = launch_time(&ec2, &miner).await;
+    let verdict = through_the_queue(local, aws, mapping, &miner, "pending").await?;
+    expect_stopped(&ec2, alerts, &miner, &verdict, "missing").await?;
+    let calls = route(local, aws, &users_run(&miner, launched, &user, &key)).await;
+    check(
+        calls.len() == 1,
+        "CloudTrail's RunInstances reaches the call queue through the template's rule",
+    )?;
+    attributor.handle_batch(&calls).await;
+    let heard = about(alerts.drain().await, &miner);
+    let told = heard.iter().find(|a| a.message["verdict"] == "attribution");
+    if let Some(a) = told {
+        show(&format!("alert: {}", a.subject));
+        show(&format!(
+            "  started by {} with key {}, from {}",
+            a.message["caller"]["principal_arn"].as_str().unwrap_or("?"),
+            a.message["caller"]["access_key_id"].as_str().unwrap_or("?"),
+            a.message["caller"]["source_ip"].as_str().unwrap_or("?")
+        ));
+    }
+    check(
+        told.is_some_and(|a| a.message["caller"]["access_key_id"] == key.as_str()),
+        "an attribution alert follows the deny: who made the call, with which key, from where",
+    )?;
+    let response = heard.iter().find(|a| a.message["verdict"] == "response");
+    if let Some(r) = response {
+        show(&format!("alert: {}", r.subject));
+        show(&format!(
+            "  {}",
+            r.message["detail"].as_str().unwrap_or_default()
+        ));
+    }
+    let status: Vec<String> = iam
+        .list_access_keys()
+        .user_name(&user)
+        .send()
+        .await
+        .map(|o| {
+            o.access_key_metadata()
+                .iter()
+                .filter_map(|k| k.status().map(|s| s.as_str().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    check(
+        status == ["Inactive"]
+            && response.is_some_and(|r| r.message["reason"] == "deactivated-key"),
+        "the key is deactivated, and the alert says how to undo it",
+    )?;
+
+    let role = unique("deploy-");
+    step(
+        23,
+        &format!(
+            "She assumes role {role} and starts crypto-miner-4; this time CloudTrail's record comes first."
+        ),
+    );
+    iam.create_role()
+        .role_name(&role)
+        .assume_role_policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .map_err(|e| Failed(format!("IAM creates the role: {e}")))?;
+    let miner = launch_instance(&ec2, "crypto-miner-4").await;
+    let started = launch_time(&ec2, &miner).await;
+    let calls = route(local, aws, &roles_start(&miner, started, &role)).await;
+    let early = attributor.handle_batch(&calls).await;
+    check(
+        early.failed.len() == 1,
+        "the call waits for its start to be decided (its message comes back)",
+    )?;
+    let verdict = through_the_queue(local, aws, mapping, &miner, "pending").await?;
+    show(&verdict);
+    let heard = about(alerts.drain().await, &miner);
+    let deny = heard.iter().find(|a| a.message["verdict"] == "deny");
+    if let Some(d) = deny {
+        show(&format!("alert: {}", d.subject));
+        show(&format!(
+            "  started by {}",
+            d.message["caller"]["principal_arn"].as_str().unwrap_or("?")
+        ));
+    }
+    check(
+        deny.is_some_and(|d| {
+            d.message["caller"]["session_issuer"]
+                == format!("arn:aws:iam::123456789012:role/{role}").as_str()
+        }),
+        "the deny alert itself names the caller",
+    )?;
+    attributor.handle_batch(&calls).await;
+    let heard = about(alerts.drain().await, &miner);
+    if let Some(r) = heard.iter().find(|a| a.message["verdict"] == "response") {
+        show(&format!(
+            "  {}",
+            r.message["detail"].as_str().unwrap_or_default()
+        ));
+    }
+    let revoked = iam
+        .get_role_policy()
+        .role_name(&role)
+        .policy_name(guard::respond::REVOKE_POLICY)
+        .send()
+        .await
+        .is_ok();
+    check(
+        revoked && heard.iter().all(|a| a.message["verdict"] != "attribution"),
+        "the role's older sessions are revoked (AWSRevokeOlderSessions), and nothing repeats the caller",
     )?;
     Ok(())
 }

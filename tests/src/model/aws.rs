@@ -15,8 +15,8 @@ use ec2pass_shared::ids::{Owner, ShortId};
 use ec2pass_shared::org::Assume;
 use ec2pass_shared::store::memory::MemoryStore;
 use ec2pass_shared::store::{
-    AlertStore, Consume, ConsumeOutcome, ConsumeStore, PasswordLookup, PasswordRecord, Recorded,
-    StoreError, VerdictStore,
+    AlertStore, CallerLookup, Consume, ConsumeOutcome, ConsumeStore, PasswordLookup,
+    PasswordRecord, Recorded, StoreError, VerdictStore,
 };
 use ec2pass_shared::time::{Clock, UnixTime};
 use ec2pass_shared::verdict::{Cycle, VerdictRecord};
@@ -200,6 +200,25 @@ impl AlertStore for Table {
     ) -> Result<Vec<VerdictRecord>, StoreError> {
         self.call("Query", 1).await;
         AlertStore::due_alerts(&*self.inner, now, limit).await
+    }
+}
+
+impl CallerLookup for Table {
+    async fn call_for(
+        &self,
+        id: &ec2pass_shared::ids::InstanceId,
+    ) -> Result<Option<(ec2pass_shared::caller::Caller, UnixTime)>, StoreError> {
+        self.call("GetItem", 1).await;
+        self.inner.call_for(id).await
+    }
+    async fn claim_tell(
+        &self,
+        cycle: &Cycle,
+        caller: &ec2pass_shared::caller::Caller,
+        after_alert: bool,
+    ) -> Result<bool, StoreError> {
+        self.call("UpdateItem", 1).await;
+        self.inner.claim_tell(cycle, caller, after_alert).await
     }
 }
 

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use ec2pass_shared::store::{AlertStore, ConsumeStore, PasswordLookup, VerdictStore};
+use ec2pass_shared::store::{AlertStore, CallerLookup, ConsumeStore, PasswordLookup, VerdictStore};
 use ec2pass_shared::time::Clock;
 use guard::alerts::Alerts;
 use guard::batch::{HandBack, Message};
@@ -212,7 +212,7 @@ impl AsyncQueue {
     /// function's timeout, and reports how it ended; forever.
     pub async fn serve<S, E, A, C>(&self, guard: &Guard<S, E, A, C>, name: &str)
     where
-        S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+        S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup + CallerLookup,
         E: Fleet,
         A: Alerts,
         C: Clock,
@@ -396,7 +396,7 @@ impl Sqs {
     /// (as `guard/src/main.rs` does with `SqsRecheck`), and settles the batch; forever.
     pub async fn serve<S, E, A, C>(&self, guard: &Guard<S, E, A, C>, name: &str)
     where
-        S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup,
+        S: ConsumeStore + VerdictStore + AlertStore + PasswordLookup + CallerLookup,
         E: Fleet,
         A: Alerts,
         C: Clock,
