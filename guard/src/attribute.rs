@@ -123,7 +123,7 @@ enum Found {
     /// Allowed or exempt: the caller is recorded with the verdict.
     Recorded,
     /// Denied; its attribution alert when this call tells it.
-    Denied(VerdictRecord, Option<Alert>),
+    Denied(Box<(VerdictRecord, Option<Alert>)>),
 }
 
 /// What became of one call.
@@ -229,7 +229,8 @@ where
                     outcome.waiting += 1;
                 }
                 Ok(Found::Recorded) => outcome.attributed += 1,
-                Ok(Found::Denied(v, tell)) => {
+                Ok(Found::Denied(denial)) => {
+                    let (v, tell) = *denial;
                     outcome.attributed += 1;
                     outcome.denied += 1;
                     tells.extend(tell.map(|a| (v.cycle.clone(), a)));
@@ -343,7 +344,7 @@ where
             return Ok(Found::Recorded);
         }
         if found.told {
-            return Ok(Found::Denied(v, None));
+            return Ok(Found::Denied(Box::new((v, None))));
         }
         if v.alert.is_some() {
             // Its alert is on its way and may carry the caller: see again.
@@ -355,7 +356,7 @@ where
             .await
             .map_err(|e| e.to_string())?;
         let alert = claimed.then(|| attribution_alert(&v, call));
-        Ok(Found::Denied(v, alert))
+        Ok(Found::Denied(Box::new((v, alert))))
     }
 
     /// The response to the caller of `denied` (the first of `count` denied starts of the call).
