@@ -62,7 +62,8 @@ pub fn parse(payload: &Value) -> Result<Call, String> {
     if event_name != "RunInstances" && event_name != "StartInstances" {
         return Err(format!("call {event_name:?} starts no instance"));
     }
-    if let Some(code) = text(detail, "errorCode") {
+    // Any errorCode, whatever its shape, is a call that failed: never read one as a success.
+    if let Some(code) = detail.get("errorCode").filter(|c| !c.is_null()) {
         return Err(format!("{event_name} failed ({code}): it started nothing"));
     }
     let event_time = text(detail, "eventTime").unwrap_or_default();
@@ -264,6 +265,10 @@ mod tests {
     fn failed_calls_other_calls_and_junk_are_not_calls() {
         let mut failed = fixture("run-instances-iam-user");
         failed["detail"]["errorCode"] = json!("Client.DryRunOperation");
+        assert!(parse(&failed).unwrap_err().contains("started nothing"));
+        // Found by guard/tests/properties.rs: an errorCode that is not a string was read as
+        // no error at all.
+        failed["detail"]["errorCode"] = json!([]);
         assert!(parse(&failed).unwrap_err().contains("started nothing"));
         let mut other = fixture("run-instances-iam-user");
         other["detail"]["eventName"] = json!("StopInstances");

@@ -999,3 +999,124 @@ fn a_guard_error_alert_is_one_short_line_and_documented_json_for_any_detail() {
         },
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// CloudTrail's calls (SPEC §11)
+// ---------------------------------------------------------------------------------------------
+
+/// The samples in `tests/fixtures/cloudtrail/`.
+fn cloudtrail_samples() -> Vec<Value> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cloudtrail");
+    let mut samples: Vec<Value> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(Result::ok)
+        .filter(|f| f.path().extension().is_some_and(|x| x == "json"))
+        .map(|f| {
+            serde_json::from_str(&std::fs::read_to_string(f.path()).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{}: {e}", f.path().display()))
+        })
+        .collect();
+    samples.sort_by_key(Value::to_string);
+    samples
+}
+
+/// A path into a record: a key at each level, from the keys the samples use.
+fn record_path() -> impl Strategy<Value = Vec<String>> {
+    let key = proptest::sample::select(vec![
+        "detail",
+        "source",
+        "detail-type",
+        "eventName",
+        "eventTime",
+        "eventID",
+        "errorCode",
+        "awsRegion",
+        "recipientAccountId",
+        "userIdentity",
+        "type",
+        "arn",
+        "accessKeyId",
+        "sessionContext",
+        "sessionIssuer",
+        "attributes",
+        "creationDate",
+        "mfaAuthenticated",
+        "requestParameters",
+        "responseElements",
+        "instancesSet",
+        "items",
+        "instanceId",
+        "launchTime",
+        "clientToken",
+    ])
+    .prop_map(str::to_owned);
+    proptest::collection::vec(key, 1..6)
+}
+
+/// Sets (or with `None` removes) the value at `path`, making objects on the way.
+fn set_at(record: &mut Value, path: &[String], value: Option<Value>) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = record;
+    for key in parents {
+        if !node.is_object() {
+            *node = json!({});
+        }
+        node = node
+            .as_object_mut()
+            .map(|o| o.entry(key.clone()).or_insert(Value::Null))
+            .unwrap_or_else(|| unreachable!("an object"));
+    }
+    if let Some(o) = node.as_object_mut() {
+        match value {
+            Some(v) => {
+                o.insert(last.clone(), v);
+            }
+            None => {
+                o.remove(last);
+            }
+        }
+    }
+}
+
+#[test]
+fn any_changed_cloudtrail_record_is_a_well_formed_call_or_refused_never_a_panic() {
+    let samples = cloudtrail_samples();
+    assert_eq!(samples.len(), 5, "the five samples");
+    check(
+        "calls::parse: mutated CloudTrail records give a well-formed call or a reason",
+        (
+            0..samples.len(),
+            proptest::collection::vec((record_path(), proptest::option::of(json())), 1..4),
+        ),
+        |(n, edits)| {
+            let mut record = samples[n].clone();
+            for (path, value) in &edits {
+                set_at(&mut record, path, value.clone());
+            }
+            match guard::calls::parse(&record) {
+                Err(why) => {
+                    outcome("refused");
+                    prop_assert!(!why.is_empty());
+                }
+                Ok(call) => {
+                    outcome("a call");
+                    prop_assert!(!call.caller.event_id.is_empty());
+                    prop_assert!(
+                        call.caller.event_name == "RunInstances"
+                            || call.caller.event_name == "StartInstances"
+                    );
+                    prop_assert!(record["detail"].get("errorCode").is_none_or(Value::is_null));
+                    match &call.started {
+                        guard::calls::Started::Instances(ids) => prop_assert!(!ids.is_empty()),
+                        guard::calls::Started::ClientToken(t) => {
+                            prop_assert!(!t.is_empty() && t.len() <= 64);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+}

@@ -16,6 +16,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use ec2pass_shared::alert::{Action, Alert, SCHEMA_VERSION};
+use ec2pass_shared::caller::Caller;
 use ec2pass_shared::config::{Env, GuardConfig, IssuerConfig};
 use ec2pass_shared::digest::Digest;
 use ec2pass_shared::ids::{InstanceId, ShortId};
@@ -432,8 +433,16 @@ fn alert() -> impl Strategy<Value = Alert> {
     (
         (
             prop_oneof![
-                proptest::sample::select(vec!["deny", "allow", "exempt", "guard-error"])
-                    .prop_map(str::to_owned),
+                proptest::sample::select(vec![
+                    "deny",
+                    "allow",
+                    "exempt",
+                    "guard-error",
+                    "summary",
+                    "attribution",
+                    "response"
+                ])
+                .prop_map(str::to_owned),
                 any_text(),
             ],
             any_text(),
@@ -451,11 +460,13 @@ fn alert() -> impl Strategy<Value = Alert> {
             proptest::option::of(any_text()),
             proptest::option::of(any_text()),
         ),
+        proptest::option::of(caller()),
     )
         .prop_map(
             |(
                 (verdict, reason, instance_id, instance_name, account, region),
                 (event_id, event_time, launch_time, action, short_id, issuer, detail),
+                caller,
             )| Alert {
                 schema_version: SCHEMA_VERSION,
                 verdict,
@@ -471,7 +482,53 @@ fn alert() -> impl Strategy<Value = Alert> {
                 password_short_id: short_id,
                 issuer_user_id: issuer,
                 detail,
-                caller: None,
+                caller,
+            },
+        )
+}
+
+/// Any caller: every field as CloudTrail could write it, or anything at all.
+fn caller() -> impl Strategy<Value = Caller> {
+    let text = || proptest::option::of(any_text());
+    (
+        (any_text(), text(), text(), text(), text(), text(), text()),
+        (
+            proptest::option::of(any::<bool>()),
+            text(),
+            text(),
+            text(),
+            any_text(),
+            any_text(),
+            any_text(),
+        ),
+    )
+        .prop_map(
+            |(
+                (
+                    principal_type,
+                    principal_arn,
+                    account,
+                    user_name,
+                    access_key_id,
+                    session_issuer,
+                    session_created,
+                ),
+                (mfa, invoked_by, source_ip, user_agent, event_name, event_id, event_time),
+            )| Caller {
+                principal_type,
+                principal_arn,
+                account,
+                user_name,
+                access_key_id,
+                session_issuer,
+                session_created,
+                mfa,
+                invoked_by,
+                source_ip,
+                user_agent,
+                event_name,
+                event_id,
+                event_time,
             },
         )
 }
@@ -500,7 +557,20 @@ fn any_alert_has_a_one_line_subject_of_at_most_100_characters_and_a_json_message
             prop_assert!(subject.starts_with("[ec2pass] "));
             let message: Value = serde_json::from_str(&a.message())
                 .map_err(|e| TestCaseError::fail(format!("message is not JSON: {e}")))?;
-            prop_assert_eq!(message.as_object().map(|o| o.len()), Some(14));
+            prop_assert_eq!(message.as_object().map(|o| o.len()), Some(15));
+            let caller: Option<Caller> = serde_json::from_value(message["caller"].clone())
+                .map_err(|e| TestCaseError::fail(format!("caller does not read back: {e}")))?;
+            prop_assert_eq!(&caller, &a.caller);
+            // The mail: whatever the caller holds, each of its facts stays on its own line.
+            let bare = Alert {
+                caller: None,
+                ..a.clone()
+            };
+            let extra = a.caller.as_ref().map_or(0, |c| c.lines().len());
+            prop_assert_eq!(
+                a.readable().lines().count(),
+                bare.readable().lines().count() + extra
+            );
             prop_assert_eq!(&message["schema_version"], &Value::from(SCHEMA_VERSION));
             prop_assert_eq!(&message["reason"], &Value::from(a.reason.clone()));
             prop_assert_eq!(
