@@ -628,7 +628,7 @@ fn any_auth_tag_is_missing_unknown_or_the_digest_of_the_password_it_spells() {
 // ---------------------------------------------------------------------------------------------
 
 /// The `Message` fields documented in docs/alerts.md.
-const MESSAGE_FIELDS: [&str; 14] = [
+const MESSAGE_FIELDS: [&str; 15] = [
     "schema_version",
     "verdict",
     "reason",
@@ -643,6 +643,7 @@ const MESSAGE_FIELDS: [&str; 14] = [
     "password_short_id",
     "issuer_user_id",
     "detail",
+    "caller",
 ];
 
 const ACTIONS: [&str; 5] = [
@@ -844,7 +845,9 @@ fn check_alert(
     };
     let keys: BTreeSet<&str> = fields.keys().map(String::as_str).collect();
     prop_assert_eq!(keys, MESSAGE_FIELDS.into_iter().collect::<BTreeSet<_>>());
-    prop_assert_eq!(&message["schema_version"], &json!(1));
+    prop_assert_eq!(&message["schema_version"], &json!(2));
+    // The guard's own alerts never guess a caller: only the kept CloudTrail call gives one.
+    prop_assert_eq!(&message["caller"], &Value::Null);
     prop_assert!(["deny", "allow", "exempt", "guard-error"].contains(&alert.verdict.as_str()));
     prop_assert!(
         message["action"]
@@ -863,6 +866,7 @@ fn check_alert(
             "password_short_id",
             "issuer_user_id",
             "detail",
+            "caller",
         ];
         let ok = match v {
             Value::String(_) => k != "schema_version",
