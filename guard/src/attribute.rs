@@ -25,7 +25,7 @@ use ec2pass_shared::alert::{Action as Done, Alert, SCHEMA_VERSION};
 use ec2pass_shared::caller::Caller;
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::org::Place;
-use ec2pass_shared::store::{CallerStore, ResponseStore, VerdictHistory};
+use ec2pass_shared::store::{CallerStore, ResponseStore, TellClaim, VerdictHistory};
 use ec2pass_shared::time::{Clock, UnixTime};
 use ec2pass_shared::verdict::{Cycle, Verdict, VerdictRecord};
 use futures_util::StreamExt;
@@ -38,15 +38,21 @@ use crate::batch::{BatchOutcome, HandBack, Message, recheck_after};
 use crate::calls::{self, Call, Started};
 use crate::ec2::Ec2Client;
 use crate::pace::Paced;
-use crate::respond::{self, Iam, Plan, RESPONSE_RETENTION, Rails};
+use crate::respond::{self, Iam, Plan, RESPONSE_LEASE, RESPONSE_RETENTION, Rails};
 
 /// How much earlier than its call's `eventTime` a start's LaunchTime may be (the two clocks'
 /// seconds, and CloudTrail stamping the call when it completed).
 pub const CALL_SKEW: Duration = Duration::from_secs(5);
 
-/// How much later than its call a start's LaunchTime may be: a `StartInstances` sets it when
-/// the instance enters `pending`, within seconds of the call.
-pub const START_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// How much later than its call a start's LaunchTime may be: EC2 sets it when the instance
+/// enters `pending`, which a successful `StartInstances` answers (and `RunInstances` says the
+/// launch time itself). Short, so a later start of the same instance (by someone else, after
+/// a stop that takes tens of seconds) is not taken for this call's.
+pub const START_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long an attribution alert's claim is held while it is sent: a sender that died is taken
+/// over on the call's next delivery.
+pub const TELL_LEASE: Duration = Duration::from_secs(60);
 
 /// How many starts of one call are worked on at once.
 const CONCURRENCY: usize = 32;
@@ -244,12 +250,14 @@ where
         }
         // Cut the caller off first: every second counts more than the alert's.
         let mut alerts = Vec::new();
+        let mut claim = None;
         if let Some(first) = denied.first() {
-            match self.respond(call, first, denied.len(), now).await {
-                Ok(Some(alert)) => {
-                    outcome.response = Some(alert.reason.clone());
-                    outcome.again |= alert.reason == "failed";
-                    alerts.push(alert);
+            match self.respond(call, first, denied.len(), now, young).await {
+                Ok(Some(responded)) => {
+                    outcome.response = Some(responded.alert.reason.clone());
+                    outcome.again |= responded.again;
+                    claim = responded.claim;
+                    alerts.push(responded.alert);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -263,8 +271,20 @@ where
         let answers = self.alerts.publish_many(&alerts).await;
         for (n, answer) in answers.into_iter().enumerate() {
             match (answer, n.checked_sub(told_from)) {
-                (Ok(()), Some(_)) => outcome.told += 1,
-                (Ok(()), None) => {}
+                (Ok(()), Some(t)) => {
+                    outcome.told += 1;
+                    if let Err(e) = self.store.confirm_tell(&tells[t].0).await {
+                        // Its claim lapses: a later delivery may tell it once more.
+                        warn!(error = %e, "could not mark an attribution told");
+                    }
+                }
+                (Ok(()), None) => {
+                    if let Some((principal, at)) = &claim
+                        && let Err(e) = self.store.confirm_response(principal, *at).await
+                    {
+                        warn!(error = %e, "could not confirm the response");
+                    }
+                }
                 (Err(e), Some(t)) => {
                     error!(error = %e, "could not publish an attribution alert");
                     if let Err(e) = self.store.release_tell(&tells[t].0).await {
@@ -273,8 +293,14 @@ where
                     outcome.again = true;
                 }
                 (Err(e), None) => {
-                    // The action is done and claimed: its alert is not sent again.
+                    // Act (again: both actions are idempotent) and say so on the next delivery.
                     error!(error = %e, "could not publish the response alert");
+                    if let Some((principal, at)) = &claim
+                        && let Err(e) = self.store.release_response(principal, *at).await
+                    {
+                        warn!(error = %e, "could not give the response back");
+                    }
+                    outcome.again = true;
                 }
             }
         }
@@ -343,7 +369,8 @@ where
         if !matches!(v.verdict, Verdict::Deny(_)) {
             return Ok(Found::Recorded);
         }
-        if found.told {
+        if found.told.is_some_and(|until| until >= now) {
+            // Told, or being told by a live invocation.
             return Ok(Found::Denied(Box::new((v, None))));
         }
         if v.alert.is_some() {
@@ -352,79 +379,105 @@ where
         }
         let claimed = self
             .store
-            .claim_tell(&cycle, caller, true)
+            .claim_tell(
+                &cycle,
+                caller,
+                TellClaim::After {
+                    now,
+                    until: now.plus(TELL_LEASE),
+                },
+            )
             .await
             .map_err(|e| e.to_string())?;
         let alert = claimed.then(|| attribution_alert(&v, call));
         Ok(Found::Denied(Box::new((v, alert))))
     }
 
-    /// The response to the caller of `denied` (the first of `count` denied starts of the call).
+    /// The response to the caller of `denied` (the first of `count` denied starts of the call):
+    /// its alert, and the claim to confirm once the alert is out.
     async fn respond(
         &self,
         call: &Call,
         denied: &VerdictRecord,
         count: usize,
         now: UnixTime,
-    ) -> Result<Option<Alert>, String> {
+        young: bool,
+    ) -> Result<Option<Responded>, String> {
         let caller = &call.caller;
         let keep = now.plus(RESPONSE_RETENTION);
-        let (reason, detail) = match respond::plan(caller, &self.rails) {
+        let lease = now.plus(RESPONSE_LEASE);
+        let (principal, reason, detail) = match respond::plan(caller, &self.rails) {
             Plan::Off => return Ok(None),
             Plan::Refused(why) => {
                 // Said once per principal and hour, however many calls a burst makes.
                 let key = format!("refused#{}#{}", caller.who(), now.0 / 3600);
                 if !self
                     .store
-                    .claim_response(&key, None, now, keep)
+                    .claim_response(&key, UnixTime(i64::MIN), now, lease, keep)
                     .await
                     .map_err(|e| e.to_string())?
                 {
                     return Ok(None);
                 }
                 info!(principal = %caller.who(), %why, "not cut off");
-                ("refused", format!("Not cut off: {why}."))
+                (key, "refused", format!("Not cut off: {why}."))
             }
-            Plan::Act { action, issued } => {
+            Plan::Act(action) => {
                 let principal = action.principal();
                 if !self
                     .store
-                    .claim_response(&principal, issued, now, keep)
+                    .claim_response(&principal, call.at, now, lease, keep)
                     .await
                     .map_err(|e| e.to_string())?
                 {
-                    info!(%principal, "an earlier action covers this call");
+                    info!(%principal, "an action taken after this call covers it");
                     return Ok(None);
                 }
                 match self.iam.act(&action, now).await {
                     Ok(()) => {
                         info!(%principal, reason = action.reason(), "caller cut off");
-                        (action.reason(), action.told(now))
+                        (principal, action.reason(), action.told(now))
                     }
-                    Err(e) => {
-                        error!(%principal, error = %e, "the response failed");
+                    Err(e) if e.retry && young => {
+                        // Throttled or unanswered: the call's next delivery tries again.
+                        warn!(%principal, error = %e, "the response failed for now");
                         if let Err(e) = self.store.release_response(&principal, now).await {
                             warn!(error = %e, "could not give the response claim back");
                         }
-                        (
-                            "failed",
-                            format!("Cutting {} off failed: {e}", caller.who()),
-                        )
+                        return Err(format!("the response failed for now: {e}"));
+                    }
+                    Err(e) => {
+                        // A refusal that stays (access denied, a protected role): said once, not
+                        // tried again for this burst.
+                        error!(%principal, error = %e, "the response failed");
+                        let detail = format!("Cutting {} off failed: {e}", caller.who());
+                        (principal, "failed", detail)
                     }
                 }
             }
         };
         let starts = if count > 1 {
-            format!(" ({count} denied starts from this call)")
+            format!("{count} denied starts from this call. ")
         } else {
             String::new()
         };
         let mut alert = attribution_alert(denied, call);
         alert.verdict = "response".into();
         alert.reason = reason.into();
-        alert.detail = Some(format!("{detail}{starts}"));
-        Ok(Some(alert))
+        alert.detail = Some(format!("{starts}{detail}"));
+        Ok(Some(Responded {
+            alert,
+            claim: Some((principal, now)),
+            again: false,
+        }))
     }
+}
+
+/// A response's alert, the claim to confirm once it is published, and whether to come back.
+struct Responded {
+    alert: Alert,
+    claim: Option<(String, UnixTime)>,
+    again: bool,
 }
 
 /// Whether a start launched at `launched` can be the one a call made at `at` started.
@@ -446,7 +499,8 @@ fn attribution_alert(v: &VerdictRecord, call: &Call) -> Alert {
         event_id: v.event_id.clone(),
         event_time: call.caller.event_time.clone(),
         launch_time: Some(v.cycle.launch_time.rfc3339()),
-        action: Done::Stopped,
+        // The deny alert says what was done to the instance; this one is about the caller.
+        action: Done::None,
         password_short_id: v.short_id.as_ref().map(|s| s.as_str().to_owned()),
         issuer_user_id: v.issuer.as_ref().map(|o| o.user_id.clone()),
         detail: None,

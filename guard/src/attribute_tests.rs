@@ -12,7 +12,7 @@ use ec2pass_shared::verdict::{AlertClaim, DenyReason};
 
 use super::*;
 use crate::ec2::AwsError;
-use crate::respond::Action;
+use crate::respond::{Action, IamError};
 
 const AT: &str = "2026-12-02T10:00:00Z";
 
@@ -56,15 +56,24 @@ impl Launches for FakeLaunches {
 #[derive(Default)]
 struct FakeIam {
     done: Mutex<Vec<Action>>,
+    /// The next actions fail for now (throttled).
     failures: Mutex<u32>,
+    /// Every action is refused for good with this.
+    refuses: Mutex<Option<IamError>>,
 }
 
 impl Iam for FakeIam {
-    async fn act(&self, action: &Action, _at: UnixTime) -> Result<(), String> {
+    async fn act(&self, action: &Action, _at: UnixTime) -> Result<(), IamError> {
         let mut failures = lock(&self.failures);
         if *failures > 0 {
             *failures -= 1;
-            return Err("AccessDenied: not authorized to perform iam:PutRolePolicy".into());
+            return Err(IamError {
+                message: "Throttling: Rate exceeded".into(),
+                retry: true,
+            });
+        }
+        if let Some(refusal) = lock(&self.refuses).clone() {
+            return Err(refusal);
         }
         lock(&self.done).push(action.clone());
         Ok(())
@@ -217,7 +226,7 @@ async fn a_call_before_its_start_is_decided_waits_and_is_told_after_the_deny_ale
     // When the deny alert went out carrying the caller (the guard read the kept call)
     assert!(
         t.store
-            .claim_tell(&cycle, &call.caller, false)
+            .claim_tell(&cycle, &call.caller, TellClaim::InAlert)
             .await
             .unwrap()
     );
@@ -338,7 +347,7 @@ async fn a_launch_of_a_thousand_is_attributed_by_its_client_token_each_deny_told
             .detail
             .as_deref()
             .unwrap()
-            .contains("(1000 denied starts from this call)")
+            .starts_with("1000 denied starts from this call. ")
     );
     assert!(response[0].detail.as_deref().unwrap().contains(
         "To undo: aws iam delete-role-policy --role-name developer --policy-name AWSRevokeOlderSessions"
@@ -413,7 +422,7 @@ fn role_call(role: &str, issued: &str, event_id: &str) -> Call {
 }
 
 #[tokio::test]
-async fn one_action_per_principal_in_a_burst_and_again_for_a_session_issued_after_it() {
+async fn one_action_per_principal_in_a_burst_and_again_for_a_call_made_after_it() {
     let t = attributor(true);
     t.denied(&a(), at()).await;
     t.denied(&b(), at()).await;
@@ -430,11 +439,21 @@ async fn one_action_per_principal_in_a_burst_and_again_for_a_session_issued_afte
     }
     assert_eq!(t.actions().len(), 1, "one revocation for the burst");
     assert_eq!(t.alerts("response").len(), 1);
-    // A session issued after the revocation (the attacker assumed the role again) is revoked
-    // again: the earlier revocation does not cover it
-    let later = UnixTime(t.clock.0.0 + 1).rfc3339();
-    t.handle_call(&role_call("developer", &later, "ct-new"))
-        .await;
+    // A call that succeeded after the revocation was made with a session issued after it (the
+    // attacker assumed the role again): revoked again; the earlier revocation did not stop it
+    let after = t.clock.0.plus(Duration::from_secs(1));
+    let later = InstanceId::parse("i-0123456789abcdef0").unwrap();
+    t.denied(&later, after).await;
+    let mut again = role_call("developer", &after.rfc3339(), "ct-new");
+    again.at = after;
+    again.caller.event_time = after.rfc3339();
+    again.started = Started::Instances(vec![(later, None)]);
+    let t = Attributor {
+        clock: FixedClock(after.plus(Duration::from_secs(5))),
+        ..t
+    };
+    let out = t.handle_call(&again).await;
+    assert_eq!(out.response.as_deref(), Some("revoked-sessions"));
     assert_eq!(t.actions().len(), 2);
 }
 
@@ -483,24 +502,96 @@ async fn the_allow_list_holds() {
 }
 
 #[tokio::test]
-async fn a_failed_action_is_alerted_given_back_and_tried_again() {
+async fn a_throttled_action_is_given_back_and_tried_again_on_the_next_delivery() {
     let t = attributor(true);
     t.denied(&a(), at()).await;
     *lock(&t.iam.failures) = 1;
     let call = fixture("run-instances-iam-user");
+    let throttled = t.handle_call(&call).await;
+    assert!(throttled.again, "the call comes back");
+    assert!(t.actions().is_empty());
+    let retried = t.handle_call(&call).await;
+    assert_eq!(retried.response.as_deref(), Some("deactivated-key"));
+    assert_eq!(t.actions().len(), 1);
+    assert_eq!(t.alerts("response").len(), 1);
+}
+
+/// Found in review: IAM refuses for good (a protected role, access denied); trying again on
+/// every delivery only repeated the failure alert until the message was dead-lettered.
+#[tokio::test]
+async fn an_action_iam_refuses_for_good_is_alerted_once_and_not_tried_again() {
+    let t = attributor(true);
+    t.denied(&a(), at()).await;
+    *lock(&t.iam.refuses) = Some(IamError {
+        message: "AccessDenied: not authorized to perform iam:UpdateAccessKey".into(),
+        retry: false,
+    });
+    let call = fixture("run-instances-iam-user");
     let failed = t.handle_call(&call).await;
     assert_eq!(
         (failed.response.as_deref(), failed.again),
-        (Some("failed"), true)
+        (Some("failed"), false)
     );
+    t.handle_call(&call).await;
+    let alerts = t.alerts("response");
+    assert_eq!(alerts.len(), 1);
     assert!(
-        t.alerts("response")[0]
+        alerts[0]
             .detail
             .as_deref()
             .unwrap()
             .contains("AccessDenied")
     );
-    let retried = t.handle_call(&call).await;
-    assert_eq!(retried.response.as_deref(), Some("deactivated-key"));
+}
+
+/// A holder of the response claim that died (after claiming, before its action or alert) is
+/// taken over once its claim lapses: the caller is still cut off, and it is said.
+#[tokio::test]
+async fn a_response_whose_holder_died_is_taken_over_after_its_lease() {
+    use ec2pass_shared::store::ResponseStore;
+    let t = attributor(true);
+    t.denied(&a(), at()).await;
+    let principal = "key#Mateo#AKIAIOSFODNN7EXAMPLE";
+    let died_at = at();
+    assert!(
+        t.store
+            .claim_response(
+                principal,
+                at(),
+                died_at,
+                died_at.plus(RESPONSE_LEASE),
+                died_at.plus(RESPONSE_RETENTION)
+            )
+            .await
+            .unwrap()
+    );
+    // The clock (a minute past the call) is past the dead holder's lease: taken over
+    let out = t.handle_call(&fixture("run-instances-iam-user")).await;
+    assert_eq!(out.response.as_deref(), Some("deactivated-key"));
     assert_eq!(t.actions().len(), 1);
+}
+
+/// An attribution alert claimed by a sender that died is sent by the call's next delivery.
+#[tokio::test]
+async fn an_attribution_whose_sender_died_is_sent_after_its_lease() {
+    let t = attributor(false);
+    let cycle = t.denied(&a(), at()).await;
+    let call = fixture("run-instances-iam-user");
+    let earlier = at();
+    assert!(
+        t.store
+            .claim_tell(
+                &cycle,
+                &call.caller,
+                TellClaim::After {
+                    now: earlier,
+                    until: earlier.plus(TELL_LEASE).minus(Duration::from_secs(1)),
+                },
+            )
+            .await
+            .unwrap()
+    );
+    let out = t.handle_call(&call).await;
+    assert_eq!(out.told, 1);
+    assert_eq!(t.store.caller_of(&cycle).map(|(_, told)| told), Some(true));
 }

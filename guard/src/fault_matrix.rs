@@ -752,9 +752,9 @@ impl CallerLookup for FaultyStore {
         &self,
         cycle: &Cycle,
         caller: &ec2pass_shared::caller::Caller,
-        after_alert: bool,
+        claim: ec2pass_shared::store::TellClaim,
     ) -> Result<bool, StoreError> {
-        self.inner.claim_tell(cycle, caller, after_alert).await
+        self.inner.claim_tell(cycle, caller, claim).await
     }
 }
 

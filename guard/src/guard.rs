@@ -992,7 +992,11 @@ where
             }
         };
         let caller = crate::attribute::caller_of(call, &v.cycle)?;
-        if let Err(e) = self.store.claim_tell(&v.cycle, &caller, false).await {
+        if let Err(e) = self
+            .store
+            .claim_tell(&v.cycle, &caller, ec2pass_shared::store::TellClaim::InAlert)
+            .await
+        {
             // The attribution path may tell it once more: twice, never never.
             warn!(instance_id = %v.cycle.instance, error = %e, "could not record who started it");
         }

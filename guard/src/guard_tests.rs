@@ -918,7 +918,7 @@ impl CallerLookup for DownStore {
         &self,
         _: &Cycle,
         _: &ec2pass_shared::caller::Caller,
-        _: bool,
+        _: ec2pass_shared::store::TellClaim,
     ) -> Result<bool, StoreError> {
         Err(down("UpdateItem"))
     }
@@ -1097,9 +1097,9 @@ impl CallerLookup for FlakyRecord {
         &self,
         cycle: &Cycle,
         caller: &ec2pass_shared::caller::Caller,
-        after_alert: bool,
+        claim: ec2pass_shared::store::TellClaim,
     ) -> Result<bool, StoreError> {
-        self.inner.claim_tell(cycle, caller, after_alert).await
+        self.inner.claim_tell(cycle, caller, claim).await
     }
 }
 impl PasswordLookup for FlakyRecord {

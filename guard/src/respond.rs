@@ -149,14 +149,9 @@ pub enum Plan {
     Off,
     /// A rail holds: nothing is done, and the alert says why.
     Refused(String),
-    /// Act, unless an earlier action covers this call: with `issued` (the session's issue
-    /// time), an action after it; without, any earlier one.
-    Act {
-        /// The action.
-        action: Action,
-        /// When the caller's credentials were issued (role sessions).
-        issued: Option<UnixTime>,
-    },
+    /// Act, unless an action taken after the call covers it (see
+    /// [`ec2pass_shared::store::ResponseStore`]).
+    Act(Action),
 }
 
 /// What to do about `caller` (a pure decision: every rail is here).
@@ -209,6 +204,12 @@ pub fn plan(caller: &Caller, rails: &Rails) -> Plan {
                      configured the service",
                 );
             }
+            if arn.contains(":role/aws-reserved/") {
+                return refuse(
+                    "an IAM Identity Center role (AWS protects it): revoke the user's sessions in \
+                     IAM Identity Center",
+                );
+            }
             if arn == rails.admin {
                 return refuse("the admin is never cut off");
             }
@@ -244,22 +245,7 @@ pub fn plan(caller: &Caller, rails: &Rails) -> Plan {
     if listed(&target_arn) || caller.principal_arn.as_deref().is_some_and(listed) {
         return refuse("the principal is in the response allow-list");
     }
-    let issued = match &action {
-        Action::RevokeSessions { .. } => caller
-            .session_created
-            .as_deref()
-            .and_then(UnixTime::parse_rfc3339),
-        Action::DeactivateKey { .. } => None,
-    };
-    if matches!(action, Action::RevokeSessions { .. }) && issued.is_none() {
-        // Without the session's issue time an earlier revocation cannot be said to cover it:
-        // act (revoking again is harmless), as if the session were new.
-        return Plan::Act {
-            action,
-            issued: Some(UnixTime(i64::MAX)),
-        };
-    }
-    Plan::Act { action, issued }
+    Plan::Act(action)
 }
 
 /// `pattern` (a trailing `*` matches a prefix) against `name`.
@@ -290,11 +276,54 @@ pub fn revoke_policy(at: UnixTime) -> String {
     .to_string()
 }
 
+/// An action IAM did not carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IamError {
+    /// What IAM (or the network) said.
+    pub message: String,
+    /// Whether trying again may succeed (throttled, unavailable, timed out); `false` for a
+    /// refusal that stays (access denied, no such entity, a protected role).
+    pub retry: bool,
+}
+
+impl std::fmt::Display for IamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// IAM, for exactly the two actions.
 pub trait Iam: Send + Sync {
     /// Carries out `action` at `at`.
-    fn act(&self, action: &Action, at: UnixTime)
-    -> impl Future<Output = Result<(), String>> + Send;
+    fn act(
+        &self,
+        action: &Action,
+        at: UnixTime,
+    ) -> impl Future<Output = Result<(), IamError>> + Send;
+}
+
+/// What an IAM error means for trying again: throttling, IAM's own failure or no answer may
+/// pass; anything else (access denied, no such entity, a protected role) stays.
+fn iam_error<E, R>(e: &aws_sdk_iam::error::SdkError<E, R>) -> IamError
+where
+    E: aws_sdk_iam::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_iam::error::SdkError;
+    let retry = match e {
+        SdkError::ServiceError(se) => matches!(
+            se.err().code(),
+            Some("Throttling" | "ThrottlingException" | "ServiceFailure" | "ServiceUnavailable")
+        ),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        _ => false,
+    };
+    IamError {
+        message: aws_sdk_iam::error::DisplayErrorContext(e).to_string(),
+        retry,
+    }
 }
 
 /// IAM through the SDK.
@@ -302,8 +331,7 @@ pub trait Iam: Send + Sync {
 pub struct IamClient(pub aws_sdk_iam::Client);
 
 impl Iam for IamClient {
-    async fn act(&self, action: &Action, at: UnixTime) -> Result<(), String> {
-        let error = |e: &dyn std::fmt::Display| e.to_string();
+    async fn act(&self, action: &Action, at: UnixTime) -> Result<(), IamError> {
         match action {
             Action::DeactivateKey { user, key } => self
                 .0
@@ -314,7 +342,7 @@ impl Iam for IamClient {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| error(&aws_sdk_iam::error::DisplayErrorContext(e))),
+                .map_err(|e| iam_error(&e)),
             Action::RevokeSessions { role, .. } => self
                 .0
                 .put_role_policy()
@@ -324,13 +352,17 @@ impl Iam for IamClient {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| error(&aws_sdk_iam::error::DisplayErrorContext(e))),
+                .map_err(|e| iam_error(&e)),
         }
     }
 }
 
 /// How long a response claim is kept: longer than any burst, so the burst acts once.
 pub const RESPONSE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long a response claim is held while its action and alert are in hand: a holder that
+/// died is taken over on the call's next delivery.
+pub const RESPONSE_LEASE: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -388,23 +420,17 @@ mod tests {
     fn a_users_key_is_deactivated_and_a_roles_sessions_revoked() {
         assert_eq!(
             plan(&user("AKIAIOSFODNN7EXAMPLE"), &rails()),
-            Plan::Act {
-                action: Action::DeactivateKey {
-                    user: "Mateo".into(),
-                    key: "AKIAIOSFODNN7EXAMPLE".into()
-                },
-                issued: None
-            }
+            Plan::Act(Action::DeactivateKey {
+                user: "Mateo".into(),
+                key: "AKIAIOSFODNN7EXAMPLE".into()
+            })
         );
         assert_eq!(
             plan(&role("developer"), &rails()),
-            Plan::Act {
-                action: Action::RevokeSessions {
-                    role: "developer".into(),
-                    arn: "arn:aws:iam::123456789012:role/developer".into()
-                },
-                issued: UnixTime::parse_rfc3339("2026-12-02T09:30:00Z")
-            }
+            Plan::Act(Action::RevokeSessions {
+                role: "developer".into(),
+                arn: "arn:aws:iam::123456789012:role/developer".into()
+            })
         );
     }
 
@@ -471,6 +497,14 @@ mod tests {
             ..role("AWSServiceRoleForAutoScaling")
         };
         assert!(refused(plan(&linked, &rails())).contains("service-linked"));
+        let sso = Caller {
+            session_issuer: Some(
+                "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_0123456789abcdef"
+                    .into(),
+            ),
+            ..role("AWSReservedSSO_Admin_0123456789abcdef")
+        };
+        assert!(refused(plan(&sso, &rails())).contains("Identity Center"));
         let federated = Caller {
             principal_type: "FederatedUser".into(),
             ..role("x")

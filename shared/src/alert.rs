@@ -157,7 +157,13 @@ impl Alert {
                 self.account, self.region
             ),
             format!("Why:       {}", why(&self.verdict, &self.reason)),
-            format!("Done:      {}", done(self.action)),
+            match self.verdict.as_str() {
+                // About the caller: the deny alert said what was done to the instance.
+                "attribution" | "response" => {
+                    "Done:      to the instance, what its deny alert said".to_owned()
+                }
+                _ => format!("Done:      {}", done(self.action)),
+            },
             format!("When:      {}", self.event_time),
         ];
         if let Some(launch) = &self.launch_time {

@@ -14,7 +14,7 @@
 //! | channel forward | `channel#<event id>#<instance>` | `forwarded`, `ttl` |
 //! | verdict | `verdict#<instance>@<launch time>` | `verdict`, `reason`, `instance_id`, `launch_time`, `short_id`, `team_id`, `user_id`, `password_key`, `decided_at`, `event_id`, `ttl`; while its alert is owed `alert_due`, `alert_owner`, `alert_lease_until`; once published `alert_sent_at`; once attributed `caller` (JSON), once the caller is told `caller_told` |
 //! | call | `call#<instance>` | the latest CloudTrail call that started it: `caller` (JSON), `call_time`, `ttl` |
-//! | response | `response#<principal>` | `acted_at` (the last action on the principal), `ttl` |
+//! | response | `response#<principal>` | `acted_at` (the last action on the principal), while in hand `pending_until`, `ttl` |
 //!
 //! `list` and `revoke` find a requester's passwords through the requester's ledger, read with
 //! strong consistency (the global secondary index [`OWNER_INDEX`] by `owner`/`expires_at` is no
@@ -66,12 +66,15 @@ pub const CALL_PREFIX: &str = "call#";
 pub const CALLER: &str = "caller";
 /// When a call item's call was made (epoch seconds).
 pub const CALL_TIME: &str = "call_time";
-/// Present (`true`) once a verdict's caller is told: in its alert, or an attribution alert.
+/// Until when telling a verdict's caller is taken (epoch seconds): the largest number once told,
+/// in its alert or an attribution alert; earlier while an attribution alert is being sent.
 pub const CALLER_TOLD: &str = "caller_told";
 /// Key prefix of response claims: one action per principal per burst.
 pub const RESPONSE_PREFIX: &str = "response#";
 /// When the principal of a response claim was last acted on (epoch seconds).
 pub const ACTED_AT: &str = "acted_at";
+/// Until when a response claim's action is in hand (epoch seconds); absent once confirmed.
+pub const PENDING_UNTIL: &str = "pending_until";
 /// Key prefix of verdicts (one per start cycle).
 pub const VERDICT_PREFIX: &str = "verdict#";
 /// Key prefix of per-requester ledgers: the keys of the requester's passwords, read with strong

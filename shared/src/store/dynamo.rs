@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::types::{
 use super::{
     AlertStore, Attributed, CallerLookup, CallerStore, Consume, ConsumeOutcome, ConsumeStore, Mint,
     MintOutcome, MintStore, Outstanding, OutstandingStore, PasswordLookup, PasswordRecord,
-    REPLY_POSTS, Recorded, Reply, ReplyStore, ResponseStore, StoreError, TriggerClaim,
+    REPLY_POSTS, Recorded, Reply, ReplyStore, ResponseStore, StoreError, TellClaim, TriggerClaim,
     TriggerStore, VerdictHistory, VerdictStore,
 };
 use crate::caller::Caller;
@@ -1409,28 +1409,31 @@ impl CallerLookup for DynamoStore {
         &self,
         cycle: &Cycle,
         caller: &Caller,
-        after_alert: bool,
+        claim: TellClaim,
     ) -> Result<bool, StoreError> {
-        let condition = if after_alert {
-            "attribute_exists(#pk) AND attribute_not_exists(#told) AND attribute_not_exists(#due)"
-        } else {
-            "attribute_exists(#pk) AND attribute_not_exists(#told)"
-        };
-        let mut update = self
+        let update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(t::PK, s(cycle.verdict_key()))
-            .update_expression("SET #told = :told, #caller = if_not_exists(#caller, :caller)")
-            .condition_expression(condition)
+            .update_expression("SET #told = :until, #caller = if_not_exists(#caller, :caller)")
             .expression_attribute_names("#pk", t::PK)
             .expression_attribute_names("#told", t::CALLER_TOLD)
             .expression_attribute_names("#caller", t::CALLER)
-            .expression_attribute_values(":told", AttributeValue::Bool(true))
             .expression_attribute_values(":caller", caller_json(caller));
-        if after_alert {
-            update = update.expression_attribute_names("#due", t::ALERT_DUE);
-        }
+        let update = match claim {
+            TellClaim::InAlert => update
+                .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#told)")
+                .expression_attribute_values(":until", n(super::TOLD.0)),
+            TellClaim::After { now, until } => update
+                .condition_expression(
+                    "attribute_exists(#pk) AND attribute_not_exists(#due) \
+                     AND (attribute_not_exists(#told) OR #told < :now)",
+                )
+                .expression_attribute_names("#due", t::ALERT_DUE)
+                .expression_attribute_values(":now", n(now.0))
+                .expression_attribute_values(":until", n(until.0)),
+        };
         applied(update.send().await, "UpdateItem")
     }
 }
@@ -1485,12 +1488,32 @@ impl CallerStore for DynamoStore {
                 let item = out.attributes().cloned().unwrap_or_default();
                 Ok(Some(Attributed {
                     verdict: verdict_from_item(&item)?,
-                    told: item.contains_key(t::CALLER_TOLD),
+                    told: item
+                        .get(t::CALLER_TOLD)
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse().ok())
+                        .map(UnixTime),
                 }))
             }
             Err(e) if is_condition_failure(&e) => Ok(None),
             Err(e) => Err(unavailable("UpdateItem", e)),
         }
+    }
+
+    async fn confirm_tell(&self, cycle: &Cycle) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(t::PK, s(cycle.verdict_key()))
+            .update_expression("SET #told = :told")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#told", t::CALLER_TOLD)
+            .expression_attribute_values(":told", n(super::TOLD.0))
+            .send()
+            .await;
+        applied(result, "UpdateItem").map(|_| ())
     }
 
     async fn release_tell(&self, cycle: &Cycle) -> Result<(), StoreError> {
@@ -1513,41 +1536,63 @@ impl ResponseStore for DynamoStore {
     async fn claim_response(
         &self,
         principal: &str,
-        issued: Option<UnixTime>,
+        call_at: UnixTime,
         now: UnixTime,
+        pending_until: UnixTime,
         retain_until: UnixTime,
     ) -> Result<bool, StoreError> {
-        let mut put = self
+        let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .item(t::PK, s(format!("{}{principal}", t::RESPONSE_PREFIX)))
             .item(t::KIND, s("response"))
             .item(t::ACTED_AT, n(now.0))
+            .item(t::PENDING_UNTIL, n(pending_until.0))
             .item(t::TTL, n(retain_until.0))
-            .expression_attribute_names("#pk", t::PK);
-        put = match issued {
-            Some(issued) => put
-                .condition_expression("attribute_not_exists(#pk) OR #acted <= :issued")
-                .expression_attribute_names("#acted", t::ACTED_AT)
-                .expression_attribute_values(":issued", n(issued.0)),
-            None => put.condition_expression("attribute_not_exists(#pk)"),
-        };
-        applied(put.send().await, "PutItem")
+            .condition_expression("attribute_not_exists(#pk) OR #acted <= :call OR #pending < :now")
+            .expression_attribute_names("#pk", t::PK)
+            .expression_attribute_names("#acted", t::ACTED_AT)
+            .expression_attribute_names("#pending", t::PENDING_UNTIL)
+            .expression_attribute_values(":call", n(call_at.0))
+            .expression_attribute_values(":now", n(now.0))
+            .send()
+            .await;
+        applied(result, "PutItem")
+    }
+
+    async fn confirm_response(&self, principal: &str, at: UnixTime) -> Result<(), StoreError> {
+        self.settle_response(principal, at, "REMOVE #pending").await
     }
 
     async fn release_response(&self, principal: &str, at: UnixTime) -> Result<(), StoreError> {
-        let result = self
+        self.settle_response(principal, at, "SET #pending = :lapsed")
+            .await
+    }
+}
+
+impl DynamoStore {
+    /// Confirms or gives back the response claim taken at `at` (nothing when another took it).
+    async fn settle_response(
+        &self,
+        principal: &str,
+        at: UnixTime,
+        update: &str,
+    ) -> Result<(), StoreError> {
+        let mut request = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .key(t::PK, s(format!("{}{principal}", t::RESPONSE_PREFIX)))
+            .update_expression(update)
             .condition_expression("#acted = :at")
             .expression_attribute_names("#acted", t::ACTED_AT)
-            .expression_attribute_values(":at", n(at.0))
-            .send()
-            .await;
-        applied(result, "DeleteItem").map(|_| ())
+            .expression_attribute_names("#pending", t::PENDING_UNTIL)
+            .expression_attribute_values(":at", n(at.0));
+        if update.contains(":lapsed") {
+            request = request.expression_attribute_values(":lapsed", n(0));
+        }
+        applied(request.send().await, "UpdateItem").map(|_| ())
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use super::{
     AlertStore, Attributed, CallerLookup, CallerStore, Consume, ConsumeOutcome, ConsumeStore, Mint,
     MintOutcome, MintStore, Outstanding, OutstandingStore, PasswordLookup, PasswordRecord,
-    REPLY_POSTS, Recorded, Reply, ReplyStore, ResponseStore, StoreError, TriggerClaim,
-    TriggerStore, VerdictHistory, VerdictStore,
+    REPLY_POSTS, Recorded, Reply, ReplyStore, ResponseStore, StoreError, TOLD, TellClaim,
+    TriggerClaim, TriggerStore, VerdictHistory, VerdictStore,
 };
 use crate::caller::Caller;
 use crate::digest::Digest;
@@ -31,10 +31,10 @@ struct State {
     forwards: HashMap<String, bool>,
     /// The latest call by instance, and when it was made.
     calls: HashMap<InstanceId, (Caller, UnixTime)>,
-    /// The caller recorded with a verdict (by verdict key), and whether it was told.
-    callers: HashMap<String, (Caller, bool)>,
-    /// When each principal was last acted on.
-    responses: HashMap<String, UnixTime>,
+    /// The caller recorded with a verdict (by verdict key), and until when telling it is taken.
+    callers: HashMap<String, (Caller, Option<UnixTime>)>,
+    /// When each principal was last acted on, and until when that action is in hand.
+    responses: HashMap<String, (UnixTime, Option<UnixTime>)>,
     activation: UnixTime,
 }
 
@@ -75,14 +75,22 @@ impl MemoryStore {
         self.lock().verdicts.retain(|_, v| v.retain_until > now);
     }
 
-    /// The caller recorded with a cycle's verdict, and whether it was told (for assertions).
+    /// The caller recorded with a cycle's verdict, and whether it was told for good (for
+    /// assertions).
     pub fn caller_of(&self, cycle: &Cycle) -> Option<(Caller, bool)> {
-        self.lock().callers.get(&cycle.verdict_key()).cloned()
+        self.lock()
+            .callers
+            .get(&cycle.verdict_key())
+            .map(|(c, told)| (c.clone(), *told == Some(TOLD)))
     }
 
     /// When each principal was last acted on (for assertions).
     pub fn responses(&self) -> HashMap<String, UnixTime> {
-        self.lock().responses.clone()
+        self.lock()
+            .responses
+            .iter()
+            .map(|(k, (at, _))| (k.clone(), *at))
+            .collect()
     }
 
     /// Stores a record directly, as if minted earlier (for arranging tests).
@@ -423,24 +431,35 @@ impl CallerLookup for MemoryStore {
         &self,
         cycle: &Cycle,
         caller: &Caller,
-        after_alert: bool,
+        claim: TellClaim,
     ) -> Result<bool, StoreError> {
         let mut state = self.lock();
         let key = cycle.verdict_key();
         let Some(verdict) = state.verdicts.get(&key) else {
             return Ok(false);
         };
-        if after_alert && verdict.alert.is_some() {
-            return Ok(false);
-        }
+        let (free, until) = match claim {
+            TellClaim::InAlert => (None, TOLD),
+            TellClaim::After { now, until } => {
+                if verdict.alert.is_some() {
+                    return Ok(false);
+                }
+                (Some(now), until)
+            }
+        };
         let entry = state
             .callers
             .entry(key)
-            .or_insert_with(|| (caller.clone(), false));
-        if entry.1 {
+            .or_insert_with(|| (caller.clone(), None));
+        let taken = match (entry.1, free) {
+            (None, _) => false,
+            (Some(held), Some(now)) => held >= now,
+            (Some(_), None) => true,
+        };
+        if taken {
             return Ok(false);
         }
-        entry.1 = true;
+        entry.1 = Some(until);
         Ok(true)
     }
 }
@@ -474,14 +493,21 @@ impl CallerStore for MemoryStore {
         let (_, told) = state
             .callers
             .entry(key)
-            .or_insert_with(|| (caller.clone(), false))
+            .or_insert_with(|| (caller.clone(), None))
             .clone();
         Ok(Some(Attributed { verdict, told }))
     }
 
+    async fn confirm_tell(&self, cycle: &Cycle) -> Result<(), StoreError> {
+        if let Some(entry) = self.lock().callers.get_mut(&cycle.verdict_key()) {
+            entry.1 = Some(TOLD);
+        }
+        Ok(())
+    }
+
     async fn release_tell(&self, cycle: &Cycle) -> Result<(), StoreError> {
         if let Some(entry) = self.lock().callers.get_mut(&cycle.verdict_key()) {
-            entry.1 = false;
+            entry.1 = None;
         }
         Ok(())
     }
@@ -491,26 +517,38 @@ impl ResponseStore for MemoryStore {
     async fn claim_response(
         &self,
         principal: &str,
-        issued: Option<UnixTime>,
+        call_at: UnixTime,
         now: UnixTime,
+        pending_until: UnixTime,
         _retain_until: UnixTime,
     ) -> Result<bool, StoreError> {
         let mut state = self.lock();
-        let free = match (state.responses.get(principal), issued) {
-            (None, _) => true,
-            (Some(acted), Some(issued)) => *acted <= issued,
-            (Some(_), None) => false,
+        let free = match state.responses.get(principal) {
+            None => true,
+            Some((acted, pending)) => *acted <= call_at || pending.is_some_and(|p| p < now),
         };
         if free {
-            state.responses.insert(principal.to_owned(), now);
+            state
+                .responses
+                .insert(principal.to_owned(), (now, Some(pending_until)));
         }
         Ok(free)
     }
 
+    async fn confirm_response(&self, principal: &str, at: UnixTime) -> Result<(), StoreError> {
+        if let Some(entry) = self.lock().responses.get_mut(principal)
+            && entry.0 == at
+        {
+            entry.1 = None;
+        }
+        Ok(())
+    }
+
     async fn release_response(&self, principal: &str, at: UnixTime) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        if state.responses.get(principal) == Some(&at) {
-            state.responses.remove(principal);
+        if let Some(entry) = self.lock().responses.get_mut(principal)
+            && entry.0 == at
+        {
+            entry.1 = Some(UnixTime(0));
         }
         Ok(())
     }

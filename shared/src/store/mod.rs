@@ -396,8 +396,30 @@ pub trait VerdictStore: Send + Sync {
 pub struct Attributed {
     /// The verdict (its `alert` says whether its alert is still owed).
     pub verdict: VerdictRecord,
-    /// Whether the caller has been told: in the deny alert, or in an attribution alert.
-    pub told: bool,
+    /// Until when telling the caller is taken: [`TOLD`] once told (in the deny alert, or a
+    /// confirmed attribution alert); an earlier time while an attribution alert is being sent
+    /// (free again once it passes: its sender died); `None` when untold.
+    pub told: Option<UnixTime>,
+}
+
+/// [`Attributed::told`] once the caller is told for good.
+pub const TOLD: UnixTime = UnixTime(i64::MAX);
+
+/// How telling a verdict's caller is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TellClaim {
+    /// In the verdict's own alert (the guard): for good; the alert's own lease carries a publish
+    /// that fails to a retry, which reads the caller again.
+    InAlert,
+    /// In an attribution alert, once the verdict's alert is out: held until `until`, then free
+    /// again unless confirmed ([`CallerStore::confirm_tell`]), so a sender that dies does not
+    /// leave it untold.
+    After {
+        /// Now.
+        now: UnixTime,
+        /// Until when the claim holds.
+        until: UnixTime,
+    },
 }
 
 /// What the guard's deny path reads of who started an instance (SPEC §11): the latest
@@ -409,14 +431,13 @@ pub trait CallerLookup: Send + Sync {
         instance: &InstanceId,
     ) -> impl Future<Output = Result<Option<(Caller, UnixTime)>, StoreError>> + Send;
 
-    /// Takes telling the cycle's caller, recording it with the verdict; with `after_alert`
-    /// (the attribution alert) only once the verdict's alert is published. `Ok(false)`: it has
-    /// been told, or (with `after_alert`) the alert is still owed.
+    /// Takes telling the cycle's caller, recording it with the verdict. `Ok(false)`: it is told
+    /// (or being told), or, for an attribution alert, the verdict's alert is still owed.
     fn claim_tell(
         &self,
         cycle: &Cycle,
         caller: &Caller,
-        after_alert: bool,
+        claim: TellClaim,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
@@ -441,26 +462,39 @@ pub trait CallerStore: CallerLookup {
         caller: &Caller,
     ) -> impl Future<Output = Result<Option<Attributed>, StoreError>> + Send;
 
+    /// Marks the caller told, once its attribution alert is published.
+    fn confirm_tell(&self, cycle: &Cycle) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Gives telling back after an attribution alert that could not be published.
     fn release_tell(&self, cycle: &Cycle) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// At most one response per principal and burst (SPEC §11): a claim per principal, recording
-/// when it was last acted on.
+/// when it was last acted on. A call made after that action was not stopped by it (the key was
+/// made active again, or the role assumed anew after its sessions were revoked): it is acted on
+/// again. Calls made before it, however many and however late they arrive, are covered.
 pub trait ResponseStore: Send + Sync {
-    /// Takes acting on `principal` at `now`, unless an earlier action covers this call: with
-    /// `issued` (a role session's issue time) an action taken after the session was issued
-    /// covers it (the revocation ended that session); without, any earlier action does (a key
-    /// is deactivated once).
+    /// Takes acting on `principal` at `now` for a call made at `call_at`: nobody acted on it
+    /// yet, or only before the call, or a claim's holder died (its `pending` lapsed). Held as
+    /// pending until `pending_until` unless confirmed.
     fn claim_response(
         &self,
         principal: &str,
-        issued: Option<UnixTime>,
+        call_at: UnixTime,
         now: UnixTime,
+        pending_until: UnixTime,
         retain_until: UnixTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Gives the claim taken at `at` back, after an action that failed, so a retry acts.
+    /// Confirms the claim taken at `at`: the action is done and alerted.
+    fn confirm_response(
+        &self,
+        principal: &str,
+        at: UnixTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives the claim taken at `at` back (an action that failed for now, or whose alert could
+    /// not be published), so the call's next delivery acts again.
     fn release_response(
         &self,
         principal: &str,

@@ -215,10 +215,10 @@ impl CallerLookup for Table {
         &self,
         cycle: &Cycle,
         caller: &ec2pass_shared::caller::Caller,
-        after_alert: bool,
+        claim: ec2pass_shared::store::TellClaim,
     ) -> Result<bool, StoreError> {
         self.call("UpdateItem", 1).await;
-        self.inner.claim_tell(cycle, caller, after_alert).await
+        self.inner.claim_tell(cycle, caller, claim).await
     }
 }
 
