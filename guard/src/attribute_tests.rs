@@ -552,7 +552,7 @@ async fn a_response_whose_holder_died_is_taken_over_after_its_lease() {
     let t = attributor(true);
     t.denied(&a(), at()).await;
     let principal = "key#Mateo#AKIAIOSFODNN7EXAMPLE";
-    let died_at = at();
+    let died_at = at().minus(Duration::from_secs(1));
     assert!(
         t.store
             .claim_response(

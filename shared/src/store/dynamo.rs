@@ -1550,7 +1550,7 @@ impl ResponseStore for DynamoStore {
             .item(t::ACTED_AT, n(now.0))
             .item(t::PENDING_UNTIL, n(pending_until.0))
             .item(t::TTL, n(retain_until.0))
-            .condition_expression("attribute_not_exists(#pk) OR #acted <= :call OR #pending < :now")
+            .condition_expression("attribute_not_exists(#pk) OR #acted < :call OR #pending < :now")
             .expression_attribute_names("#pk", t::PK)
             .expression_attribute_names("#acted", t::ACTED_AT)
             .expression_attribute_names("#pending", t::PENDING_UNTIL)

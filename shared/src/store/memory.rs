@@ -525,7 +525,7 @@ impl ResponseStore for MemoryStore {
         let mut state = self.lock();
         let free = match state.responses.get(principal) {
             None => true,
-            Some((acted, pending)) => *acted <= call_at || pending.is_some_and(|p| p < now),
+            Some((acted, pending)) => *acted < call_at || pending.is_some_and(|p| p < now),
         };
         if free {
             state

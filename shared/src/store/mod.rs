@@ -475,7 +475,7 @@ pub trait CallerStore: CallerLookup {
 /// again. Calls made before it, however many and however late they arrive, are covered.
 pub trait ResponseStore: Send + Sync {
     /// Takes acting on `principal` at `now` for a call made at `call_at`: nobody acted on it
-    /// yet, or only before the call, or a claim's holder died (its `pending` lapsed). Held as
+    /// yet, or only before the call's second, or a claim's holder died (its `pending` lapsed). Held as
     /// pending until `pending_until` unless confirmed.
     fn claim_response(
         &self,
