@@ -22,7 +22,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use ec2pass_shared::alert::{Action as Done, Alert, SCHEMA_VERSION};
-use ec2pass_shared::caller::Caller;
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::org::Place;
 use ec2pass_shared::store::{CallerStore, ResponseStore, TellClaim, VerdictHistory};
@@ -35,20 +34,10 @@ use tracing::{error, info, warn};
 
 use crate::alerts::Alerts;
 use crate::batch::{BatchOutcome, HandBack, Message, recheck_after};
-use crate::calls::{self, Call, Started};
+use crate::calls::{self, Call, Started, started_by};
 use crate::ec2::Ec2Client;
 use crate::pace::Paced;
 use crate::respond::{self, Iam, Plan, RESPONSE_LEASE, RESPONSE_RETENTION, Rails};
-
-/// How much earlier than its call's `eventTime` a start's LaunchTime may be (the two clocks'
-/// seconds, and CloudTrail stamping the call when it completed).
-pub const CALL_SKEW: Duration = Duration::from_secs(5);
-
-/// How much later than its call a start's LaunchTime may be: EC2 sets it when the instance
-/// enters `pending`, which a successful `StartInstances` answers (and `RunInstances` says the
-/// launch time itself). Short, so a later start of the same instance (by someone else, after
-/// a stop that takes tens of seconds) is not taken for this call's.
-pub const START_WINDOW: Duration = Duration::from_secs(60);
 
 /// How long an attribution alert's claim is held while it is sent: a sender that died is taken
 /// over on the call's next delivery.
@@ -480,11 +469,6 @@ struct Responded {
     again: bool,
 }
 
-/// Whether a start launched at `launched` can be the one a call made at `at` started.
-pub fn started_by(at: UnixTime, launched: UnixTime) -> bool {
-    launched >= at.minus(CALL_SKEW) && launched <= at.plus(START_WINDOW)
-}
-
 /// The attribution alert of a denied start: its verdict, and the caller.
 fn attribution_alert(v: &VerdictRecord, call: &Call) -> Alert {
     let place = v.place.clone().unwrap_or_else(|| call.place.clone());
@@ -506,13 +490,6 @@ fn attribution_alert(v: &VerdictRecord, call: &Call) -> Alert {
         detail: None,
         caller: Some(call.caller.clone()),
     }
-}
-
-/// The caller a deny alert carries: the latest call that started the instance, when it
-/// started this very cycle.
-pub fn caller_of(call: Option<(Caller, UnixTime)>, cycle: &Cycle) -> Option<Caller> {
-    call.filter(|(_, at)| started_by(*at, cycle.launch_time))
-        .map(|(caller, _)| caller)
 }
 
 #[cfg(test)]

@@ -19,7 +19,19 @@ use ec2pass_shared::caller::Caller;
 use ec2pass_shared::ids::InstanceId;
 use ec2pass_shared::org::{Place, is_account_id, is_region};
 use ec2pass_shared::time::UnixTime;
+use ec2pass_shared::verdict::Cycle;
 use serde_json::Value;
+use std::time::Duration;
+
+/// How much earlier than its call's `eventTime` a start's LaunchTime may be (the two clocks'
+/// seconds, and CloudTrail stamping the call when it completed).
+pub const CALL_SKEW: Duration = Duration::from_secs(5);
+
+/// How much later than its call a start's LaunchTime may be: EC2 sets it when the instance
+/// enters `pending`, which a successful `StartInstances` answers (and `RunInstances` says the
+/// launch time itself). Short, so a later start of the same instance (by someone else, after
+/// a stop that takes tens of seconds) is not taken for this call's.
+pub const START_WINDOW: Duration = Duration::from_secs(60);
 
 /// The EventBridge detail type of CloudTrail's management events.
 pub const DETAIL_TYPE: &str = "AWS API Call via CloudTrail";
@@ -158,6 +170,18 @@ fn caller(detail: &Value, event_name: String, event_time: String) -> Caller {
         event_id: text("/eventID").unwrap_or_default(),
         event_time,
     }
+}
+
+/// Whether a start launched at `launched` can be the one a call made at `at` started.
+pub fn started_by(at: UnixTime, launched: UnixTime) -> bool {
+    launched >= at.minus(CALL_SKEW) && launched <= at.plus(START_WINDOW)
+}
+
+/// The caller a deny alert carries: the latest call that started the instance, when it
+/// started this very cycle.
+pub fn caller_of(call: Option<(Caller, UnixTime)>, cycle: &Cycle) -> Option<Caller> {
+    call.filter(|(_, at)| started_by(*at, cycle.launch_time))
+        .map(|(caller, _)| caller)
 }
 
 #[cfg(test)]

@@ -991,7 +991,7 @@ where
                 return None;
             }
         };
-        let caller = crate::attribute::caller_of(call, &v.cycle)?;
+        let caller = crate::calls::caller_of(call, &v.cycle)?;
         if let Err(e) = self
             .store
             .claim_tell(&v.cycle, &caller, ec2pass_shared::store::TellClaim::InAlert)
