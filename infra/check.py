@@ -58,6 +58,20 @@ ChannelAlerts (a channel topic under the alert key that only the follow-up role 
 with both ChatbotSlack... ids a chat channel whose role can do nothing, under AWSDenyAll); their
 claims are evaluated with every option on. The Slack app's manifest (infra/slack-app-manifest.yaml)
 sends button presses to slack/actions and asks for no scope but commands.
+
+Attribution and response (issue 14) are invariants of layer 3 and claims of layer 6 too: the
+attribution function (binary attribution of the guard crate) runs as its own role, which has
+exactly PutItem of call# and response# items, UpdateItem of verdict# and response# items, Query of the by-instance index, sns:Publish with the alert key through SNS, the
+four SQS actions of its call queue, and DescribeInstances (a hub: AssumeRole of the member
+accounts' read-only lookup roles instead); only with Response=on (condition RespondsToCallers)
+iam:UpdateAccessKey on the account's users and iam:PutRolePolicy on its roles, with a Deny of
+both on the admin, the stack's and every ec2pass* role, the member, forwarding and lookup roles
+and the service-linked roles; no other role of the stack has any IAM action. The call rules
+match exactly RunInstances and StartInstances from ec2.amazonaws.com (CloudTrail), locally and on
+the hub bus, and the spokes forward the same pattern; the call queue admits only those rules,
+only the attribution role takes from it, and its maxReceiveCount covers the function's 30
+minutes of hand-backs. The trail exists only with CreateTrail=true. The response's claims are
+evaluated with every option on.
 """
 
 import collections
@@ -212,6 +226,8 @@ NAME_PROPERTY = {
     "AWS::Events::EventBus": "Name",
     "AWS::CloudFormation::StackSet": "StackSetName",
     "AWS::Chatbot::SlackChannelConfiguration": "ConfigurationName",
+    "AWS::S3::Bucket": "BucketName",
+    "AWS::CloudTrail::Trail": "TrailName",
 }
 
 
@@ -288,6 +304,8 @@ class Resolver:
                 return f"arn:aws:events:{region}:{account}:rule/{'' if bus == 'default' else bus + '/'}{name}"
             if kind == "AWS::Events::EventBus":
                 return f"arn:aws:events:{region}:{account}:event-bus/{name}"
+            if kind == "AWS::S3::Bucket":
+                return f"arn:aws:s3:::{name}"
             return f"arn:aws:{(kind or 'x::').split('::')[1].lower()}:{region}:{account}:{name}"
         if attr == "QueueName":
             return name
@@ -416,6 +434,7 @@ FUNCTIONS = {
     "IssuerFunction": ("IssuerRole", "issuer", "issuer"),
     "GuardFunction": ("GuardRole", "guard", "guard"),
     "FollowupFunction": ("FollowupRole", "followup", "followup"),
+    "AttributionFunction": ("AttributionRole", "attribution", "attribution"),
 }
 RETIRED = {
     "EC2PASS_SLACK_SIGNING_SECRET": "the signing secret lives only in Secrets Manager",
@@ -452,7 +471,10 @@ def invariants(template):
             for action in actions(st):
                 if action == "*" or action.endswith(":*") or "*" in action.split(":", 1)[-1]:
                     problems.append(f"{name}: wildcard action {action}")
-            if st.get("Effect") != "Allow":
+            # The one Deny of the stack's roles: the attribution role's, which keeps the response's
+            # two IAM calls off the admin and ec2pass's own roles (attribution_invariants).
+            if st.get("Effect") != "Allow" and not (name == "AttributionFunction" and st.get("Effect") == "Deny"
+                                                    and set(actions(st)) <= set(RESPONSE_ACTIONS)):
                 problems.append(f"{name}: unexpected Effect {st.get('Effect')}")
     if "RolePath" in glob:
         problems.append("Globals: RolePath is a carve-out anyone with iam:CreateRole can use; the roles are named exactly instead")
@@ -626,6 +648,7 @@ def invariants(template):
     problems += alarm_invariants(template)
     problems += followup_invariants(template)
     problems += chat_invariants(template)
+    problems += attribution_invariants(template)
     queue = res.get("GuardFailures", {}).get("Properties", {})
     if queue.get("QueueName") != {"Fn::Sub": "${AWS::StackName}-guard-failures"}:
         problems.append("GuardFailures: QueueName must be ${AWS::StackName}-guard-failures (the SCP protects ec2pass-* queues)")
@@ -952,7 +975,7 @@ def secret_invariants(template):
     for logical, key, readers, _, _, parameters in SECRETS:
         if logical not in res:
             continue
-        for role in ("IssuerRole", "GuardRole", "FollowupRole"):
+        for role in ("IssuerRole", "GuardRole", "FollowupRole", "AttributionRole"):
             if role in readers or role not in res:
                 continue
             r = Resolver(template, {**CHAT_PARAMS})
@@ -1054,6 +1077,8 @@ ALARMED = [  # (namespace, metric, dimension, value, what it catches)
     ("AWS/Lambda", "AsyncEventsDropped", "FunctionName", {"Ref": "GuardFunction"}, "sweeps Lambda dropped"),
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", {"Fn::GetAtt": ["FollowupFailures", "QueueName"]},
      "follow-ups that could not be told, in the follow-up failure queue"),
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", {"Fn::GetAtt": ["CallFailures", "QueueName"]},
+     "calls that could not be attributed, in the call failure queue"),
 ]
 
 
@@ -1479,6 +1504,375 @@ def chat_invariants(template):
 
 
 # ---------------------------------------------------------------------------------------------
+# Attribution and response (issue 14): the attribution function (binary attribution of the guard
+# crate), its role, its call queue and the rules that feed it, and the optional trail. The
+# spoke's forwarding of the calls is checked with the spoke (member_invariants).
+# ---------------------------------------------------------------------------------------------
+
+# The one pattern of every call rule (the hub's CallRule and HubCallRule, the spokes'
+# ForwardCallsRule): CloudTrail's record of the two calls that start instances, from EC2 itself.
+CALL_PATTERN = {"source": ["aws.ec2"], "detail-type": ["AWS API Call via CloudTrail"],
+                "detail": {"eventSource": ["ec2.amazonaws.com"], "eventName": ["RunInstances", "StartInstances"]}}
+# The response's two calls (guard/src/respond.rs, IamClient), and the only IAM writes any role of
+# the stack may have.
+RESPONSE_ACTIONS = ["iam:PutRolePolicy", "iam:UpdateAccessKey"]
+# Everything the attribution role may do, exactly: (action, resource, LeadingKeys, "via" the
+# kms:ViaService, "org" the aws:ResourceOrgID, or None), as FOLLOWUP_GRANTS. Its CloudWatch Logs
+# come from AWSLambdaBasicExecutionRole. It reads no item: the code makes no GetItem.
+ATTRIBUTION_GRANTS = {
+    ("dynamodb:PutItem", "the table", ("call#*",)),
+    ("dynamodb:UpdateItem", "the table", ("verdict#*",)),
+    ("dynamodb:PutItem", "the table", ("response#*",)),
+    ("dynamodb:UpdateItem", "the table", ("response#*",)),
+    ("dynamodb:Query", "the by-instance index", None),
+    ("sns:Publish", "the alert topic", None),
+    ("kms:Decrypt", "the alert key", f"via sns.{REGION}.amazonaws.com"),
+    ("kms:GenerateDataKey", "the alert key", f"via sns.{REGION}.amazonaws.com"),
+    ("sqs:ReceiveMessage", "the call queue", None),
+    ("sqs:DeleteMessage", "the call queue", None),
+    ("sqs:GetQueueAttributes", "the call queue", None),
+    ("sqs:ChangeMessageVisibility", "the call queue", None),
+}
+# A single account's: its own instances. A hub's: the member accounts' lookup roles, read-only.
+ATTRIBUTION_LOCAL_GRANTS = {("ec2:DescribeInstances", "*", None)}
+ATTRIBUTION_HUB_GRANTS = {("sts:AssumeRole", "the lookup roles", f"org {ORG_ID}")}
+# With Response=on: the two calls, on this account's users and roles.
+RESPONSE_GRANTS = {("iam:UpdateAccessKey", "this account's users", None), ("iam:PutRolePolicy", "this account's roles", None)}
+RESPONSE_ON = {"Response": "on"}
+# (what, parameters, hub?, responds?): the settings the attribution role is checked in.
+ATTRIBUTION_SETTINGS = [
+    ("a single account", {}, False, False),
+    ("a single account with Response=on", RESPONSE_ON, False, True),
+    ("a hub", HUB_UNITS_PARAMS, True, False),
+    ("a hub with Response=on", {**HUB_UNITS_PARAMS, **RESPONSE_ON}, True, True),
+]
+# A stack and an Organization named otherwise, to see that the rails follow the parameters.
+OTHER_STACK = "guardian"
+OTHER_NAMES = {"AdminRoleArn": f"arn:aws:iam::{ACCOUNT}:user/alice", "MemberRoleName": "corp-member",
+               "LookupRoleName": "corp-lookup", **RESPONSE_ON}
+# The variables the attribution function must be given (its environment: settings_match).
+ATTRIBUTION_VARIABLES = {
+    "EC2PASS_TABLE": {"Ref": "Table"}, "EC2PASS_ALERT_TOPIC_ARN": {"Ref": "AlertTopic"},
+    "EC2PASS_ACCOUNT": {"Ref": "AWS::AccountId"}, "EC2PASS_CALL_QUEUE_URL": {"Ref": "CallQueue"},
+    "EC2PASS_RESPONSE": {"Ref": "Response"}, "EC2PASS_RESPONSE_ALLOW": {"Ref": "ResponseAllowList"},
+    "EC2PASS_ADMIN_ARN": None, "EC2PASS_OWN_ROLES": None,
+}
+ATTRIBUTION_SOURCES = [ROOT / "guard" / "src" / "bin" / "attribution.rs", ROOT / "guard" / "src" / "respond.rs",
+                       ROOT / "guard" / "src" / "attribute.rs", ROOT / "guard" / "src" / "batch.rs"]
+# What exists only with CreateTrail=true.
+TRAIL_ONLY = ("TrailBucket", "TrailBucketPolicy", "Trail")
+# Every option on (the chat options, the response, the trail): the world the chat and response
+# claims are evaluated in, and parliament reads the policies of.
+OPTIONS_PARAMS = {**CHAT_PARAMS, **RESPONSE_ON, "CreateTrail": "true"}
+
+
+def rust_seconds(text, pattern, what):
+    """A Duration::from_secs(...) constant of the Rust source, in seconds (a product of integers)."""
+    m = re.search(pattern + r"\s*Duration::from_secs\(([0-9 *]+)\)", text)
+    if not m:
+        raise ValueError(f"{what} not found in the Rust source")
+    value = 1
+    for factor in m.group(1).split("*"):
+        value *= int(factor)
+    return value
+
+
+def hand_back_receives(first, cap, wait):
+    """How many receives a call waiting `wait` seconds for its starts takes: each return hands it
+    back after `first` seconds, doubling with every receive up to `cap` (guard/src/batch.rs,
+    recheck_after), until it is `wait` old; then one receive more, which gives it up."""
+    receives, elapsed = 0, 0
+    while elapsed < wait:
+        receives += 1
+        elapsed += min(first * 2 ** min(receives - 1, 6), cap)
+    return receives + 1
+
+
+def attribution_grants(r, template):
+    """The attribution role's Allow grants, resolved, as ATTRIBUTION_GRANTS; its Deny statements;
+    and the problems of statements that cannot be read so."""
+    table = r.getatt("Table", "Arn")
+    names = {table: "the table", f"{table}/index/by-instance": "the by-instance index", r.ref("AlertTopic"): "the alert topic",
+             r.getatt("AlertKey", "Arn"): "the alert key", r.getatt("CallQueue", "Arn"): "the call queue",
+             f"arn:aws:iam::*:role/{r.params.get('LookupRoleName')}": "the lookup roles",
+             f"arn:aws:iam::{r.account}:user/*": "this account's users", f"arn:aws:iam::{r.account}:role/*": "this account's roles"}
+    grants, denies, problems = set(), [], []
+    for st in ec2_or_all(resolved_policies(r, template, "AttributionRole")):
+        if {"NotAction", "NotResource", "NotPrincipal"} & set(st):
+            problems.append(f"AttributionRole: the statement {st.get('Sid')} must name its Action and Resource (no Not...)")
+        if st.get("Effect") == "Deny":
+            denies.append(st)
+            continue
+        cond = st.get("Condition", {})
+        keys = cond.get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
+        keys = tuple(sorted(listed(keys))) if keys is not None else None
+        if keys is not None and str(cond.get("Null", {}).get("dynamodb:LeadingKeys")).lower() != "false":
+            problems.append(f"AttributionRole: the statement {st.get('Sid')} needs Null dynamodb:LeadingKeys false (ForAllValues alone holds when the key is absent)")
+        via = cond.get("StringEquals", {}).get("kms:ViaService")
+        org = cond.get("StringEquals", {}).get("aws:ResourceOrgID")
+        extra = keys if keys is not None else (f"via {via}" if via else (f"org {org}" if org else None))
+        for a in actions(st):
+            for x in listed(st.get("Resource")):
+                grants.add((a, names.get(x, x), extra))
+    return grants, denies, problems
+
+
+def call_rule_problems(name, rule, bus, queue_ref, failures_ref, max_age):
+    """A call rule: exactly CALL_PATTERN, enabled, on `bus`, to the call queue, briefly retried,
+    what it cannot deliver to the call failure queue."""
+    problems = []
+    props = rule.get("Properties", {})
+    if rule.get("Type") != "AWS::Events::Rule":
+        return [f"{name}: missing (an AWS::Events::Rule)"]
+    pattern = props.get("EventPattern", {})
+    detail = pattern.get("detail", {}) if isinstance(pattern.get("detail"), dict) else {}
+    if not isinstance(pattern, dict) or set(pattern) != set(CALL_PATTERN) or pattern.get("source") != CALL_PATTERN["source"] \
+            or pattern.get("detail-type") != CALL_PATTERN["detail-type"] or set(detail) != set(CALL_PATTERN["detail"]) \
+            or detail.get("eventSource") != CALL_PATTERN["detail"]["eventSource"] \
+            or sorted(listed(detail.get("eventName"))) != CALL_PATTERN["detail"]["eventName"]:
+        problems.append(f"{name}: its pattern must be exactly {json.dumps(CALL_PATTERN)} (CloudTrail's RunInstances and StartInstances from ec2.amazonaws.com, nothing wider, nothing narrower), found {json.dumps(pattern)}")
+    if props.get("EventBusName", "default") != bus or props.get("State", "ENABLED") != "ENABLED":
+        problems.append(f"{name}: an ENABLED rule on the {'default bus, where CloudTrail sends its calls' if bus == 'default' else 'hub bus'}")
+    targets = props.get("Targets", [])
+    if [t.get("Arn") for t in targets] != [queue_ref]:
+        problems.append(f"{name}: its one target must be the CallQueue")
+    for t in targets:
+        if int(t.get("RetryPolicy", {}).get("MaximumEventAgeInSeconds", 86400)) > max_age:
+            problems.append(f"{name}: the target needs a RetryPolicy with MaximumEventAgeInSeconds at most {max_age} (a call older than that tells nothing new)")
+        if failures_ref is not None and t.get("DeadLetterConfig", {}).get("Arn") != failures_ref:
+            problems.append(f"{name}: what it cannot deliver must go to CallFailures (DeadLetterConfig)")
+    return problems
+
+
+def attribution_invariants(template):
+    """The attribution function and its role's exact grants in every setting; the response's IAM
+    writes only with Response=on, only on this account, never on the admin, ec2pass's own roles
+    or service-linked roles, and on no other role of the stack; the call rules' exact pattern; the
+    call queue, long-lived enough for the function's hand-backs, open to the rules alone; and the
+    trail, only with CreateTrail."""
+    problems = []
+    res = template.get("Resources", {})
+    params = template.get("Parameters", {})
+    fn = res.get("AttributionFunction", {})
+    props = fn.get("Properties", {})
+    if fn.get("Type") != "AWS::Serverless::Function":
+        return ["AttributionFunction: missing (an AWS::Serverless::Function, binary attribution of the guard crate)"]
+    for logical, kind in (("AttributionRole", "AWS::IAM::Role"), ("CallQueue", "AWS::SQS::Queue"), ("CallFailures", "AWS::SQS::Queue"),
+                          ("CallRule", "AWS::Events::Rule"), ("HubCallRule", "AWS::Events::Rule")):
+        if res.get(logical, {}).get("Type") != kind:
+            problems.append(f"{logical}: missing (an {kind})")
+    if problems:
+        return problems
+    # The parameters: off by default, and no trail of the stack's own unless asked for.
+    for name, default, values in (("Response", "off", ["off", "on"]), ("CreateTrail", "false", ["false", "true"])):
+        p = params.get(name, {})
+        if str(p.get("Default")) != default or [str(v) for v in p.get("AllowedValues", [])] != values:
+            problems.append(f"parameter {name}: Default {default!r}, AllowedValues {values} (quoted: YAML reads a bare on, off, true or false as a boolean), found {p.get('Default')!r}, {p.get('AllowedValues')!r}")
+    allow = params.get("ResponseAllowList", {})
+    if allow.get("Default", None) != "":
+        problems.append("parameter ResponseAllowList: the default must be empty (only the built-in exceptions)")
+    for value, ok in (("", True), (f"arn:aws:iam::{ACCOUNT}:role/ci-deploy", True),
+                      (f"arn:aws:iam::{ACCOUNT}:role/ci-deploy,arn:aws:iam::{ACCOUNT}:user/break-glass*", True),
+                      (f"arn:aws:sts::{ACCOUNT}:assumed-role/ops/alice", True), ("*", False), (f"arn:aws:iam::{ACCOUNT}:role/*-deploy", False),
+                      (f"arn:aws:iam::{ACCOUNT}:role/a, arn:aws:iam::{ACCOUNT}:role/b", False), ("ci-deploy", False)):
+        try:
+            matches = re.search(allow.get("AllowedPattern", ""), value) is not None
+        except re.error:
+            matches = None
+        if matches != ok:
+            problems.append(f"parameter ResponseAllowList: its AllowedPattern must {'take' if ok else 'refuse'} {value!r} (user or role ARNs, comma-separated, no spaces, at most a trailing *: the code refuses any other)")
+    conditions = template.get("Conditions", {})
+    if conditions.get("RespondsToCallers") != {"Fn::Equals": [{"Ref": "Response"}, "on"]}:
+        problems.append('condition RespondsToCallers must be !Equals [!Ref Response, "on"]')
+    # The function: the batch path, its own capacity, and its settings.
+    events = props.get("Events", {})
+    queue_ref, failures_ref = {"Fn::GetAtt": ["CallQueue", "Arn"]}, {"Fn::GetAtt": ["CallFailures", "Arn"]}
+    mappings = [e.get("Properties", {}) for e in events.values() if e.get("Type") == "SQS"]
+    if len(events) != 1 or [m.get("Queue") for m in mappings] != [queue_ref]:
+        problems.append(f"AttributionFunction: needs exactly one event, an SQS event from the CallQueue, found {sorted(e.get('Type') for e in events.values())}")
+    reserved = props.get("ReservedConcurrentExecutions")
+    for m in mappings:
+        if "ReportBatchItemFailures" not in m.get("FunctionResponseTypes", []):
+            problems.append("AttributionFunction: its SQS event needs FunctionResponseTypes ReportBatchItemFailures (the calls still waiting are handed back, the others deleted)")
+        if not 1 <= int(m.get("BatchSize", 10)) <= 10:
+            problems.append("AttributionFunction: its SQS event's BatchSize must be at most 10 (a small batch within the function's timeout)")
+        cap = m.get("ScalingConfig", {}).get("MaximumConcurrency")
+        if not isinstance(cap, int) or not isinstance(reserved, int) or not 2 <= cap <= reserved:
+            problems.append("AttributionFunction: its SQS event needs ScalingConfig MaximumConcurrency from 2 (AWS's minimum) to its ReservedConcurrentExecutions (a throttled batch uses up a receive)")
+    env = props.get("Environment", {}).get("Variables", {})
+    for var, wanted in ATTRIBUTION_VARIABLES.items():
+        if var not in env:
+            problems.append(f"AttributionFunction: must set {var}")
+        elif wanted is not None and env[var] != wanted:
+            problems.append(f"AttributionFunction: {var} must be {json.dumps(wanted)}, found {json.dumps(env[var])}")
+    if "EC2PASS_STATE_CHANGE_QUEUE_URL" in env:
+        problems.append("AttributionFunction: must not be given EC2PASS_STATE_CHANGE_QUEUE_URL: it hands its calls back to the CallQueue, never to the guard's queue")
+    try:
+        for label, r in (("by default", Resolver(template)), ("with AdminRoleArn and the role names set", Resolver(template, OTHER_NAMES, stack=OTHER_STACK))):
+            admin = r.admin_arn()
+            if r.value(env.get("EC2PASS_ADMIN_ARN")) != admin:
+                problems.append(f"AttributionFunction: EC2PASS_ADMIN_ARN must be the admin {admin} {label} (AdminRoleArn, or the account's role ec2pass-admin), found {r.value(env.get('EC2PASS_ADMIN_ARN'))!r}")
+            own = set(str(r.value(env.get("EC2PASS_OWN_ROLES", ""))).split(","))
+            wanted = {f"{r.stack}-*", r.params["MemberRoleName"], r.params["LookupRoleName"], "ec2pass*"}
+            if wanted - own:
+                problems.append(f"AttributionFunction: EC2PASS_OWN_ROLES must name {sorted(wanted)} {label} (this stack's roles, the member and lookup roles, every ec2pass* role), missing {sorted(wanted - own)}")
+    except Exception as e:  # a broken copy can break the checks' own assumptions
+        problems.append(f"AttributionFunction: its settings do not resolve: {e!r}")
+    # The role: exactly its grants, in every setting; the response only with Response=on.
+    role = res["AttributionRole"].get("Properties", {})
+    if role.get("ManagedPolicyArns") != [BASIC_EXECUTION] or "PermissionsBoundary" in role:
+        problems.append("AttributionRole: its only managed policy is AWSLambdaBasicExecutionRole (CloudWatch Logs, as the other roles)")
+    for label, parameters, hub, responds in ATTRIBUTION_SETTINGS:
+        r = Resolver(template, parameters)
+        try:
+            grants, denies, unreadable = attribution_grants(r, template)
+        except Exception as e:  # a broken copy can break the checks' own assumptions
+            problems.append(f"AttributionRole: its policies do not resolve in {label}: {e!r}")
+            continue
+        problems += unreadable
+        wanted = ATTRIBUTION_GRANTS | (ATTRIBUTION_HUB_GRANTS if hub else ATTRIBUTION_LOCAL_GRANTS) | (RESPONSE_GRANTS if responds else set())
+        extra, missing = sorted(grants - wanted, key=str), sorted(wanted - grants, key=str)
+        if extra or missing:
+            problems.append(f"AttributionRole: in {label} exactly PutItem of call# and response# items, UpdateItem of verdict# and response# items, "
+                            "Query of the by-instance index, sns:Publish on the alert topic with the alert key through SNS, the four SQS actions of the call queue, "
+                            + ("sts:AssumeRole of the member accounts' lookup roles in the Organization" if hub else "ec2:DescribeInstances")
+                            + (", and iam:UpdateAccessKey on this account's users and iam:PutRolePolicy on its roles" if responds else " (no IAM action: Response is off)")
+                            + f"; not allowed: {extra}; missing: {missing}")
+        if not responds:
+            if denies:
+                problems.append(f"AttributionRole: in {label} no Deny is expected (nothing to keep the response off), found {[st.get('Sid') for st in denies]}")
+            continue
+        if len(denies) != 1 or sorted(actions(denies[0])) != RESPONSE_ACTIONS or denies[0].get("Condition"):
+            problems.append(f"AttributionRole: in {label} exactly one Deny of {RESPONSE_ACTIONS}, unconditional, found {json.dumps(denies)}")
+    # The Deny's resources follow the admin, the stack's name and the role names.
+    for label, r in (("by default", Resolver(template, RESPONSE_ON)), ("with AdminRoleArn and the role names set", Resolver(template, OTHER_NAMES, stack=OTHER_STACK))):
+        try:
+            _, denies, _ = attribution_grants(r, template)
+        except Exception:
+            continue  # reported above
+        denied = {x for st in denies for x in listed(st.get("Resource"))}
+        iam = f"arn:aws:iam::{r.account}"
+        wanted = {r.admin_arn(), f"{iam}:role/{r.stack}-*", f"{iam}:role/ec2pass*", f"{iam}:role/{r.params['MemberRoleName']}",
+                  f"{iam}:role/{r.params['MemberRoleName']}-forward-*", f"{iam}:role/{r.params['LookupRoleName']}", f"{iam}:role/aws-service-role/*"}
+        if wanted - denied:
+            problems.append(f"AttributionRole: {label}, the response's Deny must cover the admin, this stack's roles, every ec2pass* role, the member, forwarding and lookup roles and the service-linked roles; missing {sorted(wanted - denied)}")
+    # No other role of the stack writes anything of IAM, in any branch.
+    for name, x in res.items():
+        if x.get("Type") not in ("AWS::IAM::Role", "AWS::IAM::RolePolicy", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+            continue
+        owner = x.get("Properties", {}).get("RoleName") if x.get("Type") == "AWS::IAM::RolePolicy" else None
+        if name == "AttributionRole" or owner == {"Ref": "AttributionRole"}:
+            continue
+        docs = role_policies(template, name) if x.get("Type") == "AWS::IAM::Role" else [x.get("Properties", {}).get("PolicyDocument", {})]
+        for d in docs:
+            for st in d.get("Statement", []):
+                found = [a for a in listed(st.get("Action")) + listed(st.get("NotAction"))
+                         if isinstance(a, str) and (a == "*" or fnmatch.fnmatchcase("iam", a.split(":", 1)[0].lower()))]
+                if found and st.get("Effect") != "Deny":
+                    problems.append(f"{name}: may have no IAM action (only the attribution role, with Response=on, writes IAM: {RESPONSE_ACTIONS}), found {found}")
+    # The rules.
+    problems += call_rule_problems("CallRule", res["CallRule"], "default", queue_ref, failures_ref, 3600)
+    problems += call_rule_problems("HubCallRule", res["HubCallRule"], {"Ref": "HubEventBus"}, queue_ref, failures_ref, 3600)
+    for logical, name in (("CallRule", "${AWS::StackName}-calls"), ("HubCallRule", "${AWS::StackName}-hub-calls")):
+        if res[logical].get("Properties", {}).get("Name") != {"Fn::Sub": name}:
+            problems.append(f"{logical}: Name must be {name} (the SCP keeps rule/ec2pass-*)")
+    if "Condition" in res["CallRule"] or res["HubCallRule"].get("Condition") != "IsHub":
+        problems.append("CallRule: in every stack; HubCallRule: only in a hub (Condition: IsHub)")
+    # The queue: SSE-SQS, six timeouts of visibility, enough receives for the hand-backs.
+    q = res["CallQueue"].get("Properties", {})
+    failures = res["CallFailures"].get("Properties", {})
+    for logical, qp, name in (("CallQueue", q, "${AWS::StackName}-calls"), ("CallFailures", failures, "${AWS::StackName}-call-failures")):
+        if qp.get("QueueName") != {"Fn::Sub": name}:
+            problems.append(f"{logical}: QueueName must be {name} (the SCPs protect ec2pass-* queues, and ec2pass-*calls by name)")
+        if str(qp.get("SqsManagedSseEnabled")).lower() != "true" or "KmsMasterKeyId" in qp:
+            problems.append(f"{logical}: must be encrypted with SSE-SQS (SqsManagedSseEnabled; EventBridge cannot send to a queue under aws/sqs)")
+    timeout = int(props.get("Timeout", template.get("Globals", {}).get("Function", {}).get("Timeout", 3)))
+    if int(q.get("VisibilityTimeout", 30)) < 6 * timeout:
+        problems.append(f"CallQueue: VisibilityTimeout must be at least six times the function's Timeout ({6 * timeout} s; \"Using Lambda with Amazon SQS\")")
+    try:
+        attribute = (ROOT / "guard" / "src" / "attribute.rs").read_text(encoding="utf-8")
+        batch = (ROOT / "guard" / "src" / "batch.rs").read_text(encoding="utf-8")
+        wait = rust_seconds(attribute, r"give_up:", "Settings::default().give_up")
+        if "EC2PASS_ATTRIBUTION_WAIT" in env:
+            wait = int(Resolver(template).value(env["EC2PASS_ATTRIBUTION_WAIT"]).rstrip("m")) * 60
+        first = rust_seconds(attribute, r"recheck:", "Settings::default().recheck")
+        cap = rust_seconds(batch, r"MAX_RECHECK: Duration =", "MAX_RECHECK")
+        needed = hand_back_receives(first, cap, wait)
+        redrive = q.get("RedrivePolicy", {})
+        receives = int(redrive.get("maxReceiveCount", 0))
+        if redrive.get("deadLetterTargetArn") != failures_ref or not needed <= receives <= needed + 20:
+            problems.append(f"CallQueue: needs a RedrivePolicy to CallFailures with a maxReceiveCount from {needed} to {needed + 20}: the function hands a waiting call back after {first} s, doubling to {cap} s, for {wait // 60} minutes ({needed} receives), then the failure alarm; found {receives}")
+        if int(q.get("MessageRetentionPeriod", 345600)) < 2 * wait:
+            problems.append(f"CallQueue: MessageRetentionPeriod must be at least {2 * wait} s, twice the {wait // 60} minutes a call is waited for (a message that expires first is lost without reaching the failure queue)")
+    except Exception as e:  # a broken copy can break the checks' own assumptions
+        problems.append(f"CallQueue: the hand-backs cannot be read from guard/src/attribute.rs and batch.rs: {e!r}")
+    if failures.get("RedriveAllowPolicy", {}).get("redrivePermission") != "byQueue":
+        problems.append("CallFailures: its RedriveAllowPolicy must admit the CallQueue alone (byQueue)")
+    # Who sends: the rules (a hub's too) and the admin; Principal Mapper models no service
+    # principals, so the rules' right is asserted here; who else may send, take or manage is
+    # evaluated by the claims.
+    for label, r in (("", Resolver(template)), ("in a hub, ", Resolver(template, HUB_PARAMS))):
+        rules = [r.getatt("CallRule", "Arn")] + ([r.getatt("HubCallRule", "Arn")] if r.condition("IsHub") else [])
+        for logical in ("CallQueue", "CallFailures"):
+            docs = [r.value(x["Properties"].get("PolicyDocument", {})) for x in res.values() if x.get("Type") == "AWS::SQS::QueuePolicy"
+                    and {"Ref": logical} in x.get("Properties", {}).get("Queues", [])]
+            sts = [st for d in docs for st in d.get("Statement", [])]
+            sends = [st for st in sts if st.get("Effect") == "Allow" and "sqs:SendMessage" in actions(st)]
+            if len(docs) != 1 or not sends or any(set(rules) - set(listed(st.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn"))) for st in sends):
+                problems.append(f"{logical}: {label}needs one AWS::SQS::QueuePolicy letting events.amazonaws.com sqs:SendMessage with aws:SourceArn the call rules {rules}")
+            for st in sts:
+                if st.get("Effect") == "Allow" and (st.get("Principal") != {"Service": "events.amazonaws.com"} or actions(st) != ["sqs:SendMessage"]
+                                                    or set(listed(st.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn"))) != set(rules)):
+                    problems.append(f"{logical}: {label}its queue policy's Allow {st.get('Sid')} must let only EventBridge send, for the call rules alone (a forged call could pin a deny on anyone, and cut them off), found {json.dumps(st)}")
+                if st.get("Effect") == "Deny" and "sqs:SendMessage" in actions(st) \
+                        and set(rules) - set(listed(st.get("Condition", {}).get("ArnNotEquals", {}).get("aws:SourceArn"))):
+                    problems.append(f"{logical}: {label}the queue policy's Deny {st.get('Sid')} of sqs:SendMessage must except the call rules (ArnNotEquals aws:SourceArn), or no call arrives")
+    if not any(x.get("Type") == "AWS::SQS::QueuePolicy" and {"Ref": "CallQueue"} in x.get("Properties", {}).get("Queues", [])
+               and any(st.get("Effect") == "Deny" and st.get("Principal") == "*" and "sqs:SendMessage" in actions(st)
+                       for st in x["Properties"].get("PolicyDocument", {}).get("Statement", [])) for x in res.values()):
+        problems.append("CallQueuePolicy: needs a Deny of sqs:SendMessage to everyone but the call rules and the admin (a forged call could pin a deny on anyone, and cut them off)")
+    # The trail: only with CreateTrail; every region, management events, a private TLS-only bucket.
+    for logical in TRAIL_ONLY:
+        if res.get(logical, {}).get("Condition") != "CreatesTrail":
+            problems.append(f"{logical}: must exist only with CreateTrail=true (Condition: CreatesTrail): most Organizations have an organization trail")
+    if conditions.get("CreatesTrail") != {"Fn::Equals": [{"Ref": "CreateTrail"}, "true"]}:
+        problems.append('condition CreatesTrail must be !Equals [!Ref CreateTrail, "true"]')
+    r = Resolver(template, {"CreateTrail": "true"})
+    try:
+        trail = r.value(res.get("Trail", {}).get("Properties", {}))
+        selectors = trail.get("EventSelectors", [{}])
+        if str(trail.get("IsMultiRegionTrail")).lower() != "true" or str(trail.get("IsLogging")).lower() != "true" \
+                or not any(str(s.get("IncludeManagementEvents", True)).lower() == "true" and s.get("ReadWriteType", "All") in ("All", "WriteOnly")
+                           for s in selectors) or trail.get("S3BucketName") != r.ref("TrailBucket"):
+            problems.append(f"Trail: must log, in every region (IsMultiRegionTrail), the management events that are writes (RunInstances, StartInstances), into the TrailBucket, found {json.dumps(trail)}")
+        bucket = r.value(res.get("TrailBucket", {}).get("Properties", {}))
+        block = bucket.get("PublicAccessBlockConfiguration", {})
+        if not all(str(block.get(k)).lower() == "true" for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")) \
+                or not bucket.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration"):
+            problems.append("TrailBucket: needs server-side encryption and a PublicAccessBlockConfiguration with all four settings true")
+        policy = r.value(res.get("TrailBucketPolicy", {}).get("Properties", {}))
+        trail_arn = f"arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/{r.value(res['Trail']['Properties'].get('TrailName'))}"
+        sts = policy.get("PolicyDocument", {}).get("Statement", [])
+        if policy.get("Bucket") != r.ref("TrailBucket") or not any(
+                st.get("Effect") == "Deny" and st.get("Principal") == "*" and listed(st.get("Action")) == ["s3:*"]
+                and str(st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")).lower() == "false" for st in sts):
+            problems.append("TrailBucketPolicy: the TrailBucket's policy needs a Deny of s3:* to Principal * without aws:SecureTransport (TLS only)")
+        for st in sts:
+            if st.get("Effect") == "Allow" and (st.get("Principal") != {"Service": "cloudtrail.amazonaws.com"}
+                                                or st.get("Condition", {}).get("StringEquals", {}).get("aws:SourceArn") != trail_arn):
+                problems.append(f"TrailBucketPolicy: the Allow {st.get('Sid')} must be for cloudtrail.amazonaws.com and this trail alone (StringEquals aws:SourceArn {trail_arn}), found {json.dumps(st)}")
+        if sorted(a for st in sts if st.get("Effect") == "Allow" for a in listed(st.get("Action"))) != ["s3:GetBucketAcl", "s3:PutObject"]:
+            problems.append("TrailBucketPolicy: CloudTrail needs exactly s3:GetBucketAcl on the bucket and s3:PutObject under AWSLogs/<account>/")
+    except Exception as e:  # a broken copy can break the checks' own assumptions
+        problems.append(f"Trail: the trail and its bucket do not resolve with CreateTrail=true: {e!r}")
+    outputs = template.get("Outputs", {})
+    for out, value in (("CallFailureQueueArn", failures_ref), ("CallQueueArn", queue_ref)):
+        if outputs.get(out, {}).get("Value") != value:
+            problems.append(f"missing output {out} (the re-drive's source and destination: docs/operations.md)")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
 # The Organization (issue 12): the hub's part of infra/template.yaml, the spoke (infra/member.yaml)
 # and the StackSet (infra/organization.yaml).
 # ---------------------------------------------------------------------------------------------
@@ -1490,8 +1884,12 @@ ORG_VARIABLES = {
     "IssuerFunction": {"EC2PASS_LOOKUP_ROLE": "LookupRoleName", "EC2PASS_ACCOUNTS": "MemberAccounts",
                        "EC2PASS_ORG_UNITS": "OrganizationUnits", "EC2PASS_REGIONS": "GuardedRegions",
                        "EC2PASS_ACCOUNT_USERS": "AccountUsers"},
+    # The attribution finds a call's instances through the read-only lookup role, not the member
+    # role the guard acts through (Hub::from_env reads the role from EC2PASS_MEMBER_ROLE).
+    "AttributionFunction": {"EC2PASS_MEMBER_ROLE": "LookupRoleName", "EC2PASS_ACCOUNTS": "MemberAccounts",
+                            "EC2PASS_ORG_UNITS": "OrganizationUnits", "EC2PASS_REGIONS": "GuardedRegions"},
 }
-HUB_ONLY = ("HubEventBus", "HubEventBusPolicy", "HubStateChange", "HubStateChangeRuleFailuresAlarm")
+HUB_ONLY = ("HubEventBus", "HubEventBusPolicy", "HubStateChange", "HubStateChangeRuleFailuresAlarm", "HubCallRule")
 # Each hop of a forwarded state change (the spoke's rule, the hub bus's rule) retries for at most
 # this long, so that the two together stay within the 600 s of a local one.
 HOP_AGE = 300
@@ -1601,7 +1999,7 @@ def hub_invariants(template):
             for r in (hub, units):
                 if r.value(env[var]) != r.params[param]:
                     problems.append(f"{fn}: {var} must be {param} in a hub{' with OrganizationUnits' if r is units else ''}, found {r.value(env[var])!r}")
-    for fn, wanted in (("GuardFunction", "MemberRoleName"), ("IssuerFunction", "LookupRoleName")):
+    for fn, wanted in (("GuardFunction", "MemberRoleName"), ("IssuerFunction", "LookupRoleName"), ("AttributionFunction", "LookupRoleName")):
         role = role_of(res.get(fn, {}))
         if not role or role not in res:
             continue
@@ -1719,7 +2117,7 @@ def org_units_invariants(template):
     for label, (parameters, reads) in settings.items():
         r = Resolver(template, parameters)
         try:
-            for fn in ("GuardFunction", "IssuerFunction"):
+            for fn in ("GuardFunction", "IssuerFunction", "AttributionFunction"):
                 env = res.get(fn, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
                 if "EC2PASS_ORG_UNITS" in env:
                     wanted = ORG_UNITS if reads else ""
@@ -1731,7 +2129,8 @@ def org_units_invariants(template):
                     continue
                 sts = [st for d in resolved_policies(r, template, role) for st in d.get("Statement", [])]
                 org = [st for st in sts if organizations_actions({"Action": st.get("Action", []), "NotAction": st.get("NotAction", [])})]
-                if not reads:
+                # The attribution reads no Organization: it never sweeps, so needs no roster.
+                if not reads or fn == "AttributionFunction":
                     if org:
                         problems.append(f"{role}: in {label} it must carry no Organizations action (only a hub with OrganizationUnits reads the Organization: a policy under ReadsOrganization), found {[actions(st) for st in org]}")
                     continue
@@ -1786,6 +2185,9 @@ RULE_CASES = [
     ("a Slack channel's ids without ChannelAlerts", {**CHAT_PARAMS, "ChannelAlerts": "Disabled"}, True),
     ("a Slack workspace without a channel", {**CHAT_PARAMS, "ChatbotSlackChannelId": ""}, True),
     ("a Slack channel without a workspace", {**CHAT_PARAMS, "ChatbotSlackWorkspaceId": ""}, True),
+    # The response (issue 14).
+    ("Response=on with an allow-list", {"Response": "on", "ResponseAllowList": f"arn:aws:iam::{ACCOUNT}:role/ci-deploy"}, False),
+    ("an allow-list without Response=on", {"ResponseAllowList": f"arn:aws:iam::{ACCOUNT}:role/ci-deploy"}, True),
 ]
 
 
@@ -1835,7 +2237,8 @@ def member_invariants(template, member):
     if member.get("Conditions", {}).get("InHubRegion") != {"Fn::Equals": [{"Ref": "AWS::Region"}, {"Ref": "HubRegion"}]}:
         problems.append("infra/member.yaml: condition InHubRegion must be !Equals [!Ref AWS::Region, !Ref HubRegion] (IAM is global: the roles once per account)")
     for logical, kind, cond in (("MemberRole", "AWS::IAM::Role", "InHubRegion"), ("LookupRole", "AWS::IAM::Role", "InHubRegion"),
-                                ("ForwardRole", "AWS::IAM::Role", None), ("ForwardRule", "AWS::Events::Rule", None)):
+                                ("ForwardRole", "AWS::IAM::Role", None), ("ForwardRule", "AWS::Events::Rule", None),
+                                ("ForwardCallsRule", "AWS::Events::Rule", None)):
         r = res.get(logical)
         if not r or r.get("Type") != kind:
             problems.append(f"infra/member.yaml: {logical} ({kind}) is missing")
@@ -1847,11 +2250,13 @@ def member_invariants(template, member):
         return problems
     here = Resolver(member, SPOKE_PARAMS, where=pseudo(MEMBER_ACCOUNT, REGION))
     guard_arn, issuer_arn = f"arn:aws:iam::{ACCOUNT}:role/{STACK}-guard", f"arn:aws:iam::{ACCOUNT}:role/{STACK}-issuer"
+    attribution_arn = f"arn:aws:iam::{ACCOUNT}:role/{STACK}-attribution"
     bus_arn = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{STACK}-hub"
     try:
-        # The roles: named as the hub assumes them, trusted by exactly one role of the hub.
-        for logical, name_param, principal, who in (("MemberRole", "MemberRoleName", guard_arn, "guard"),
-                                                    ("LookupRole", "LookupRoleName", issuer_arn, "issuer")):
+        # The roles: named as the hub assumes them, trusted by exactly the hub's roles that read
+        # (the lookup role: the issuer and the attribution) or act (the member role: the guard).
+        for logical, name_param, principal, who in (("MemberRole", "MemberRoleName", [guard_arn], "guard"),
+                                                    ("LookupRole", "LookupRoleName", [issuer_arn, attribution_arn], "issuer and attribution")):
             props = res[logical].get("Properties", {})
             if props.get("RoleName") != {"Ref": name_param}:
                 problems.append(f"infra/member.yaml: {logical}: RoleName must be !Ref {name_param} (the hub assumes it by that name; the SCP protects it by name)")
@@ -1861,9 +2266,11 @@ def member_invariants(template, member):
                 if key in props:
                     problems.append(f"infra/member.yaml: {logical}: no {key}: its permissions are the statements written here, and nothing a managed policy may add")
             trust = here.value(props.get("AssumeRolePolicyDocument", {})).get("Statement", [])
+            trusted = trust[0].get("Principal", {}) if len(trust) == 1 else {}
             if len(trust) != 1 or trust[0].get("Effect") != "Allow" or listed(trust[0].get("Action")) != ["sts:AssumeRole"] \
-                    or trust[0].get("Principal") != {"AWS": principal} or "NotPrincipal" in trust[0]:
-                problems.append(f"infra/member.yaml: {logical}: only the hub's {who} role may assume it - one statement, Principal AWS {principal}, never an account root or *; found {json.dumps(trust)}")
+                    or not isinstance(trusted, dict) or set(trusted) != {"AWS"} or sorted(listed(trusted.get("AWS"))) != sorted(principal) \
+                    or "NotPrincipal" in trust[0]:
+                problems.append(f"infra/member.yaml: {logical}: only the hub's {who} role{'s' if len(principal) > 1 else ''} may assume it - one statement, Principal AWS {principal}, never an account root or *; found {json.dumps(trust)}")
             for st in trust:
                 if st.get("Condition", {}).get("StringEquals", {}).get("aws:PrincipalOrgID") != ORG_ID:
                     problems.append(f"infra/member.yaml: {logical}: its trust needs Condition StringEquals aws:PrincipalOrgID = OrganizationId (only while the hub is in the Organization)")
@@ -1924,6 +2331,19 @@ def member_invariants(template, member):
                 problems.append("infra/member.yaml: ForwardRule: its target needs RoleArn the ForwardRole (the hub bus admits the Organization, and a rule sending under that grant must name a role)")
             if int(t.get("RetryPolicy", {}).get("MaximumEventAgeInSeconds", 86400)) > HOP_AGE:
                 problems.append(f"infra/member.yaml: ForwardRule: the target needs a RetryPolicy with MaximumEventAgeInSeconds at most {HOP_AGE} (with the hub's hop, the 600 s a local state change takes at most)")
+        # The calls' forwarding rule (attribution): the hub's call pattern, to the hub bus, with the same role.
+        calls = res["ForwardCallsRule"]
+        if calls.get("Properties", {}).get("Name") != {"Fn::Sub": "${MemberRoleName}-forward-calls"}:
+            problems.append("infra/member.yaml: ForwardCallsRule: Name must be ${MemberRoleName}-forward-calls (protect-spokes-scp.json keeps rule/ec2pass-member-forward-calls)")
+        problems += [f"infra/member.yaml: {p}" for p in call_rule_problems("ForwardCallsRule", calls, "default", bus_arn, None, 3600)
+                     if "its one target" not in p]
+        local = template.get("Resources", {}).get("CallRule", {}).get("Properties", {}).get("EventPattern")
+        if calls.get("Properties", {}).get("EventPattern") != local:
+            problems.append("infra/member.yaml: ForwardCallsRule: its pattern must be the hub's CallRule pattern, exactly")
+        for where in (here, elsewhere):
+            targets = where.value(calls.get("Properties", {}).get("Targets", []))
+            if [t.get("Arn") for t in targets] != [bus_arn] or [t.get("RoleArn") for t in targets] != [where.getatt("ForwardRole", "Arn")]:
+                problems.append(f"infra/member.yaml: ForwardCallsRule: its one target must be the hub's event bus ({bus_arn}) with RoleArn the ForwardRole, found {json.dumps(targets)}")
     except Exception as e:  # a broken copy can break the checks' own assumptions
         problems.append(f"infra/member.yaml: cannot be read: {e!r}")
     return problems
@@ -2080,6 +2500,7 @@ def delegation_invariants(org):
 ADMIN_SCP = "arn:aws:iam::*:role/ec2pass-admin"
 ISSUER_SCP, GUARD_SCP = "arn:aws:iam::*:role/ec2pass-issuer", "arn:aws:iam::*:role/ec2pass-guard"
 FOLLOWUP_SCP = "arn:aws:iam::*:role/ec2pass-followup"
+ATTRIBUTION_SCP = "arn:aws:iam::*:role/ec2pass-attribution"
 CARVE_OUTS = {ADMIN_SCP, ISSUER_SCP, GUARD_SCP}
 # The follow-up role is excepted only here, each statement denying exactly these actions: it
 # updates the table's items (its own policy keeps it to reply# items: FOLLOWUP_GRANTS) and reads
@@ -2091,10 +2512,21 @@ FOLLOWUP_CARVE_OUTS = {
     "OnlyTheIssuerTheFollowupAndTheAdminRead": ["secretsmanager:GetSecretValue"],
     "OnlyTheIssuerTheFollowupAndTheAdminDecrypt": ["kms:CreateGrant", "kms:Decrypt", "kms:ReEncryptFrom"],
 }
+# The attribution role likewise (issue 14), each statement denying exactly these actions: it puts
+# and deletes items and updates them (its own policy keeps it to call#, response# and verdict#
+# items: ATTRIBUTION_GRANTS), and takes the calls of its queue; never DeleteTable, UpdateTable,
+# BatchWriteItem or PartiQL (KeepTheTable).
+ATTRIBUTION_CARVE_OUTS = {
+    "OnlyTheRolesPutAndDeleteItems": ["dynamodb:DeleteItem", "dynamodb:PutItem"],
+    "OnlyTheRolesUpdateItems": ["dynamodb:UpdateItem"],
+    "OnlyTheAttributionTakesCalls": ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage", "sqs:SendMessage"],
+}
 # Statements whose carve-outs are exactly these (the table's and the secrets').
 EXACT_CARVE_OUTS = {
     "KeepTheTable": {ISSUER_SCP, GUARD_SCP, ADMIN_SCP},
-    "OnlyTheRolesUpdateItems": {ISSUER_SCP, GUARD_SCP, FOLLOWUP_SCP, ADMIN_SCP},
+    "OnlyTheRolesPutAndDeleteItems": {ISSUER_SCP, GUARD_SCP, ATTRIBUTION_SCP, ADMIN_SCP},
+    "OnlyTheRolesUpdateItems": {ISSUER_SCP, GUARD_SCP, FOLLOWUP_SCP, ATTRIBUTION_SCP, ADMIN_SCP},
+    "OnlyTheAttributionTakesCalls": {ATTRIBUTION_SCP, ADMIN_SCP},
     "OnlyTheIssuerAndTheAdminRead": {ISSUER_SCP, ADMIN_SCP},
     "OnlyTheIssuerAndTheAdminDecrypt": {ISSUER_SCP, ADMIN_SCP},
     "OnlyTheFollowupAndTheAdminRead": {FOLLOWUP_SCP, ADMIN_SCP},
@@ -2155,7 +2587,8 @@ def policy_invariants(template, policies):
             exempt = [v for op in ("ArnNotLike", "ArnNotEquals") for v in listed(cond.get(op, {}).get("aws:PrincipalArn"))]
             if not exempt:
                 problems.append(f"{name} {sid}: must except the admin (ArnNotLike aws:PrincipalArn {ADMIN_SCP})")
-            allowed = CARVE_OUTS | FILE_CARVE_OUTS.get(name, set()) | ({FOLLOWUP_SCP} if sid in FOLLOWUP_CARVE_OUTS else set())
+            allowed = CARVE_OUTS | FILE_CARVE_OUTS.get(name, set()) | ({FOLLOWUP_SCP} if sid in FOLLOWUP_CARVE_OUTS else set()) \
+                | ({ATTRIBUTION_SCP} if sid in ATTRIBUTION_CARVE_OUTS else set())
             for v in exempt:
                 if v not in allowed:
                     problems.append(f"{name} {sid}: the carve-out {v} is not one of the exact ec2pass roles {sorted(allowed)} (a path or a wildcard can be borrowed)")
@@ -2163,6 +2596,8 @@ def policy_invariants(template, policies):
                 problems.append(f"{name} {sid}: must except exactly {sorted(EXACT_CARVE_OUTS[sid])}, found {sorted(exempt)}")
             if FOLLOWUP_SCP in exempt and (sorted(actions(st)) != FOLLOWUP_CARVE_OUTS.get(sid) or "NotAction" in st):
                 problems.append(f"{name} {sid}: the follow-up role's carve-out must deny exactly {FOLLOWUP_CARVE_OUTS.get(sid)} (it may update items and read the bot token and the reply key, nothing more), found {actions(st)}")
+            if ATTRIBUTION_SCP in exempt and (sorted(actions(st)) != ATTRIBUTION_CARVE_OUTS.get(sid) or "NotAction" in st):
+                problems.append(f"{name} {sid}: the attribution role's carve-out must deny exactly {ATTRIBUTION_CARVE_OUTS.get(sid)} (it may put, delete and update items and take its calls, nothing more of the table or the queues), found {actions(st)}")
             if ADMIN_SCP not in exempt:
                 problems.append(f"{name} {sid}: must except the admin {ADMIN_SCP}")
             if "lambda:InvokeFunctionUrl" in actions(st):
@@ -2198,6 +2633,19 @@ def policy_invariants(template, policies):
     return problems
 
 
+_IAM_DEFINITIONS = {}
+
+
+def iam_definitions():
+    """parliament's IAM definitions by service prefix, read once (a few MB of JSON)."""
+    if not _IAM_DEFINITIONS:
+        import parliament
+
+        path = Path(parliament.__file__).parent / "iam_definition.json"
+        _IAM_DEFINITIONS.update({s["prefix"]: s for s in json.loads(path.read_text())})
+    return _IAM_DEFINITIONS
+
+
 def parliament_findings(policies, stack_policies):
     """parliament, on the example policies and on the stack's resolved policies (the roles', the
     keys', the secret's): unknown actions,
@@ -2206,7 +2654,7 @@ def parliament_findings(policies, stack_policies):
     of the action's resource type (kms:ResourceAliases on key) is looked up in its definitions."""
     import parliament
 
-    definitions = {s["prefix"]: s for s in json.loads((Path(parliament.__file__).parent / "iam_definition.json").read_text())}
+    definitions = iam_definitions()
 
     def resource_type_key(detail):
         m = re.match(r"Unknown condition (\S+) for action (\S+):(\S+)", detail)
@@ -2282,6 +2730,7 @@ class World:
         self.issuer_role = r.getatt("IssuerRole", "Arn")
         self.guard_role = r.getatt("GuardRole", "Arn")
         self.followup_role = r.getatt("FollowupRole", "Arn")
+        self.attribution_role = r.getatt("AttributionRole", "Arn")
         self.secret = r.ref("SigningSecret")
         self.signing_key = r.getatt("SigningSecretKey", "Arn")
         self.reply_key = r.ref("ReplyKey")
@@ -2293,11 +2742,14 @@ class World:
         self.state_queue = r.getatt("StateChangeQueue", "Arn")
         self.followup_queue = r.getatt("FollowupQueue", "Arn")
         self.followup_failures = r.getatt("FollowupFailures", "Arn")
+        self.call_queue = r.getatt("CallQueue", "Arn")
+        self.call_failures = r.getatt("CallFailures", "Arn")
         self.mapping = f"arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:0f0e0d0c-0000-4000-8000-00000000e5a1"
         self.table = r.getatt("Table", "Arn")
         self.guard_fn = r.getatt("GuardFunction", "Arn")
         self.issuer_fn = r.getatt("IssuerFunction", "Arn")
         self.followup_fn = r.getatt("FollowupFunction", "Arn")
+        self.attribution_fn = r.getatt("AttributionFunction", "Arn")
         # The chat options' resources (World(template, policies, CHAT_PARAMS)).
         self.mattermost_token = r.ref("MattermostToken")
         self.bot_token = r.ref("SlackBotToken")
@@ -2335,9 +2787,12 @@ class World:
             if x.get("Type") == "AWS::SNS::TopicPolicy":
                 for topic in r.value(props.get("Topics", [])):
                     self.resource_policies[topic] = r.value(props["PolicyDocument"])
+            if x.get("Type") == "AWS::S3::BucketPolicy":
+                self.resource_policies[f"arn:aws:s3:::{r.value(props['Bucket'])}"] = r.value(props["PolicyDocument"])
         self.identity = {}
         for who, role in (("issuer", role_of(res.get("IssuerFunction", {}))), ("guard", role_of(res.get("GuardFunction", {}))),
-                          ("followup", role_of(res.get("FollowupFunction", {}))), ("channel", "ChannelRole")):
+                          ("followup", role_of(res.get("FollowupFunction", {}))), ("channel", "ChannelRole"),
+                          ("attribution", role_of(res.get("AttributionFunction", {})))):
             self.identity[who] = resolved_policies(r, template, role) if role and r.exists(role) else []
         filled = json.loads(self._fill(json.dumps(policies)))
         self.scps = [[Policy("arn:aws:organizations::aws:policy/service_control_policy/p-FullAWSAccess",
@@ -2356,10 +2811,12 @@ class World:
             "the guard's role": node(self.guard_role, self.identity["guard"], {"ec2pass:role": "guard"}),
             "the follow-up role": node(self.followup_role, self.identity["followup"], {"ec2pass:role": "followup"}),
             "the chat channel's role": node(self.channel_role, self.identity["channel"], {"ec2pass:role": "channel"}),
+            "the attribution role": node(self.attribution_role, self.identity["attribution"], {"ec2pass:role": "attribution"}),
             # Each role as if someone had widened its own policy to AdministratorAccess: what the
             # SCPs and the resource policies still refuse it.
             "the issuer's role, widened": node(self.issuer_role, [ADMINISTRATOR_ACCESS], {"ec2pass:role": "issuer"}),
             "the follow-up role, widened": node(self.followup_role, [ADMINISTRATOR_ACCESS], {"ec2pass:role": "followup"}),
+            "the attribution role, widened": node(self.attribution_role, [ADMINISTRATOR_ACCESS], {"ec2pass:role": "attribution"}),
             "an AdministratorAccess role": node(f"arn:aws:iam::{ACCOUNT}:role/ops-admin", [ADMINISTRATOR_ACCESS]),
             "a ReadOnlyAccess holder": node(f"arn:aws:iam::{ACCOUNT}:role/auditor", [READ_ONLY_STAND_IN]),
             "a developer": node(f"arn:aws:iam::{ACCOUNT}:role/developer", [DEVELOPER_STAND_IN]),
@@ -2613,8 +3070,85 @@ def claims(w):
         ("regions: a developer starts instances in a guarded region", DEV, ["ec2:StartInstances"], [w.instance], {}, "all", True),
         ("regions: the admin is not held to the guarded regions", A, ["ec2:RunInstances"], [w.instance.replace(REGION, "eu-central-1")],
          {"aws:RequestedRegion": "eu-central-1"}, "all", True),
-    ]
+    ] + attribution_claims(w)
     return c
+
+
+def attribution_claims(w):
+    """The attribution path's claims (issue 14), with the defaults: Response off."""
+    A, GRD, ATT, ATTW = "the admin", "the guard's role", "the attribution role", "the attribution role, widened"
+    ADM, DEV = "an AdministratorAccess role", "a developer"
+    take = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
+    someone = [f"arn:aws:iam::{ACCOUNT}:user/developer", f"arn:aws:iam::{ACCOUNT}:role/developer"]
+    verdict = {"dynamodb:LeadingKeys": ["verdict#i-0123456789abcdef0@1700000000"]}
+    return [
+        ("attribution: the attribution role takes, deletes and hands back the calls of its queue", ATT,
+         take + ["sqs:GetQueueAttributes"], [w.call_queue], {}, "all", True),
+        ("attribution: the attribution role takes nothing from another queue, and sends to none", ATT, ["sqs:ReceiveMessage", "sqs:SendMessage"],
+         [w.state_queue, w.queue, w.call_failures], {}, "all", False),
+        ("attribution: the attribution role cannot send itself a call", ATT, ["sqs:SendMessage"], [w.call_queue], {}, "all", False),
+        ("attribution: the attribution role keeps a call by instance (call#)", ATT, ["dynamodb:PutItem"], [w.table],
+         {"dynamodb:LeadingKeys": ["call#i-0123456789abcdef0"]}, "all", True),
+        ("attribution: the attribution role records the caller on a verdict", ATT, ["dynamodb:UpdateItem"], [w.table], verdict, "all", True),
+        ("attribution: the attribution role claims a response, confirms it or gives it back (response#)", ATT, ["dynamodb:PutItem", "dynamodb:UpdateItem"], [w.table],
+         {"dynamodb:LeadingKeys": [f"response#arn:aws:iam::{ACCOUNT}:role/developer"]}, "all", True),
+        ("attribution: the attribution role deletes no response claim", ATT, ["dynamodb:DeleteItem"], [w.table],
+         {"dynamodb:LeadingKeys": [f"response#arn:aws:iam::{ACCOUNT}:role/developer"]}, "all", False),
+        ("attribution: the attribution role puts, deletes or reads no verdict, and reads no item", ATT,
+         ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:BatchWriteItem"], [w.table], verdict, "all", False),
+        ("attribution: the attribution role writes or reads no password", ATT,
+         ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem"], [w.table], {"dynamodb:LeadingKeys": ["pw#0123"]}, "all", False),
+        ("attribution: the attribution role queries the by-instance index", ATT, ["dynamodb:Query"], [f"{w.table}/index/by-instance"], {}, "all", True),
+        ("attribution: the attribution role queries and scans nothing else", ATT, ["dynamodb:Query", "dynamodb:Scan"],
+         [w.table, f"{w.table}/index/alerts-due", f"{w.table}/index/replies-due"], {}, "all", False),
+        ("attribution: the attribution role publishes to the alert topic", ATT, ["sns:Publish"], [w.topic], {}, "all", True),
+        ("attribution: the attribution role uses the alert key through SNS", ATT, ["kms:GenerateDataKey", "kms:Decrypt"], [w.alert_key],
+         {"kms:ViaService": f"sns.{REGION}.amazonaws.com"}, "all", True),
+        ("attribution: the attribution role uses the alert key through SNS only", ATT, ["kms:GenerateDataKey", "kms:Decrypt"], [w.alert_key], {}, "all", False),
+        ("attribution: the attribution role stops, untags, terminates and starts nothing", ATT,
+         ["ec2:StopInstances", "ec2:DeleteTags", "ec2:TerminateInstances", "ec2:StartInstances"], [w.instance], {"aws:TagKeys": ["Auth"]}, "all", False),
+        ("attribution: the attribution role reads no secret", ATT, ["secretsmanager:GetSecretValue"], [w.secret, w.reply_key], {}, "all", False),
+        ("attribution: with Response off, the attribution role changes no IAM user or role", ATT, RESPONSE_ACTIONS, someone, {}, "all", False),
+        ("attribution: the guard's role changes no IAM user or role", GRD, RESPONSE_ACTIONS + ["iam:AttachRolePolicy"], someone, {}, "all", False),
+        ("attribution: the SCP alone keeps the attribution role, widened, from deleting, reconfiguring or batch-writing the table", ATTW,
+         ["dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:BatchWriteItem"], [w.table], {}, "scp", False),
+        ("roles: a developer cannot pass, re-trust or widen the attribution role", DEV,
+         ["iam:PassRole", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:AttachRolePolicy"], [w.attribution_role], {}, "all", False),
+        ("attribution: a developer cannot invoke the attribution function (a forged call)", DEV, ["lambda:InvokeFunction", "lambda:InvokeAsync"],
+         [w.attribution_fn], {}, "all", False),
+        # The call queue: a forged call could pin a deny on anyone, and with Response=on cut them off.
+        ("call queue: only the call rules send: no developer", DEV, ["sqs:SendMessage"], [w.call_queue], {}, "all", False),
+        ("call queue: its own policy refuses an AdministratorAccess role's calls and keeps it from taking or hiding them, without the SCP", ADM,
+         ["sqs:SendMessage"] + take, [w.call_queue], {}, "resource", False),
+        ("call queue: the SCP alone keeps a developer from sending, taking or hiding calls", DEV, ["sqs:SendMessage"] + take, [w.call_queue], {}, "scp", False),
+        ("call queue: nobody else takes or hides calls: not a developer, nor the guard's role", [DEV, GRD], take, [w.call_queue], {}, "all", False),
+        ("call queue: a developer cannot purge, re-police or delete it, or drain its failure queue", DEV,
+         ["sqs:PurgeQueue", "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:ReceiveMessage"], [w.call_queue, w.call_failures], {}, "all", False),
+        ("call queue: the admin re-drives the call failure queue into it", A,
+         ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"], [w.call_queue, w.call_failures], {}, "all", True),
+    ]
+
+
+def response_claims(w):
+    """The response's claims (Response=on), over the world with every option on."""
+    GRD, ATT = "the guard's role", "the attribution role"
+    iam = f"arn:aws:iam::{ACCOUNT}"
+    never = [w.admin, w.guard_role, w.attribution_role, w.issuer_role, f"{iam}:role/ec2pass-member", f"{iam}:role/ec2pass-member-forward-{REGION}",
+             f"{iam}:role/ec2pass-lookup", f"{iam}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"]
+    return [
+        ("response: the attribution role deactivates an access key of a user of this account", ATT, ["iam:UpdateAccessKey"],
+         [f"{iam}:user/developer", f"{iam}:user/ci/deployer"], {}, "all", True),
+        ("response: the attribution role revokes the sessions of a role of this account", ATT, ["iam:PutRolePolicy"],
+         [f"{iam}:role/developer", f"{iam}:role/teams/developer"], {}, "all", True),
+        ("response: the attribution role's own Deny keeps both calls off the admin, ec2pass's roles, the member, forwarding and lookup roles and service-linked roles, without the SCP",
+         ATT, RESPONSE_ACTIONS, never, {}, "none", False),
+        ("response: the attribution role acts in no other account", ATT, RESPONSE_ACTIONS,
+         [f"arn:aws:iam::{OUTSIDER}:user/developer", f"arn:aws:iam::{OUTSIDER}:role/developer"], {}, "all", False),
+        ("response: nothing else of IAM: the attribution role attaches, deletes or writes no other policy, creates no key or role, changes no trust and passes no role",
+         ATT, ["iam:AttachRolePolicy", "iam:DeleteRolePolicy", "iam:PutUserPolicy", "iam:CreateAccessKey", "iam:DeleteAccessKey",
+               "iam:UpdateAssumeRolePolicy", "iam:CreateRole", "iam:PassRole"], [f"{iam}:role/developer", f"{iam}:user/developer"], {}, "all", False),
+        ("response: the guard's role still changes no IAM user or role", GRD, RESPONSE_ACTIONS, [f"{iam}:user/developer", f"{iam}:role/developer"], {}, "all", False),
+    ]
 
 
 def chat_claims(w):
@@ -2706,12 +3240,14 @@ class OrgWorld:
         spoke = Resolver(member, SPOKE_PARAMS, where=pseudo(MEMBER_ACCOUNT, REGION))
         self.guard_role = hub.getatt("GuardRole", "Arn")
         self.issuer_role = hub.getatt("IssuerRole", "Arn")
+        self.attribution_role = hub.getatt("AttributionRole", "Arn")
         self.bus = hub.getatt("HubEventBus", "Arn")
         self.hub_rule = hub.getatt("HubStateChange", "Arn")
         self.member_role = spoke.getatt("MemberRole", "Arn")
         self.lookup_role = spoke.getatt("LookupRole", "Arn")
         self.forward_role = spoke.getatt("ForwardRole", "Arn")
         self.forward_rule = spoke.getatt("ForwardRule", "Arn")
+        self.forward_calls_rule = spoke.getatt("ForwardCallsRule", "Arn")
         self.forward_rule_elsewhere = self.forward_rule.replace(f":{REGION}:", f":{MEMBER_REGION}:")
         self.spoke_stack = (f"arn:aws:cloudformation:{REGION}:{MEMBER_ACCOUNT}:stack/StackSet-{STACK}-spokes-"
                             "0f0e0d0c-0000-4000-8000-0000000000aa/0f0e0d0c-0000-4000-8000-0000000000bb")
@@ -2755,6 +3291,7 @@ class OrgWorld:
         self.identity = {
             "the hub's guard role": resolved_policies(hub, template, "GuardRole"),
             "the hub's issuer role": resolved_policies(hub, template, "IssuerRole"),
+            "the hub's attribution role": resolved_policies(Resolver(template, {**HUB_UNITS_PARAMS, **RESPONSE_ON}), template, "AttributionRole"),
             "the member role": resolved_policies(spoke, member, "MemberRole"),
             "the lookup role": resolved_policies(spoke, member, "LookupRole"),
             "the forwarding role": resolved_policies(spoke, member, "ForwardRole"),
@@ -2762,6 +3299,7 @@ class OrgWorld:
         self.who = {
             "the hub's guard role": node(self.guard_role, self.identity["the hub's guard role"]),
             "the hub's issuer role": node(self.issuer_role, self.identity["the hub's issuer role"]),
+            "the hub's attribution role": node(self.attribution_role, self.identity["the hub's attribution role"]),
             "a hub AdministratorAccess role": node(f"arn:aws:iam::{ACCOUNT}:role/ops-admin", [ADMINISTRATOR_ACCESS]),
             "a hub developer": node(f"arn:aws:iam::{ACCOUNT}:role/developer", [DEVELOPER_STAND_IN]),
             "the member account's AdministratorAccess role": node(f"arn:aws:iam::{MEMBER_ACCOUNT}:role/ops-admin", [ADMINISTRATOR_ACCESS]),
@@ -2832,7 +3370,10 @@ def org_claims(o):
         ("org: only the hub's guard role assumes the member role: not the hub's issuer, a hub administrator, the member account's own administrator, StackSets' role or an outsider",
          ASSUMERS["member role"], ["sts:AssumeRole"], [o.member_role], {}, "all", False),
         ("org: the hub's issuer role assumes the lookup role of a member account", ISS, ["sts:AssumeRole"], [o.lookup_role], {}, "all", True),
-        ("org: only the hub's issuer role assumes the lookup role: not the hub's guard, a hub administrator, the member account's own administrator or an outsider",
+        ("org: the hub's attribution role assumes the lookup role of a member account", "the hub's attribution role", ["sts:AssumeRole"], [o.lookup_role], {}, "all", True),
+        ("org: the hub's attribution role cannot assume the member role (it reads, never acts), nor a role of that name outside the Organization",
+         "the hub's attribution role", ["sts:AssumeRole"], [o.member_role, o.outside_role], {}, "all", False),
+        ("org: only the hub's issuer and attribution roles assume the lookup role: not the hub's guard, a hub administrator, the member account's own administrator or an outsider",
          ASSUMERS["lookup role"], ["sts:AssumeRole"], [o.lookup_role], {}, "all", False),
         ("org: the hub's issuer role cannot assume the member role", ISS, ["sts:AssumeRole"], [o.member_role], {}, "all", False),
         # What the member role and the lookup role can do there.
@@ -2877,8 +3418,8 @@ def org_claims(o):
                               f"arn:aws:iam::{MEMBER_ACCOUNT}:role/ec2pass-admin", f"arn:aws:iam::{MEMBER_ACCOUNT}:role/stacksets-exec-borrowed"], {}, "all", False),
         ("org: a member-account administrator cannot re-trust StackSets' execution role or pass it", MADM,
          ["iam:UpdateAssumeRolePolicy", "iam:PassRole", "iam:AttachRolePolicy"], [f"arn:aws:iam::{MEMBER_ACCOUNT}:role/stacksets-exec-0a1b2c3d4e5f"], {}, "all", False),
-        ("org: a member-account administrator cannot delete, disable or retarget the forwarding rule, in any region", MADM,
-         rule_writes, [o.forward_rule, o.forward_rule_elsewhere], {}, "all", False),
+        ("org: a member-account administrator cannot delete, disable or retarget the forwarding rules, in any region", MADM,
+         rule_writes, [o.forward_rule, o.forward_rule_elsewhere, o.forward_calls_rule], {}, "all", False),
         ("org: a member-account administrator cannot delete or update the StackSet's stack", MADM, stack_writes, [o.spoke_stack], {}, "all", False),
         ("org: a member-account developer cannot delete an Auth tag", MDEV, ["ec2:DeleteTags"], [o.instance], own, "all", False),
         ("org: StackSets' execution role manages the spoke", EXEC,
@@ -2929,10 +3470,10 @@ def evaluate_claims(template, policies, member=None, org=None):
         return [("the simulator's world", False, f"the template or the policies cannot be resolved for the simulator: {e!r}")]
     worlds = [(w, claims(w))]
     try:
-        c = World(template, policies, CHAT_PARAMS)
-        worlds.append((c, chat_claims(c)))
+        c = World(template, policies, OPTIONS_PARAMS)
+        worlds.append((c, chat_claims(c) + response_claims(c)))
     except Exception as e:
-        return [("the chat options' world", False, f"the template or the policies cannot be resolved for the simulator with every chat option: {e!r}")]
+        return [("the options' world", False, f"the template or the policies cannot be resolved for the simulator with every option (chat, Response=on, CreateTrail=true): {e!r}")]
     try:
         o = OrgWorld(template, member, policies, org)
         worlds.append((o, org_claims(o)))
@@ -3000,6 +3541,9 @@ NOT_PARAMETERS = {
     "EC2PASS_CHAT_TOPIC_ARN": "the stack's own channel topic, when ChannelAlerts is Enabled",
     "EC2PASS_SLACK_BOT_TOKEN_SECRET_ARN": "the stack's own secret, when SlackBotDirectMessages is Enabled",
     "EC2PASS_SLACK_API": "fixed: Slack's Web API, the only host the bot token is sent to",
+    # The attribution function's (issue 14).
+    "EC2PASS_ACCOUNT": "the stack's own account, the only one the response acts in",
+    "EC2PASS_CALL_QUEUE_URL": "the stack's own call queue",
 }
 
 
@@ -3048,21 +3592,41 @@ def settings_match(template):
             problems.append(f"{name}: the template does not set {var}, which {config} reads")
         for var in sorted(set(env) - read):
             problems.append(f"{name}: the template sets {var}, which {config} never reads")
-        for var, value in sorted(env.items()):
-            rows = [l for l in documented.splitlines() if l.startswith(f"| `{var}` |")]
-            if not rows:
-                problems.append(f"docs/configuration.md does not describe {var}")
-            if var in NOT_PARAMETERS:
-                continue
-            params = parameters_behind(value, template.get("Parameters", {}))
-            if not params:
-                problems.append(f"{name}: {var} is not taken from a parameter")
-            for param in params:
-                if rows and not any(f"`{param}`" in row for row in rows):
-                    problems.append(f"docs/configuration.md: the row for {var} does not name its parameter {param}")
+        problems += documented_settings(name, env, template, documented)
+    # The attribution function (issue 14) reads GuardConfig for its table, topic and hub, and its
+    # own settings (guard/src/bin/attribution.rs, Rails::from_env in guard/src/respond.rs); it
+    # needs none of the guard's decision settings, so it is given exactly its own.
+    env = res.get("AttributionFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    read = settings_read("GuardConfig")
+    for rs in ATTRIBUTION_SOURCES:
+        read |= set(re.findall(r'"(EC2PASS_[A-Z_]+)"', rs.read_text(encoding="utf-8"))) if rs.exists() else set()
+    for var in sorted((set(ATTRIBUTION_VARIABLES) | set(ORG_VARIABLES["AttributionFunction"])) - read):
+        problems.append(f"AttributionFunction: the template must set {var}, but the code never reads it (guard/src/bin/attribution.rs, guard/src/respond.rs, GuardConfig)")
+    for var in sorted(set(env) - read):
+        problems.append(f"AttributionFunction: the template sets {var}, which the attribution never reads")
+    problems += documented_settings("AttributionFunction", env, template, documented)
     for param in template.get("Parameters", {}):
         if f"`{param}`" not in documented:
             problems.append(f"docs/configuration.md does not describe the parameter {param}")
+    return problems
+
+
+def documented_settings(name, env, template, documented):
+    """Each variable of a function's environment has its row in docs/configuration.md, naming the
+    parameter it is taken from (or it is one of NOT_PARAMETERS)."""
+    problems = []
+    for var, value in sorted(env.items()):
+        rows = [l for l in documented.splitlines() if l.startswith(f"| `{var}` |")]
+        if not rows:
+            problems.append(f"docs/configuration.md does not describe {var}")
+        if var in NOT_PARAMETERS:
+            continue
+        params = parameters_behind(value, template.get("Parameters", {}))
+        if not params:
+            problems.append(f"{name}: {var} is not taken from a parameter")
+        for param in params:
+            if rows and not any(f"`{param}`" in row for row in rows):
+                problems.append(f"docs/configuration.md: the row for {var} does not name its parameter {param}")
     return problems
 
 
@@ -3097,7 +3661,7 @@ def check(template, path=None, policies=None, lint=True, member=None, org=None, 
     findings += manifest_invariants(manifest if manifest is not None else MANIFEST.read_text(encoding="utf-8"))
     findings += settings_match(template)
     stack_policies = {}
-    for label, parameters in (("", {}), ("with every chat option: ", CHAT_PARAMS)):
+    for label, parameters in (("", {}), ("with every option: ", OPTIONS_PARAMS)):
         try:
             world = World(template, policies, parameters)
             stack_policies.update({f"{label}{who} role policy {i}": d for who, docs in world.identity.items() for i, d in enumerate(docs)})
@@ -3955,6 +4519,167 @@ def broken_copies(template):
     def followup_starts_before_it_may_read_the_reply_key(t):
         t["Resources"]["FollowupFunction"].pop("DependsOn")
 
+    # Attribution and response (issue 14).
+    def attribution(t):
+        return t["Resources"]["AttributionFunction"]["Properties"]
+
+    def attribution_env(t):
+        return attribution(t)["Environment"]["Variables"]
+
+    def attribution_statement(t, sid):
+        return next(st for st in role_statements(t, "AttributionRole") if st.get("Sid") == sid)
+
+    def response_deny(t):
+        return attribution_statement(t, "NeverTheAdminOrEc2passOrAService")["Resource"]
+
+    def guard_may_put_role_policies(t):
+        t["Resources"]["GuardRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(
+            {"Sid": "Respond", "Effect": "Allow", "Action": ["iam:PutRolePolicy"], "Resource": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/*"}})
+
+    def response_on_by_default(t):
+        t["Parameters"]["Response"]["Default"] = "on"
+
+    def response_outside_its_condition(t):
+        pols = t["Resources"]["AttributionRole"]["Properties"]["Policies"]
+        i = next(i for i, x in enumerate(pols) if "Fn::If" in x and x["Fn::If"][0] == "RespondsToCallers")
+        pols[i] = pols[i]["Fn::If"][1]
+
+    def response_deny_misses_the_admin(t):
+        response_deny(t).pop(0)
+
+    def response_deny_misses_the_stacks_roles(t):
+        response_deny(t).remove({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${AWS::StackName}-*"})
+
+    def response_deny_misses_the_lookup_role(t):
+        response_deny(t).remove({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${LookupRoleName}"})
+
+    def response_deny_misses_service_linked_roles(t):
+        response_deny(t).remove({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/*"})
+
+    def response_in_every_account(t):
+        attribution_statement(t, "DeactivateACallersKey")["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:user/*"}
+
+    def response_may_attach_policies(t):
+        attribution_statement(t, "RevokeACallersSessions")["Action"].append("iam:AttachRolePolicy")
+
+    def attribution_reads_the_table(t):
+        attribution_statement(t, "KeepCallsByInstance")["Action"].append("dynamodb:GetItem")
+
+    def attribution_puts_any_item(t):
+        attribution_statement(t, "KeepCallsByInstance")["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"] = ["*"]
+
+    def attribution_leading_keys_without_null(t):
+        attribution_statement(t, "RecordTheCallerWithTheVerdict")["Condition"].pop("Null")
+
+    def attribution_queries_every_index(t):
+        attribution_statement(t, "StartsOfAnInstance")["Resource"] = {"Fn::Sub": "${Table.Arn}/index/*"}
+
+    def attribution_takes_state_changes(t):
+        attribution_statement(t, "TakeCallsFromTheQueue")["Resource"] = {"Fn::GetAtt": ["StateChangeQueue", "Arn"]}
+
+    def attribution_uses_the_alert_key_directly(t):
+        attribution_statement(t, "AlertEncryption").pop("Condition")
+
+    def attribution_describes_in_a_hub(t):
+        pols = t["Resources"]["AttributionRole"]["Properties"]["Policies"]
+        i = next(i for i, x in enumerate(pols) if "Fn::If" in x and x["Fn::If"][2] != {"Ref": "AWS::NoValue"} and x["Fn::If"][0] == "IsHub")
+        pols[i] = pols[i]["Fn::If"][2]
+
+    def attribution_assumes_the_member_role(t):
+        attribution_statement(t, "AssumeTheLookupRoles")["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${MemberRoleName}"}
+
+    def attribution_assumes_roles_outside_the_organization(t):
+        attribution_statement(t, "AssumeTheLookupRoles").pop("Condition")
+
+    def attribution_hub_role_from_the_member_role(t):
+        attribution_env(t)["EC2PASS_MEMBER_ROLE"] = {"Fn::If": ["IsHub", {"Ref": "MemberRoleName"}, ""]}
+
+    def attribution_built_from_the_guard_binary(t):
+        t["Resources"]["AttributionFunction"]["Metadata"]["BuildProperties"]["Binary"] = "guard"
+
+    def attribution_on_the_guard_role(t):
+        attribution(t)["Role"] = {"Fn::GetAtt": ["GuardRole", "Arn"]}
+
+    def attribution_without_partial_batch_responses(t):
+        attribution(t)["Events"]["Calls"]["Properties"].pop("FunctionResponseTypes")
+
+    def attribution_pollers_beyond_its_reservation(t):
+        attribution(t)["Events"]["Calls"]["Properties"]["ScalingConfig"]["MaximumConcurrency"] = 5
+
+    def attribution_hands_back_to_the_guards_queue(t):
+        attribution_env(t)["EC2PASS_CALL_QUEUE_URL"] = {"Ref": "StateChangeQueue"}
+
+    def attribution_response_always_on(t):
+        attribution_env(t)["EC2PASS_RESPONSE"] = "on"
+
+    def attribution_admin_fixed(t):
+        attribution_env(t)["EC2PASS_ADMIN_ARN"] = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/ec2pass-admin"}
+
+    def attribution_own_roles_miss_the_lookup_role(t):
+        attribution_env(t)["EC2PASS_OWN_ROLES"] = {"Fn::Sub": "${AWS::StackName}-*,${MemberRoleName},ec2pass*"}
+
+    def call_rule_hears_every_ec2_call(t):
+        t["Resources"]["CallRule"]["Properties"]["EventPattern"]["detail"].pop("eventName")
+
+    def call_rule_hears_terminations_too(t):
+        t["Resources"]["CallRule"]["Properties"]["EventPattern"]["detail"]["eventName"].append("TerminateInstances")
+
+    def call_rule_hears_another_service(t):
+        t["Resources"]["CallRule"]["Properties"]["EventPattern"]["detail"]["eventSource"] = [{"prefix": ""}]
+
+    def call_rule_without_a_dlq(t):
+        t["Resources"]["CallRule"]["Properties"]["Targets"][0].pop("DeadLetterConfig")
+
+    def hub_call_rule_in_every_stack(t):
+        t["Resources"]["HubCallRule"].pop("Condition")
+
+    def hub_call_rule_on_the_default_bus(t):
+        t["Resources"]["HubCallRule"]["Properties"].pop("EventBusName")
+
+    def call_queue_gives_up_early(t):
+        t["Resources"]["CallQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] = 10
+
+    def call_queue_visibility_shorter_than_six_timeouts(t):
+        t["Resources"]["CallQueue"]["Properties"]["VisibilityTimeout"] = 60
+
+    def call_queue_open_to_all_senders(t):
+        st = t["Resources"]["CallQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        st[:] = [x for x in st if x.get("Sid") != "NobodyElseSends"]
+
+    def call_queue_refuses_the_hub_rule(t):
+        st = next(x for x in t["Resources"]["CallQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"] if x.get("Sid") == "NobodyElseSends")
+        st["Condition"]["ArnNotEquals"]["aws:SourceArn"] = [{"Fn::GetAtt": ["CallRule", "Arn"]}]
+
+    def call_queue_drainable_by_anyone(t):
+        st = t["Resources"]["CallQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        st[:] = [x for x in st if x.get("Sid") != "OnlyTheAttributionTakesThem"]
+
+    def forget_the_call_failures_alarm(t):
+        t["Resources"].pop("CallFailuresAlarm")
+
+    def trail_by_default(t):
+        t["Parameters"]["CreateTrail"]["Default"] = "true"
+
+    def trail_in_one_region(t):
+        t["Resources"]["Trail"]["Properties"]["IsMultiRegionTrail"] = False
+
+    def trail_bucket_public(t):
+        t["Resources"]["TrailBucket"]["Properties"].pop("PublicAccessBlockConfiguration")
+
+    def trail_bucket_over_plain_http(t):
+        st = t["Resources"]["TrailBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        st[:] = [x for x in st if x.get("Sid") != "TlsOnly"]
+
+    def trail_bucket_for_any_trail(t):
+        st = next(x for x in t["Resources"]["TrailBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"] if x.get("Sid") == "CloudTrailWrites")
+        st["Condition"]["StringEquals"].pop("aws:SourceArn")
+
+    def allow_list_accepted_without_response(t):
+        t["Rules"].pop("ResponseAllowListNeedsResponse")
+
+    def forget_the_call_failures_output(t):
+        t["Outputs"].pop("CallFailureQueueArn")
+
     for breaker in (widen, drop_null, any_value, misspell_arch, dangling_getatt, bad_enum, issuer_may_stop, url_with_iam,
                     managed_topic_key, forget_a_setting, bad_alarm_operator, dangling_output_getatt,
                     secret_in_environment, secret_value_in_the_template, secret_under_the_default_key, account_may_decrypt, key_locks_out_the_admin,
@@ -4027,7 +4752,23 @@ def broken_copies(template):
                     guard_reads_the_reply_key, guard_decrypts_with_the_reply_key_key, reply_key_not_passed_to_the_issuer,
                     reply_key_not_passed_to_the_followup, reply_key_passed_as_the_signing_secret,
                     reply_key_passed_only_with_bot_messages, reply_key_passed_to_the_guard,
-                    followup_starts_before_it_may_read_the_reply_key):
+                    followup_starts_before_it_may_read_the_reply_key,
+                    guard_may_put_role_policies, response_on_by_default, response_outside_its_condition,
+                    response_deny_misses_the_admin, response_deny_misses_the_stacks_roles, response_deny_misses_the_lookup_role,
+                    response_deny_misses_service_linked_roles, response_in_every_account, response_may_attach_policies,
+                    attribution_reads_the_table, attribution_puts_any_item, attribution_leading_keys_without_null,
+                    attribution_queries_every_index, attribution_takes_state_changes, attribution_uses_the_alert_key_directly,
+                    attribution_describes_in_a_hub, attribution_assumes_the_member_role, attribution_assumes_roles_outside_the_organization,
+                    attribution_hub_role_from_the_member_role, attribution_built_from_the_guard_binary, attribution_on_the_guard_role,
+                    attribution_without_partial_batch_responses, attribution_pollers_beyond_its_reservation,
+                    attribution_hands_back_to_the_guards_queue, attribution_response_always_on, attribution_admin_fixed,
+                    attribution_own_roles_miss_the_lookup_role, call_rule_hears_every_ec2_call, call_rule_hears_terminations_too,
+                    call_rule_hears_another_service, call_rule_without_a_dlq, hub_call_rule_in_every_stack,
+                    hub_call_rule_on_the_default_bus, call_queue_gives_up_early, call_queue_visibility_shorter_than_six_timeouts,
+                    call_queue_open_to_all_senders, call_queue_refuses_the_hub_rule, call_queue_drainable_by_anyone,
+                    forget_the_call_failures_alarm, trail_by_default, trail_in_one_region, trail_bucket_public,
+                    trail_bucket_over_plain_http, trail_bucket_for_any_trail, allow_list_accepted_without_response,
+                    forget_the_call_failures_output):
         broken = copy.deepcopy(template)
         breaker(broken)
         yield breaker.__name__, broken
@@ -4154,7 +4895,34 @@ def broken_members(member):
     def spoke_misspells_a_property(t):
         role(t, "ForwardRole")["AssumeRolePolicyDocuments"] = role(t, "ForwardRole").pop("AssumeRolePolicyDocument")
 
-    for breaker in (member_role_may_do_all_of_ec2, member_role_deletes_any_tag, member_role_deletes_every_tag, member_role_may_tag,
+    # (f) the calls' forwarding (issue 14)
+    def lookup_role_forgets_the_attribution(t):
+        trust(t, "LookupRole")["Principal"] = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${HubAccountId}:role/${HubStackName}-issuer"}}
+
+    def member_role_trusts_the_attribution(t):
+        trust(t, "MemberRole")["Principal"] = {"AWS": [trust(t, "MemberRole")["Principal"]["AWS"],
+                                                      {"Fn::Sub": "arn:${AWS::Partition}:iam::${HubAccountId}:role/${HubStackName}-attribution"}]}
+
+    def forward_calls_rule_missing(t):
+        t["Resources"].pop("ForwardCallsRule")
+
+    def forward_calls_rule_hears_only_launches(t):
+        t["Resources"]["ForwardCallsRule"]["Properties"]["EventPattern"]["detail"]["eventName"] = ["RunInstances"]
+
+    def forward_calls_rule_targets_another_bus(t):
+        t["Resources"]["ForwardCallsRule"]["Properties"]["Targets"][0]["Arn"] = {
+            "Fn::Sub": "arn:${AWS::Partition}:events:${HubRegion}:${HubAccountId}:event-bus/default"}
+
+    def forward_calls_rule_without_a_role(t):
+        t["Resources"]["ForwardCallsRule"]["Properties"]["Targets"][0].pop("RoleArn")
+
+    def forward_calls_rule_renamed(t):
+        t["Resources"]["ForwardCallsRule"]["Properties"]["Name"] = "forward-ec2-calls"
+
+    for breaker in (lookup_role_forgets_the_attribution, member_role_trusts_the_attribution, forward_calls_rule_missing,
+                    forward_calls_rule_hears_only_launches, forward_calls_rule_targets_another_bus, forward_calls_rule_without_a_role,
+                    forward_calls_rule_renamed,
+                    member_role_may_do_all_of_ec2, member_role_deletes_any_tag, member_role_deletes_every_tag, member_role_may_tag,
                     member_role_terminates_when_alert_only, member_role_stops_in_other_accounts, member_role_gets_a_managed_policy,
                     member_role_trusts_anyone, member_role_trusts_the_hub_account, member_role_trusts_the_issuer,
                     member_role_trusts_any_role_of_the_organization, member_role_trusts_a_hub_outside_the_organization,
@@ -4418,6 +5186,25 @@ def broken_policies():
         p["protect-secret-and-exemptions-scp.json"]["Statement"].remove(st)
         p["protect-hub-scp.json"]["Statement"].append(st)
 
+    # Attribution and response (issue 14).
+    def scp_attribution_may_drop_the_table(p):
+        sid(p, "KeepTheTable")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(ATTRIBUTION_SCP)
+
+    def scp_denies_the_attribution_its_writes(p):
+        sid(p, "OnlyTheRolesPutAndDeleteItems")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].remove(ATTRIBUTION_SCP)
+
+    def scp_put_carve_out_for_the_followup(p):
+        sid(p, "OnlyTheRolesPutAndDeleteItems")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(FOLLOWUP_SCP)
+
+    def scp_calls_statement_misses_the_call_queue(p):
+        sid(p, "OnlyTheAttributionTakesCalls")["Resource"] = "arn:aws:sqs:*:*:ec2pass-*call"
+
+    def scp_calls_taken_by_the_guard(p):
+        sid(p, "OnlyTheAttributionTakesCalls")["Condition"]["ArnNotLike"]["aws:PrincipalArn"].append(GUARD_SCP)
+
+    def spoke_scp_misses_the_calls_forward_rule(p):
+        sid(p, "KeepTheForwardRule")["Resource"] = "arn:aws:events:*:*:rule/ec2pass-member-forward"
+
     breakers = [
         all_values_in_deny, forget_delete_all, scp_allows_concurrency_zero, scp_forgets_the_exempt_tag,
         # 1. the secret, and the functions' configuration
@@ -4482,6 +5269,10 @@ def broken_policies():
         scp_reply_key_denied_to_the_followup, scp_reply_key_statement_on_another_name, scp_reply_key_decrypt_on_another_alias,
         scp_reply_key_key_decryptable_by_the_guard, scp_reply_key_carve_out_by_path, scp_reply_key_only_in_the_hub_file,
         drop_action("OnlyTheAdminChangesIt", "secretsmanager:PutSecretValue"),
+        # 16. attribution and response (issue 14)
+        scp_attribution_may_drop_the_table, scp_denies_the_attribution_its_writes, scp_put_carve_out_for_the_followup,
+        drop_statement("OnlyTheRolesPutAndDeleteItems"), drop_statement("OnlyTheAttributionTakesCalls"),
+        scp_calls_statement_misses_the_call_queue, scp_calls_taken_by_the_guard, spoke_scp_misses_the_calls_forward_rule,
         # shape
         scp_too_long, misspelled_action, condition_aws_never_sets,
     ]
@@ -4560,7 +5351,7 @@ def main(argv):
         print("FAIL infra/template.yaml, infra/member.yaml, infra/organization.yaml, infra/policies and infra/slack-app-manifest.yaml")
     else:
         passed += 1
-        print("ok   infra/template.yaml, infra/member.yaml, infra/organization.yaml, infra/policies and infra/slack-app-manifest.yaml: cfn-lint, SAM transform + cfn-lint, invariants (hub, spoke, StackSet, chat options, manifest), local table, settings, parliament")
+        print("ok   infra/template.yaml, infra/member.yaml, infra/organization.yaml, infra/policies and infra/slack-app-manifest.yaml: cfn-lint, SAM transform + cfn-lint, invariants (hub, spoke, StackSet, chat options, attribution, manifest), local table, settings, parliament")
     for name, holds, message in evaluate_claims(template, policies, member, org):
         if holds:
             passed += 1
