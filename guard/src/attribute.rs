@@ -244,8 +244,7 @@ where
             match self.respond(call, first, denied.len(), now, young).await {
                 Ok(Some(responded)) => {
                     outcome.response = Some(responded.alert.reason.clone());
-                    outcome.again |= responded.again;
-                    claim = responded.claim;
+                    claim = Some(responded.claim);
                     alerts.push(responded.alert);
                 }
                 Ok(None) => {}
@@ -456,17 +455,15 @@ where
         alert.detail = Some(format!("{starts}{detail}"));
         Ok(Some(Responded {
             alert,
-            claim: Some((principal, now)),
-            again: false,
+            claim: (principal, now),
         }))
     }
 }
 
-/// A response's alert, the claim to confirm once it is published, and whether to come back.
+/// A response's alert, and the claim to confirm once it is published.
 struct Responded {
     alert: Alert,
-    claim: Option<(String, UnixTime)>,
-    again: bool,
+    claim: (String, UnixTime),
 }
 
 /// The attribution alert of a denied start: its verdict, and the caller.

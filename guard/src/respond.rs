@@ -9,8 +9,9 @@
 //!
 //! Never acted on, whatever the configuration (the rails, each its own test): the root user;
 //! the admin principal; ec2pass's own roles; a service-linked role (AWS refuses to change one,
-//! and the service acted for someone else: that someone is who to find); principals in the
-//! allow-list; a principal of another account than the one the responder runs in; an AWS
+//! and the service acted for someone else: that someone is who to find); an IAM Identity Center
+//! role (AWS protects those too: the user's sessions are revoked in Identity Center); principals
+//! in the allow-list; a principal of another account than the one the responder runs in; an AWS
 //! service; a federated user or an IAM user's temporary credentials (no API ends those without
 //! touching the user who issued them: the alert says what to do by hand). Deciding is a plain
 //! function, [`plan`]; [`Iam`] does it.
