@@ -69,11 +69,12 @@ unit: ## only the tests that need nothing running
 template-check: venv ## the offline checks of infra/template.yaml, and proof that broken copies fail them
 	$(VENV)/bin/python infra/check.py --self-test
 
-package: venv ## build the two arm64 Lambda zips with cargo-lambda (zig from .venv) and print their sizes
+package: venv ## build the arm64 Lambda zips (issuer, follow-up, guard, attribution) with cargo-lambda (zig from .venv) and print their sizes
 	rustup target add aarch64-unknown-linux-gnu
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 \
 		--output-format zip -p issuer -p guard
-	@for f in target/lambda/issuer/bootstrap.zip target/lambda/guard/bootstrap.zip; do \
+	@for f in target/lambda/issuer/bootstrap.zip target/lambda/followup/bootstrap.zip \
+		target/lambda/guard/bootstrap.zip target/lambda/attribution/bootstrap.zip; do \
 		printf '%-40s %8d bytes\n' "$$f" "$$(wc -c < "$$f")"; done
 
 # The SAM CLI gets its own environment: it pins other versions of boto3 and the SAM translator
