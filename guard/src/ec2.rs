@@ -385,18 +385,27 @@ impl Ec2Client {
         &self,
         client_token: &str,
     ) -> Result<Vec<(InstanceId, UnixTime)>, AwsError> {
+        let filter = Filter::builder()
+            .name("client-token")
+            .values(client_token)
+            .build();
+        Ok(self
+            .filtered(filter)
+            .await?
+            .into_iter()
+            .filter_map(|f| Some((f.id, f.launch_time?)))
+            .collect())
+    }
+
+    /// Every instance DescribeInstances lists for `filter`, over every page.
+    async fn filtered(&self, filter: Filter) -> Result<Vec<InstanceFacts>, AwsError> {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let out = self
                 .client
                 .describe_instances()
-                .filters(
-                    Filter::builder()
-                        .name("client-token")
-                        .values(client_token)
-                        .build(),
-                )
+                .filters(filter.clone())
                 .set_next_token(token.take())
                 .max_results(1000)
                 .send()
@@ -406,8 +415,7 @@ impl Ec2Client {
                 out.reservations()
                     .iter()
                     .flat_map(|r| r.instances())
-                    .filter_map(facts_of)
-                    .filter_map(|f| Some((f.id, f.launch_time?))),
+                    .filter_map(facts_of),
             );
             match out.next_token {
                 Some(t) if !t.is_empty() => token = Some(t),
@@ -500,35 +508,14 @@ impl Ec2 for Ec2Client {
     }
 
     async fn active_instances(&self) -> Result<Vec<InstanceFacts>, AwsError> {
-        let mut all = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_instances()
-                .filters(
-                    Filter::builder()
-                        .name("instance-state-name")
-                        .values("pending")
-                        .values("running")
-                        .build(),
-                )
-                .set_next_token(token.take())
-                .max_results(1000)
-                .send()
-                .await
-                .map_err(|e| failed("DescribeInstances", &e))?;
-            all.extend(
-                out.reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .filter_map(facts_of),
-            );
-            match out.next_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(all),
-            }
-        }
+        self.filtered(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .await
     }
 
     async fn describe_many(&self, ids: &[InstanceId]) -> Result<Vec<InstanceFacts>, AwsError> {
@@ -543,28 +530,7 @@ impl Ec2 for Ec2Client {
                     chunk.iter().map(|id| id.as_str().to_owned()).collect(),
                 ))
                 .build();
-            let mut token: Option<String> = None;
-            loop {
-                let out = self
-                    .client
-                    .describe_instances()
-                    .filters(filter.clone())
-                    .set_next_token(token.take())
-                    .max_results(1000)
-                    .send()
-                    .await
-                    .map_err(|e| failed("DescribeInstances", &e))?;
-                all.extend(
-                    out.reservations()
-                        .iter()
-                        .flat_map(|r| r.instances())
-                        .filter_map(facts_of),
-                );
-                match out.next_token {
-                    Some(t) if !t.is_empty() => token = Some(t),
-                    _ => break,
-                }
-            }
+            all.extend(self.filtered(filter).await?);
         }
         Ok(all)
     }
