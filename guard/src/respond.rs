@@ -65,10 +65,9 @@ impl Rails {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect();
-            match items
-                .iter()
-                .find(|s| s.len() > 2048 || s == &"*" || s[..s.len() - 1].contains('*'))
-            {
+            match items.iter().find(|s| {
+                s.len() > 2048 || s == &"*" || s.strip_suffix('*').unwrap_or(s).contains('*')
+            }) {
                 Some(bad) => Err(ConfigError {
                     var,
                     problem: format!("{bad:?}: a name or ARN, with at most a trailing *"),
@@ -556,6 +555,15 @@ mod tests {
             })
         };
         let r = Rails::from_env(&env(&[]), "123456789012").unwrap();
+        let accented = Rails::from_env(
+            &env(&[(
+                "EC2PASS_RESPONSE_ALLOW",
+                "arn:aws:iam::123456789012:role/café",
+            )]),
+            "123456789012",
+        )
+        .expect("a name that ends in a multi-byte character is read, not cut inside it");
+        assert_eq!(accented.allow, ["arn:aws:iam::123456789012:role/café"]);
         assert!(!r.enabled, "off unless asked for");
         assert_eq!(r.admin, "arn:aws:iam::123456789012:role/ec2pass-admin");
         let r = Rails::from_env(
@@ -576,6 +584,11 @@ mod tests {
             ("EC2PASS_RESPONSE", "yes please"),
             ("EC2PASS_RESPONSE_ALLOW", "*"),
             ("EC2PASS_OWN_ROLES", "ec2*pass"),
+            // Found in review: a list ending in a multi-byte character was cut inside it.
+            (
+                "EC2PASS_RESPONSE_ALLOW",
+                "arn:aws:iam::123456789012:role/é*x",
+            ),
         ] {
             let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([(var, bad)]));
             assert!(
