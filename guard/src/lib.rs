@@ -50,6 +50,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+/// The AWS SDK configuration both of the guard crate's functions build once at cold start:
+/// bounded calls, so a call that connects but never answers is an error like any other (fail
+/// closed, alert, let Lambda retry) instead of running until Lambda kills the invocation.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(6))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
+}
+
 /// How long before Lambda's own timeout the guard stops retrying a stop: the time to announce
 /// the verdict afterwards (a publish is bounded at 6 s by the SDK's operation timeout, and the
 /// mark that it was sent follows it). Should the invocation die anyway, the alert's lease lapses

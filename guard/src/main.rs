@@ -1,9 +1,5 @@
 //! The guard Lambda: wires the real AWS clients into the guard, once, at cold start.
 
-use std::time::Duration;
-
-use aws_config::BehaviorVersion;
-use aws_config::timeout::TimeoutConfig;
 use aws_lambda_events::sqs::SqsEvent;
 use ec2pass_shared::config::{Env, GuardConfig};
 use ec2pass_shared::org::{OrgRoster, StsAssume};
@@ -22,17 +18,7 @@ use serde_json::{Value, json};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = GuardConfig::from_env(&Env::process())?;
-    // Bounded AWS calls: a call that connects but never answers would otherwise run until Lambda kills the
-    // invocation, still owning its verdict's alert. Timed out, it is an error like any other: fail
-    // closed, alert, and let Lambda retry.
-    let timeouts = TimeoutConfig::builder()
-        .operation_attempt_timeout(Duration::from_secs(2))
-        .operation_timeout(Duration::from_secs(6))
-        .build();
-    let aws = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await;
+    let aws = guard::sdk_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone());
     let alerts = SnsAlerts::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
     let recheck = SqsRecheck::new(

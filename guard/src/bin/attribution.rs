@@ -4,10 +4,6 @@
 
 #![recursion_limit = "256"]
 
-use std::time::Duration;
-
-use aws_config::BehaviorVersion;
-use aws_config::timeout::TimeoutConfig;
 use aws_lambda_events::sqs::SqsEvent;
 use ec2pass_shared::config::{Env, GuardConfig};
 use ec2pass_shared::org::StsAssume;
@@ -33,14 +29,7 @@ async fn main() -> Result<(), Error> {
         give_up: env.duration("EC2PASS_ATTRIBUTION_WAIT", Settings::default().give_up)?,
         ..Settings::default()
     };
-    let timeouts = TimeoutConfig::builder()
-        .operation_attempt_timeout(Duration::from_secs(2))
-        .operation_timeout(Duration::from_secs(6))
-        .build();
-    let aws = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await;
+    let aws = guard::sdk_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table.clone());
     let alerts = SnsAlerts::new(aws_sdk_sns::Client::new(&aws), config.topic_arn.clone());
     let iam = IamClient(aws_sdk_iam::Client::new(&aws));
@@ -48,40 +37,49 @@ async fn main() -> Result<(), Error> {
         aws_sdk_sqs::Client::new(&aws),
         env.get("EC2PASS_CALL_QUEUE_URL"),
     );
+    let parts = Parts {
+        store,
+        iam,
+        alerts,
+        rails,
+        settings,
+    };
     match config.hub.clone() {
-        // A hub finds a member's launches through its member role, as the guard acts there.
+        // A hub finds a member's launches through its lookup role (`EC2PASS_MEMBER_ROLE`).
         Some(hub) => {
-            let launches =
+            let roles =
                 MemberRoles::new(hub, StsAssume::new(aws.clone(), SESSION_NAME), aws.clone());
-            serve(
-                Attributor {
-                    store,
-                    launches,
-                    iam,
-                    alerts,
-                    clock: SystemClock,
-                    rails,
-                    settings,
-                },
-                recheck,
-            )
-            .await
+            serve(parts.with(roles), recheck).await
         }
         None => {
-            let launches = Paced(Ec2Client::new(aws_sdk_ec2::Client::new(&aws)));
-            serve(
-                Attributor {
-                    store,
-                    launches,
-                    iam,
-                    alerts,
-                    clock: SystemClock,
-                    rails,
-                    settings,
-                },
-                recheck,
-            )
-            .await
+            let ec2 = Paced(Ec2Client::new(aws_sdk_ec2::Client::new(&aws)));
+            serve(parts.with(ec2), recheck).await
+        }
+    }
+}
+
+/// Everything but where launches are found, which depends on hub or single account.
+struct Parts {
+    store: DynamoStore,
+    iam: IamClient,
+    alerts: SnsAlerts,
+    rails: Rails,
+    settings: Settings,
+}
+
+impl Parts {
+    fn with<L: Launches>(
+        self,
+        launches: L,
+    ) -> Attributor<DynamoStore, L, IamClient, SnsAlerts, SystemClock> {
+        Attributor {
+            store: self.store,
+            launches,
+            iam: self.iam,
+            alerts: self.alerts,
+            clock: SystemClock,
+            rails: self.rails,
+            settings: self.settings,
         }
     }
 }
